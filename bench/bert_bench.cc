@@ -1,0 +1,159 @@
+// bert_bench: the engine's benchmark front door (Google Benchmark).
+//
+//   bert_bench [--model FILE] [--benchmark_filter=REGEX] [other Google Benchmark flags]
+//
+// BM_Inference   CPU inference over model x batch x seq x threads, with sequences/s, tokens/s and
+//                GFLOP/s counters (GEMM + attention FLOPs). Models: bert-base and bert-tiny shapes with
+//                seeded synthetic weights, or the file given with --model (reported as model:0).
+// BM_ModelLoad   Model::Load of an engine file (bert-base-shaped synthetic by default, or --model).
+#include <benchmark/benchmark.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "bert/engine.h"
+#include "engine/src/model_impl.h"
+#include "weights/synthetic.h"
+
+namespace {
+
+std::string g_model_file;  // --model FILE, or empty for the synthetic shapes
+
+// Model index -> model, loaded once per process.
+const char* const kShapes[] = {"bert-base", "bert-tiny"};
+
+std::shared_ptr<const bert::Model> get_model(int index, std::string* error) {
+  static std::map<int, std::shared_ptr<const bert::Model>> cache;
+  if (auto it = cache.find(index); it != cache.end()) return it->second;
+  bert::Result<std::shared_ptr<const bert::Model>> m = bert::internal_error("unset");
+  if (!g_model_file.empty()) {
+    m = bert::Model::Load(g_model_file);
+  } else {
+    auto json = bert::synthetic_config_json(kShapes[index]);
+    if (!json.ok()) return *error = json.status().to_string(), nullptr;
+    auto config = bert::parse_model_config(*json, kShapes[index]);
+    if (!config.ok()) return *error = config.status().to_string(), nullptr;
+    m = bert::load_model_from_source(bert::synthetic_model(*config, 1234));
+  }
+  if (!m.ok()) return *error = m.status().to_string(), nullptr;
+  return cache[index] = *m;
+}
+
+// FLOPs of one forward pass (multiply-add = 2): the linear layers, QK^T and PV, the pooler and head GEMMs.
+double forward_flops(const bert::ModelInfo& info, int64_t batch, int64_t seq) {
+  const double T = double(batch) * seq, H = info.hidden_size, I = info.intermediate_size;
+  double layer = 2 * T * H * (3 * H) + 2 * T * H * H + 2 * 2 * T * H * I  // QKV, output, FFN
+                 + 2 * 2 * double(batch) * seq * seq * H;                 // QK^T and PV over all heads
+  double flops = info.num_layers * layer;
+  if (info.head != "token_classification" && info.head != "question_answering" && info.head != "masked_lm")
+    flops += 2 * double(batch) * H * H;  // pooler
+  if (info.head == "masked_lm" || info.head == "pretraining") flops += 2 * T * H * (H + info.vocab_size);
+  return flops;
+}
+
+void BM_Inference(benchmark::State& state) {
+  const int model_index = static_cast<int>(state.range(0));
+  const int batch = static_cast<int>(state.range(1)), seq = static_cast<int>(state.range(2));
+  const int threads = static_cast<int>(state.range(3));
+  std::string error;
+  auto model = get_model(model_index, &error);
+  if (!model) return state.SkipWithError(error.c_str());
+  if (seq > model->info().max_position_embeddings) return state.SkipWithError("seq beyond the position table");
+  state.SetLabel(g_model_file.empty() ? kShapes[model_index] : g_model_file);
+
+  bert::SessionOptions opts;
+  opts.max_batch = batch;
+  opts.max_seq = seq;
+  opts.num_threads = threads;
+  auto session = bert::Session::Create(model, opts);
+  if (!session.ok()) return state.SkipWithError(session.status().to_string().c_str());
+
+  // Random tokens (ids 1000.. avoid special tokens), full attention mask, two segments.
+  std::mt19937 rng(42);
+  std::uniform_int_distribution<int32_t> id(std::min<int64_t>(1000, model->info().vocab_size - 1),
+                                            model->info().vocab_size - 1);
+  std::vector<int32_t> ids(size_t(batch) * seq), mask(ids.size(), 1), types(ids.size(), 0);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    ids[i] = id(rng);
+    types[i] = (i % seq) >= size_t(seq) / 2 && model->info().type_vocab_size > 1;
+  }
+  bert::BatchInput in{batch, seq, ids.data(), mask.data(), types.data()};
+  if (auto st = (*session)->Run(in); !st.ok()) return state.SkipWithError(st.to_string().c_str());  // warm-up: plans
+
+  for (auto _ : state) {
+    auto st = (*session)->Run(in);
+    benchmark::DoNotOptimize(st);
+  }
+  const double flops = forward_flops(model->info(), batch, seq);
+  state.counters["seq/s"] = benchmark::Counter(double(batch), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["tokens/s"] = benchmark::Counter(double(batch) * seq, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOP/s"] = benchmark::Counter(flops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["workspace_MiB"] = double((*session)->workspace_bytes()) / (1 << 20);
+}
+
+void inference_args(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"model", "batch", "seq", "threads"});
+  const int models = g_model_file.empty() ? 2 : 1;
+  for (int m = 0; m < models; ++m)
+    for (int batch : {1, 8})
+      for (int seq : {32, 128, 384})
+        for (int threads : {1, 2}) b->Args({m, batch, seq, threads});
+  b->UseRealTime()->Unit(benchmark::kMillisecond)->MeasureProcessCPUTime();
+}
+
+void BM_ModelLoad(benchmark::State& state) {
+  // An engine file on disk: --model, or a bert-base-shaped synthetic one written once.
+  static std::string path;
+  if (path.empty()) {
+    if (!g_model_file.empty()) {
+      path = g_model_file;
+    } else {
+      path = (std::filesystem::temp_directory_path() / ("bert_bench_base_" + std::to_string(getpid()) + ".bert")).string();
+      auto config = bert::parse_model_config(*bert::synthetic_config_json("bert-base"), "bert-base");
+      if (auto st = bert::write_engine_file(path, bert::synthetic_model(*config, 1234), bert::DType::kF32); !st.ok())
+        return state.SkipWithError(st.to_string().c_str());
+    }
+  }
+  for (auto _ : state) {
+    auto m = bert::Model::Load(path);
+    if (!m.ok()) return state.SkipWithError(m.status().to_string().c_str());
+    benchmark::DoNotOptimize(m);
+  }
+  state.SetLabel(path);
+  std::error_code ec;
+  state.counters["file_MiB"] = double(std::filesystem::file_size(path, ec)) / (1 << 20);
+  if (g_model_file.empty()) std::filesystem::remove(path, ec), path.clear();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Take --model FILE / --model=FILE out before Google Benchmark sees the flags.
+  std::vector<char*> args;
+  for (int i = 0; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--model") == 0 && i + 1 < argc) {
+      g_model_file = argv[++i];
+    } else if (std::strncmp(argv[i], "--model=", 8) == 0) {
+      g_model_file = argv[i] + 8;
+    } else {
+      args.push_back(argv[i]);
+    }
+  }
+  int n = static_cast<int>(args.size());
+  benchmark::Initialize(&n, args.data());
+  if (benchmark::ReportUnrecognizedArguments(n, args.data())) return 1;
+  benchmark::RegisterBenchmark("BM_Inference", BM_Inference)->Apply(inference_args);
+  benchmark::RegisterBenchmark("BM_ModelLoad", BM_ModelLoad)->Unit(benchmark::kMillisecond)->Iterations(5);
+  benchmark::AddCustomContext("engine", "bert_engine CPU fp32 (oneDNN GEMMs, hand-written kernels)");
+  benchmark::AddCustomContext("weights", g_model_file.empty() ? "synthetic, seed 1234" : g_model_file);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -1,0 +1,118 @@
+// The engine's public C++ API: load a model file, open a session, run batches, read outputs.
+//
+//   auto model = bert::Model::Load("model.bert");              // Result<shared_ptr<const Model>>
+//   auto session = bert::Session::Create(*model, {.max_batch = 8, .max_seq = 128});
+//   bert::Status st = (*session)->Run({.batch = 2, .seq = 16, .input_ids = ids.data(),
+//                                      .attention_mask = mask.data()});
+//   auto logits = (*session)->Output("logits");               // Result<OutputView>
+//
+// Errors are values (Status / Result); nothing here throws or exits. No oneDNN or CUDA types appear
+// in this header. A Model is immutable and shared by any number of sessions; a Session belongs to
+// one thread at a time and plans its workspace once, for its largest batch x sequence.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "bert/status.h"
+
+namespace bert {
+
+enum class Device { kCpu, kCuda };
+
+struct LoadOptions {
+  Device device = Device::kCpu;
+};
+
+// What a loaded model is, as config.json described it.
+struct ModelInfo {
+  std::string model_type;    // "bert"
+  std::string architecture;  // "BertForSequenceClassification", ... (may be empty)
+  std::string head;          // "none", "sequence_classification", "token_classification",
+                             // "question_answering", "masked_lm", "pretraining"
+  int64_t vocab_size = 0, hidden_size = 0, num_layers = 0, num_heads = 0, intermediate_size = 0;
+  int64_t max_position_embeddings = 0, type_vocab_size = 0, num_labels = 0;
+  std::vector<std::string> labels;  // id2label
+  std::string weights_dtype;        // as stored in the file: "F32", "F16", "BF16"
+  std::string cpu_isa;              // kernels chosen at load: "avx512", "avx2", "scalar"
+};
+
+class Model {
+ public:
+  // `path` is an engine file (tools/convert_weights) or an HF directory (converted in memory).
+  static Result<std::shared_ptr<const Model>> Load(const std::string& path, const LoadOptions& options = {});
+  ~Model();
+
+  const ModelInfo& info() const;
+  // The WordPiece vocab embedded in the file (empty if it had none) and its casing.
+  const std::vector<std::string>& vocab() const;
+  bool lower_case() const;
+  // Output names a session of this model produces (hidden_states.* only with keep_hidden_states).
+  std::vector<std::string> output_names(bool with_hidden_states) const;
+
+  struct Impl;
+  const Impl& impl() const { return *impl_; }
+
+ private:
+  explicit Model(std::unique_ptr<Impl> impl);
+  friend Result<std::shared_ptr<const Model>> make_model(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+struct SessionOptions {
+  int max_batch = 8;                // largest batch Run accepts
+  int max_seq = 0;                  // largest sequence length; 0 = max_position_embeddings
+  int num_threads = 0;              // OpenMP threads for this session's work; 0 = the default
+  bool keep_hidden_states = false;  // also output hidden_states.0 .. hidden_states.L
+};
+
+// One batch, row-major [batch, seq]. attention_mask (1 = token, 0 = padding) defaults to all ones,
+// token_type_ids to all zeros. The pointers must stay valid during Run only.
+struct BatchInput {
+  int batch = 0;
+  int seq = 0;
+  const int32_t* input_ids = nullptr;
+  const int32_t* attention_mask = nullptr;
+  const int32_t* token_type_ids = nullptr;
+};
+
+// An output of the last Run: valid until the next Run or the session's end.
+struct OutputView {
+  std::string name;
+  std::vector<int64_t> shape;
+  const float* data = nullptr;
+  int64_t numel() const {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    return n;
+  }
+};
+
+class Session {
+ public:
+  static Result<std::unique_ptr<Session>> Create(std::shared_ptr<const Model> model, const SessionOptions& options = {});
+  ~Session();
+
+  // Validates the batch (shape within the plan, token ids < vocab, token types < type vocab,
+  // mask values 0/1) and runs the model. On error nothing is written.
+  Status Run(const BatchInput& input);
+  // Outputs of the last successful Run under HuggingFace's names: last_hidden_state, pooler_output,
+  // logits, start_logits, end_logits, prediction_logits, seq_relationship_logits, hidden_states.i.
+  Result<OutputView> Output(std::string_view name) const;
+  std::vector<std::string> OutputNames() const;
+
+  const SessionOptions& options() const;
+  // Bytes of activation workspace planned at creation.
+  size_t workspace_bytes() const;
+
+  struct Impl;
+
+ private:
+  explicit Session(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace bert

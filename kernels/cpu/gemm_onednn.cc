@@ -1,0 +1,142 @@
+// GemmPlanner: oneDNN matmul primitives cached by shape, executed with the caller's pointers.
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include <map>
+#include <string>
+#include <tuple>
+#include <unordered_map>
+
+#include "kernels/cpu/dispatch.h"
+#include "kernels/gemm.h"
+
+namespace bert::kernels {
+
+namespace {
+
+using dnnl::memory;
+using Dims = memory::dims;
+
+// One planned primitive with its argument memories: only the data handles change between runs.
+struct Plan {
+  dnnl::matmul prim;
+  memory src, weights, bias, dst;
+  std::unordered_map<int, memory> args;
+  std::string impl;
+};
+
+bool to_dnnl_algorithm(Activation act, dnnl::algorithm* alg) {
+  switch (act) {
+    case Activation::kGeluErf: *alg = dnnl::algorithm::eltwise_gelu_erf; return true;
+    case Activation::kGeluTanh: *alg = dnnl::algorithm::eltwise_gelu_tanh; return true;
+    case Activation::kRelu: *alg = dnnl::algorithm::eltwise_relu; return true;
+    case Activation::kTanh: *alg = dnnl::algorithm::eltwise_tanh; return true;
+    default: return false;  // identity, or one oneDNN lacks (applied separately)
+  }
+}
+
+}  // namespace
+
+struct GemmPlanner::Impl {
+  dnnl::engine engine{dnnl::engine::kind::cpu, 0};
+  dnnl::stream stream{engine};
+  using LinearKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int, bool>;
+  using BatchedKey = std::vector<int64_t>;
+  std::map<LinearKey, Plan> linear_plans;
+  std::map<BatchedKey, Plan> batched_plans;
+  const char* last_impl = "";
+};
+
+GemmPlanner::GemmPlanner() : impl_(std::make_unique<Impl>()) {}
+GemmPlanner::~GemmPlanner() = default;
+
+size_t GemmPlanner::plan_count() const { return impl_->linear_plans.size() + impl_->batched_plans.size(); }
+const char* GemmPlanner::last_impl() const { return impl_->last_impl; }
+
+bool GemmPlanner::linear(const LinearArgs& a) {
+  const int64_t ldx = a.ldx ? a.ldx : a.K, ldy = a.ldy ? a.ldy : a.N;
+  dnnl::algorithm alg = dnnl::algorithm::undef;
+  const bool fused_act = to_dnnl_algorithm(a.act, &alg);
+  Impl::LinearKey key{a.M, a.N, a.K, ldx, ldy, static_cast<int>(a.act), a.bias != nullptr};
+  auto it = impl_->linear_plans.find(key);
+  if (it == impl_->linear_plans.end()) {
+    try {
+      const auto f32 = memory::data_type::f32;
+      memory::desc src({a.M, a.K}, f32, Dims{ldx, 1});
+      memory::desc wei({a.K, a.N}, f32, Dims{1, a.K});  // [N, K] read as its transpose
+      memory::desc dst({a.M, a.N}, f32, Dims{ldy, 1});
+      memory::desc bias({1, a.N}, f32, Dims{a.N, 1});
+      dnnl::primitive_attr attr;
+      if (fused_act) {
+        dnnl::post_ops po;
+        po.append_eltwise(1.f, alg, 0.f, 0.f);
+        attr.set_post_ops(po);
+      }
+      auto md = a.bias ? dnnl::matmul::desc(src, wei, bias, dst) : dnnl::matmul::desc(src, wei, dst);
+      dnnl::matmul::primitive_desc pd(md, attr, impl_->engine);
+      Plan p;
+      p.prim = dnnl::matmul(pd);
+      p.impl = pd.impl_info_str();
+      p.src = memory(src, impl_->engine, nullptr);
+      p.weights = memory(wei, impl_->engine, nullptr);
+      p.dst = memory(dst, impl_->engine, nullptr);
+      p.args = {{DNNL_ARG_SRC, p.src}, {DNNL_ARG_WEIGHTS, p.weights}, {DNNL_ARG_DST, p.dst}};
+      if (a.bias) {
+        p.bias = memory(bias, impl_->engine, nullptr);
+        p.args[DNNL_ARG_BIAS] = p.bias;
+      }
+      it = impl_->linear_plans.emplace(key, std::move(p)).first;
+    } catch (const dnnl::error&) {
+      return false;
+    }
+  }
+  Plan& p = it->second;
+  impl_->last_impl = p.impl.c_str();
+  p.src.set_data_handle(const_cast<float*>(a.x));
+  p.weights.set_data_handle(const_cast<float*>(a.w));
+  p.dst.set_data_handle(a.y);
+  if (a.bias) p.bias.set_data_handle(const_cast<float*>(a.bias));
+  p.prim.execute(impl_->stream, p.args);
+  impl_->stream.wait();
+  if (!fused_act && a.act != Activation::kIdentity) {
+    // An activation oneDNN has no post-op for: apply the hand-written kernel row by row.
+    const auto& k = cpu_kernels();
+    for (int64_t m = 0; m < a.M; ++m) k.activation(ActivationArgs{a.y + m * ldy, a.N, a.act});
+  }
+  return true;
+}
+
+bool GemmPlanner::batched_matmul(const BatchedMatmulArgs& a) {
+  Impl::BatchedKey key{a.batch0, a.batch1, a.M, a.N, a.K};
+  for (int i = 0; i < 4; ++i) key.insert(key.end(), {a.a_strides[i], a.b_strides[i], a.c_strides[i]});
+  auto it = impl_->batched_plans.find(key);
+  if (it == impl_->batched_plans.end()) {
+    try {
+      const auto f32 = memory::data_type::f32;
+      auto strides = [](const int64_t* s) { return Dims{s[0], s[1], s[2], s[3]}; };
+      memory::desc src({a.batch0, a.batch1, a.M, a.K}, f32, strides(a.a_strides));
+      memory::desc wei({a.batch0, a.batch1, a.K, a.N}, f32, strides(a.b_strides));
+      memory::desc dst({a.batch0, a.batch1, a.M, a.N}, f32, strides(a.c_strides));
+      dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wei, dst), impl_->engine);
+      Plan p;
+      p.prim = dnnl::matmul(pd);
+      p.impl = pd.impl_info_str();
+      p.src = memory(src, impl_->engine, nullptr);
+      p.weights = memory(wei, impl_->engine, nullptr);
+      p.dst = memory(dst, impl_->engine, nullptr);
+      p.args = {{DNNL_ARG_SRC, p.src}, {DNNL_ARG_WEIGHTS, p.weights}, {DNNL_ARG_DST, p.dst}};
+      it = impl_->batched_plans.emplace(std::move(key), std::move(p)).first;
+    } catch (const dnnl::error&) {
+      return false;
+    }
+  }
+  Plan& p = it->second;
+  impl_->last_impl = p.impl.c_str();
+  p.src.set_data_handle(const_cast<float*>(a.a));
+  p.weights.set_data_handle(const_cast<float*>(a.b));
+  p.dst.set_data_handle(a.c);
+  p.prim.execute(impl_->stream, p.args);
+  impl_->stream.wait();
+  return true;
+}
+
+}  // namespace bert::kernels

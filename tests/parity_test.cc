@@ -1,0 +1,110 @@
+// Parity with HuggingFace transformers: every BERT fixture in ../shared/fixtures, loaded from
+// model.safetensors and from pytorch_model.bin, must reproduce every hidden state and head output of
+// golden.safetensors (transformers in float64) within relative L2 1e-5 and max-abs 1e-4.
+// Two paths: the tools end to end (convert_weights -> bert_run), and the C++ API on the HF directory.
+#include <gtest/gtest.h>
+
+#include "bert/engine.h"
+#include "tests/test_util.h"
+#include "weights/safetensors.h"
+
+namespace bert {
+namespace {
+
+constexpr double kMaxRelL2 = 1e-5;
+constexpr double kMaxAbs = 1e-4;
+
+const char* const kBertFixtures[] = {"bert-base-model", "bert-pretraining", "bert-mlm",
+                                     "bert-seqcls",     "bert-qa",          "bert-tokcls"};
+
+// Golden tensors that are model outputs (not inputs, labels, loss or gradients).
+bool is_output(const std::string& name) {
+  return name != "input_ids" && name != "attention_mask" && name != "token_type_ids" && name != "loss" &&
+         name.rfind("label.", 0) != 0 && name.rfind("grad.", 0) != 0;
+}
+
+// Compares one produced tensor against the golden one; returns the number of outputs checked.
+void expect_close(const std::string& what, const std::string& name, const std::vector<int64_t>& shape,
+                  const float* got, const Tensor& want) {
+  ASSERT_EQ(shape, want.shape) << what << ": " << name;
+  ASSERT_EQ(want.dtype, DType::kF32);
+  const size_t n = static_cast<size_t>(want.numel());
+  ASSERT_GT(test::max_abs(want.as<float>(), n), 0.0) << "golden " << name << " is all zero";
+  const double rel = test::relative_l2(got, want.as<float>(), n);
+  const double mad = test::max_abs_diff(got, want.as<float>(), n);
+  EXPECT_LE(rel, kMaxRelL2) << what << ": " << name << " relative L2";
+  EXPECT_LE(mad, kMaxAbs) << what << ": " << name << " max abs diff";
+}
+
+class BertParity : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(BertParity, ToolsFromSafetensorsAndPytorchBin) {
+  BERT_REQUIRE_SHARED(shared);
+  const auto dir = shared / "fixtures" / GetParam();
+  const auto golden_path = (dir / "golden.safetensors").string();
+  auto golden = SafetensorsFile::Open(golden_path);
+  ASSERT_TRUE(golden.ok()) << golden.status().to_string();
+  test::TempDir tmp;
+  for (const char* weights : {"model.safetensors", "pytorch_model.bin"}) {
+    SCOPED_TRACE(weights);
+    const auto model = tmp / (std::string(weights) + ".bert");
+    const auto out = tmp / (std::string(weights) + ".out.safetensors");
+    auto conv = test::run_command((test::tools_dir() / "convert_weights").string() + " " + (dir / weights).string() +
+                                  " " + model.string());
+    ASSERT_EQ(conv.exit_code, 0) << conv.output;
+    auto run = test::run_command((test::tools_dir() / "bert_run").string() + " --model " + model.string() +
+                                 " --inputs " + golden_path + " --outputs " + out.string() + " --threads 2");
+    ASSERT_EQ(run.exit_code, 0) << run.output;
+    auto produced = SafetensorsFile::Open(out.string());
+    ASSERT_TRUE(produced.ok()) << produced.status().to_string();
+    int checked = 0;
+    for (const auto& [name, want] : golden->tensors()) {
+      if (!is_output(name)) continue;
+      const Tensor* got = produced->find(name);
+      ASSERT_NE(got, nullptr) << "bert_run did not write " << name;
+      expect_close(weights, name, got->shape, got->as<float>(), want);
+      ++checked;
+    }
+    EXPECT_GE(checked, 4) << "too few outputs compared";
+  }
+}
+
+TEST_P(BertParity, ApiFromHfDirectory) {
+  BERT_REQUIRE_SHARED(shared);
+  const auto dir = shared / "fixtures" / GetParam();
+  auto golden = SafetensorsFile::Open((dir / "golden.safetensors").string());
+  ASSERT_TRUE(golden.ok()) << golden.status().to_string();
+  auto model = Model::Load(dir.string());
+  ASSERT_TRUE(model.ok()) << model.status().to_string();
+  const Tensor* ids = golden->find("input_ids");
+  const Tensor* mask = golden->find("attention_mask");
+  const Tensor* types = golden->find("token_type_ids");
+  ASSERT_TRUE(ids && mask && types);
+  SessionOptions opts;
+  opts.max_batch = static_cast<int>(ids->shape[0]);
+  opts.max_seq = static_cast<int>(ids->shape[1]);
+  opts.keep_hidden_states = true;
+  auto session = Session::Create(*model, opts);
+  ASSERT_TRUE(session.ok()) << session.status().to_string();
+  BatchInput in{opts.max_batch, opts.max_seq, ids->as<int32_t>(), mask->as<int32_t>(), types->as<int32_t>()};
+  ASSERT_TRUE((*session)->Run(in).ok());
+  int checked = 0;
+  for (const auto& [name, want] : golden->tensors()) {
+    if (!is_output(name)) continue;
+    auto got = (*session)->Output(name);
+    ASSERT_TRUE(got.ok()) << got.status().to_string();
+    expect_close("api", name, got->shape, got->data, want);
+    ++checked;
+  }
+  EXPECT_GE(checked, 4);
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, BertParity, ::testing::ValuesIn(kBertFixtures),
+                         [](const auto& info) {
+                           std::string n = info.param;
+                           for (char& c : n) if (c == '-') c = '_';
+                           return n;
+                         });
+
+}  // namespace
+}  // namespace bert

@@ -1,0 +1,273 @@
+// bert_run: run a model on a batch from a safetensors file, or on text, from the command line.
+//
+//   bert_run --model F --inputs in.safetensors --outputs out.safetensors [--threads N]
+//       reads input_ids, attention_mask, token_type_ids (int32 or int64, [batch, seq]) and writes every
+//       output the model has, under HuggingFace's names (hidden_states.0..L included).
+//   bert_run --model F --text "..." [--text-pair "..."] [--max-length N] [--threads N]
+//       tokenizes with the model's vocab and prints the prediction as JSON.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "bert/engine.h"
+#include "bert/tokenizer.h"
+#include "weights/safetensors.h"
+
+namespace {
+
+using bert::Result;
+using bert::Status;
+
+int usage(const std::string& msg) {
+  if (!msg.empty()) std::fprintf(stderr, "bert_run: %s\n", msg.c_str());
+  std::fprintf(stderr,
+               "usage: bert_run --model F --inputs in.safetensors --outputs out.safetensors [--threads N]\n"
+               "       bert_run --model F --text \"...\" [--text-pair \"...\"] [--max-length N] [--threads N]\n"
+               "  F is an engine model file (tools/convert_weights) or an HF directory.\n");
+  return 2;
+}
+
+int fail(const Status& st) {
+  std::fprintf(stderr, "bert_run: %s\n", st.to_string().c_str());
+  return 1;
+}
+
+// An int32 [batch, seq] input read from an int32 or int64 tensor.
+struct IntInput {
+  std::vector<int32_t> values;
+  std::vector<int64_t> shape;
+};
+
+Result<std::optional<IntInput>> read_int_input(const bert::SafetensorsFile& f, const std::string& name, bool required) {
+  const bert::Tensor* t = f.find(name);
+  if (!t) {
+    if (required) return bert::not_found(f.path() + ": no tensor '" + name + "'");
+    return std::optional<IntInput>();
+  }
+  if (t->shape.size() != 2 || t->shape[0] < 1 || t->shape[1] < 1)
+    return bert::invalid_argument(f.path() + ": tensor '" + name + "' has shape " + bert::shape_string(t->shape) +
+                                  "; expected [batch, seq]");
+  IntInput in;
+  in.shape = t->shape;
+  in.values.resize(t->numel());
+  if (t->dtype == bert::DType::kI32) {
+    std::memcpy(in.values.data(), t->data, t->nbytes());
+  } else if (t->dtype == bert::DType::kI64) {
+    const int64_t* v = t->as<int64_t>();
+    for (int64_t i = 0; i < t->numel(); ++i) {
+      if (v[i] < INT32_MIN || v[i] > INT32_MAX)
+        return bert::invalid_argument(f.path() + ": tensor '" + name + "' holds " + std::to_string(v[i]) +
+                                      ", beyond int32");
+      in.values[i] = static_cast<int32_t>(v[i]);
+    }
+  } else {
+    return bert::invalid_argument(f.path() + ": tensor '" + name + "' has dtype " +
+                                  std::string(bert::dtype_name(t->dtype)) + "; expected I32 or I64");
+  }
+  return std::optional<IntInput>(std::move(in));
+}
+
+int run_tensors(const std::shared_ptr<const bert::Model>& model, const std::string& inputs_path,
+                const std::string& outputs_path, int threads) {
+  auto file = bert::SafetensorsFile::Open(inputs_path);
+  if (!file.ok()) return fail(file.status());
+  auto ids = read_int_input(*file, "input_ids", true);
+  if (!ids.ok()) return fail(ids.status());
+  auto mask = read_int_input(*file, "attention_mask", false);
+  if (!mask.ok()) return fail(mask.status());
+  auto types = read_int_input(*file, "token_type_ids", false);
+  if (!types.ok()) return fail(types.status());
+  const std::vector<int64_t>& shape = (*ids)->shape;
+  for (auto* opt : {&*mask, &*types})
+    if (opt->has_value() && (*opt)->shape != shape)
+      return fail(bert::invalid_argument(inputs_path + ": attention_mask/token_type_ids shape " +
+                                         bert::shape_string((*opt)->shape) + " differs from input_ids " +
+                                         bert::shape_string(shape)));
+  if (shape[1] > model->info().max_position_embeddings)
+    return fail(bert::out_of_range(inputs_path + ": sequence length " + std::to_string(shape[1]) +
+                                   " exceeds the model's max_position_embeddings " +
+                                   std::to_string(model->info().max_position_embeddings)));
+
+  bert::SessionOptions opts;
+  opts.max_batch = static_cast<int>(shape[0]);
+  opts.max_seq = static_cast<int>(shape[1]);
+  opts.num_threads = threads;
+  opts.keep_hidden_states = true;
+  auto session = bert::Session::Create(model, opts);
+  if (!session.ok()) return fail(session.status());
+  bert::BatchInput in;
+  in.batch = opts.max_batch;
+  in.seq = opts.max_seq;
+  in.input_ids = (*ids)->values.data();
+  in.attention_mask = mask->has_value() ? (*mask)->values.data() : nullptr;
+  in.token_type_ids = types->has_value() ? (*types)->values.data() : nullptr;
+  if (Status st = (*session)->Run(in); !st.ok()) return fail(st.with_context(inputs_path));
+
+  std::vector<std::pair<std::string, bert::Tensor>> out;
+  for (const std::string& name : (*session)->OutputNames()) {
+    auto view = (*session)->Output(name);
+    if (!view.ok()) return fail(view.status());
+    bert::Tensor t;
+    t.dtype = bert::DType::kF32;
+    t.shape = view->shape;
+    t.data = view->data;
+    out.emplace_back(name, t);
+  }
+  if (Status st = bert::write_safetensors(outputs_path, out, {{"producer", "bert_run"}}); !st.ok()) return fail(st);
+  return 0;
+}
+
+std::vector<double> softmax(const float* x, int64_t n) {
+  double mx = *std::max_element(x, x + n), sum = 0;
+  std::vector<double> p(n);
+  for (int64_t i = 0; i < n; ++i) sum += p[i] = std::exp(double(x[i]) - mx);
+  for (auto& v : p) v /= sum;
+  return p;
+}
+
+// Joins word pieces back into text ("un", "##able" -> "unable").
+std::string detokenize(const std::vector<std::string>& tokens, size_t begin, size_t end) {
+  std::string s;
+  for (size_t i = begin; i < end; ++i) {
+    const std::string& t = tokens[i];
+    if (t.rfind("##", 0) == 0) s += t.substr(2);
+    else s += (s.empty() ? "" : " ") + t;
+  }
+  return s;
+}
+
+int run_text(const std::shared_ptr<const bert::Model>& model, const std::string& text,
+             const std::optional<std::string>& pair, int max_length, int threads) {
+  if (model->vocab().empty())
+    return fail(bert::invalid_argument("the model file has no vocab: convert it from a directory with vocab.txt"));
+  bert::TokenizerOptions topts;
+  topts.lower_case = model->lower_case();
+  auto tok = bert::Tokenizer::FromVocab(model->vocab(), topts);
+  if (!tok.ok()) return fail(tok.status());
+  const int limit = static_cast<int>(model->info().max_position_embeddings);
+  auto enc = tok->Encode(text, pair ? std::optional<std::string_view>(*pair) : std::nullopt,
+                         max_length > 0 ? std::min(max_length, limit) : limit);
+  if (!enc.ok()) return fail(enc.status());
+  const int seq = static_cast<int>(enc->input_ids.size());
+
+  bert::SessionOptions opts;
+  opts.max_batch = 1;
+  opts.max_seq = seq;
+  opts.num_threads = threads;
+  auto session = bert::Session::Create(model, opts);
+  if (!session.ok()) return fail(session.status());
+  bert::BatchInput in{1, seq, enc->input_ids.data(), enc->attention_mask.data(), enc->token_type_ids.data()};
+  if (Status st = (*session)->Run(in); !st.ok()) return fail(st);
+
+  const bert::ModelInfo& info = model->info();
+  nlohmann::json j;
+  j["tokens"] = enc->tokens;
+  auto out = [&](const char* name) { return (*session)->Output(name).value(); };
+  if (info.head == "sequence_classification") {
+    auto logits = out("logits");
+    auto p = softmax(logits.data, info.num_labels);
+    int64_t best = std::max_element(p.begin(), p.end()) - p.begin();
+    j["label"] = info.labels[best];
+    j["label_id"] = best;
+    for (int64_t i = 0; i < info.num_labels; ++i) j["probabilities"][info.labels[i]] = p[i];
+  } else if (info.head == "token_classification") {
+    auto logits = out("logits");
+    for (int s = 0; s < seq; ++s) {
+      auto p = softmax(logits.data + s * info.num_labels, info.num_labels);
+      int64_t best = std::max_element(p.begin(), p.end()) - p.begin();
+      j["entities"].push_back({{"token", enc->tokens[s]}, {"label", info.labels[best]}, {"score", p[best]}});
+    }
+  } else if (info.head == "question_answering") {
+    // Best span start <= end <= start + 30 inside the context (the second segment, or the text).
+    auto st = out("start_logits"), en = out("end_logits");
+    const int32_t ctx_type = pair ? 1 : 0;
+    double best = -INFINITY;
+    int bs = -1, be = -1;
+    for (int s = 1; s < seq - 1; ++s) {
+      if (enc->token_type_ids[s] != ctx_type || enc->input_ids[s] == tok->sep_id()) continue;
+      for (int e = s; e < std::min(seq - 1, s + 30); ++e) {
+        if (enc->token_type_ids[e] != ctx_type || enc->input_ids[e] == tok->sep_id()) break;
+        double score = double(st.data[s]) + double(en.data[e]);
+        if (score > best) best = score, bs = s, be = e;
+      }
+    }
+    if (bs < 0) return fail(bert::invalid_argument("no context tokens to take an answer from"));
+    auto ps = softmax(st.data, seq), pe = softmax(en.data, seq);
+    j["answer"] = detokenize(enc->tokens, bs, be + 1);
+    j["start_token"] = bs;
+    j["end_token"] = be;
+    j["score"] = ps[bs] * pe[be];
+  } else if (info.head == "masked_lm" || info.head == "pretraining") {
+    auto logits = out(info.head == "masked_lm" ? "logits" : "prediction_logits");
+    j["masks"] = nlohmann::json::array();
+    for (int s = 0; s < seq; ++s) {
+      if (enc->input_ids[s] != tok->mask_id()) continue;
+      auto p = softmax(logits.data + int64_t(s) * info.vocab_size, info.vocab_size);
+      std::vector<int> order(p.size());
+      for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int>(i);
+      std::partial_sort(order.begin(), order.begin() + 5, order.end(), [&](int a, int b) { return p[a] > p[b]; });
+      nlohmann::json top = nlohmann::json::array();
+      for (int r = 0; r < 5; ++r)
+        top.push_back({{"token", tok->IdToToken(order[r])}, {"id", order[r]}, {"probability", p[order[r]]}});
+      j["masks"].push_back({{"position", s}, {"top5", top}});
+    }
+    if (j["masks"].empty()) j["note"] = "the text has no [MASK] token";
+    if (info.head == "pretraining") {
+      auto nsp = softmax(out("seq_relationship_logits").data, 2);
+      j["is_next_probability"] = nsp[0];
+    }
+  } else {
+    auto pooled = out("pooler_output");
+    j["pooler_output"] = std::vector<float>(pooled.data, pooled.data + info.hidden_size);
+  }
+  std::printf("%s\n", j.dump(2).c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string model_path, inputs, outputs;
+  std::optional<std::string> text, pair;
+  int threads = 0, max_length = 0;
+  auto parse_int = [](const char* s, int* out) {
+    char* end = nullptr;
+    long v = std::strtol(s, &end, 10);
+    if (!*s || *end || v < 0 || v > 1 << 20) return false;
+    *out = static_cast<int>(v);
+    return true;
+  };
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto value = [&]() -> const char* { return i + 1 < argc ? argv[++i] : nullptr; };
+    const char* v = nullptr;
+    if (a == "--help" || a == "-h") return usage(""), 0;
+    if (a == "--model" && (v = value())) model_path = v;
+    else if (a == "--inputs" && (v = value())) inputs = v;
+    else if (a == "--outputs" && (v = value())) outputs = v;
+    else if (a == "--text" && (v = value())) text = v;
+    else if (a == "--text-pair" && (v = value())) pair = v;
+    else if (a == "--threads" && (v = value())) {
+      if (!parse_int(v, &threads)) return usage("--threads needs a non-negative integer");
+    } else if (a == "--max-length" && (v = value())) {
+      if (!parse_int(v, &max_length)) return usage("--max-length needs a non-negative integer");
+    } else {
+      return usage(v || a.rfind("--", 0) != 0 ? "unexpected argument " + a : "option " + a + " needs a value");
+    }
+  }
+  if (model_path.empty()) return usage("--model is required");
+  const bool tensor_mode = !inputs.empty() || !outputs.empty();
+  if (tensor_mode == text.has_value()) return usage("give either --inputs and --outputs, or --text");
+  if (tensor_mode && (inputs.empty() || outputs.empty())) return usage("--inputs and --outputs go together");
+  if (pair && !text) return usage("--text-pair needs --text");
+
+  auto model = bert::Model::Load(model_path);
+  if (!model.ok()) return fail(model.status());
+  return tensor_mode ? run_tensors(*model, inputs, outputs, threads)
+                     : run_text(*model, *text, pair, max_length, threads);
+}

@@ -1,0 +1,190 @@
+// Reading HF directories and engine files into a ModelSource, and writing engine files.
+#include "weights/model_file.h"
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "weights/bert_layout.h"
+#include "weights/safetensors.h"
+#include "weights/torch_checkpoint.h"
+#include "weights/vocab.h"
+
+namespace bert {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// Sharded pytorch_model.bin.index.json: weight_map name -> shard file.
+Result<TensorMap> load_torch_index(const std::string& index_path) {
+  std::ifstream f(index_path);
+  if (!f) return not_found(index_path + ": cannot open");
+  auto j = nlohmann::json::parse(f, nullptr, false);
+  if (j.is_discarded() || !j.contains("weight_map") || !j["weight_map"].is_object())
+    return format_error(index_path + ": not a valid index (needs an object 'weight_map')");
+  std::map<std::string, TensorMap> shards;
+  TensorMap out;
+  const fs::path dir = fs::path(index_path).parent_path();
+  for (auto& [name, shard] : j["weight_map"].items()) {
+    if (!shard.is_string()) return format_error(index_path + ": weight_map entry '" + name + "' is not a file name");
+    std::string file = shard.get<std::string>();
+    if (!shards.count(file)) {
+      BERT_ASSIGN_OR_RETURN(shards[file], load_torch_checkpoint((dir / file).string()));
+    }
+    auto it = shards[file].find(name);
+    if (it == shards[file].end())
+      return format_error(index_path + ": tensor '" + name + "' is not in shard " + file);
+    out[name] = it->second;
+  }
+  return out;
+}
+
+Result<TensorMap> load_hf_weights(const fs::path& dir, const std::string& weights_file, std::string* which) {
+  struct Candidate {
+    const char* file;
+    Result<TensorMap> (*load)(const std::string&);
+  };
+  static const Candidate kCandidates[] = {
+      {"model.safetensors",
+       [](const std::string& p) -> Result<TensorMap> {
+         BERT_ASSIGN_OR_RETURN(SafetensorsFile f, SafetensorsFile::Open(p));
+         return f.tensors();
+       }},
+      {"model.safetensors.index.json", load_safetensors_index},
+      {"pytorch_model.bin", load_torch_checkpoint},
+      {"pytorch_model.bin.index.json", load_torch_index},
+  };
+  if (!weights_file.empty()) {
+    const std::string name = fs::path(weights_file).filename().string();
+    for (const auto& c : kCandidates)
+      if (name.ends_with(c.file) || (std::string(c.file).ends_with(".bin") && name.ends_with(".bin")) ||
+          (std::string(c.file) == "model.safetensors" && name.ends_with(".safetensors"))) {
+        *which = weights_file;
+        if (!fs::exists(weights_file)) return not_found(weights_file + ": no such file");
+        return c.load(weights_file);
+      }
+    return unsupported(weights_file + ": not a recognised HF weights file (*.safetensors, *.bin, *.index.json)");
+  }
+  for (const auto& c : kCandidates) {
+    fs::path p = dir / c.file;
+    if (fs::exists(p)) {
+      *which = p.string();
+      return c.load(p.string());
+    }
+  }
+  return not_found(dir.string() + ": no model.safetensors, model.safetensors.index.json, pytorch_model.bin "
+                   "or pytorch_model.bin.index.json");
+}
+
+// tokenizer_config.json's do_lower_case, when the directory has one.
+Result<bool> read_lower_case(const fs::path& dir) {
+  fs::path p = dir / "tokenizer_config.json";
+  if (!fs::exists(p)) return true;
+  std::ifstream f(p);
+  auto j = nlohmann::json::parse(f, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return format_error(p.string() + ": not valid JSON");
+  if (auto it = j.find("do_lower_case"); it != j.end()) {
+    if (!it->is_boolean()) return format_error(p.string() + ": do_lower_case must be true or false");
+    return it->get<bool>();
+  }
+  return true;
+}
+
+}  // namespace
+
+Result<ModelSource> load_hf_directory(const std::string& dir_str, const std::string& weights_file) {
+  const fs::path dir(dir_str);
+  if (!fs::is_directory(dir)) return not_found(dir_str + ": not a directory");
+  ModelSource m;
+  m.origin = dir_str;
+  BERT_ASSIGN_OR_RETURN(m.config, read_model_config((dir / "config.json").string()));
+  std::string weights_path;
+  BERT_ASSIGN_OR_RETURN(TensorMap hf, load_hf_weights(dir, weights_file, &weights_path));
+  BERT_ASSIGN_OR_RETURN(ConvertedWeights w, hf_to_engine(m.config, hf, weights_path));
+  m.tensors = std::move(w.tensors);
+  m.unused_hf_tensors = std::move(w.unused);
+  if (fs::exists(dir / "vocab.txt")) {
+    BERT_ASSIGN_OR_RETURN(m.vocab, read_vocab_file((dir / "vocab.txt").string()));
+    if (static_cast<int64_t>(m.vocab.size()) > m.config.vocab_size)
+      return format_error((dir / "vocab.txt").string() + ": " + std::to_string(m.vocab.size()) +
+                          " tokens but config vocab_size is " + std::to_string(m.config.vocab_size));
+  }
+  BERT_ASSIGN_OR_RETURN(m.lower_case, read_lower_case(dir));
+  return m;
+}
+
+Result<ModelSource> read_engine_file(const std::string& path) {
+  BERT_ASSIGN_OR_RETURN(SafetensorsFile f, SafetensorsFile::Open(path));
+  const auto& md = f.metadata();
+  auto get = [&](const char* key) -> const std::string* {
+    auto it = md.find(key);
+    return it == md.end() ? nullptr : &it->second;
+  };
+  const std::string* format = get("format");
+  if (!format || *format != kEngineFormat)
+    return format_error(path + ": not an engine model file (no __metadata__ format=\"bert-engine\"); "
+                        "convert an HF directory with tools/convert_weights, or pass the directory");
+  const std::string* version = get("format_version");
+  if (!version || *version != kEngineFormatVersion)
+    return unsupported(path + ": engine file format_version " + (version ? *version : std::string("(none)")) +
+                       " is not supported (this build reads " + kEngineFormatVersion + ")");
+  const std::string* config = get("config");
+  if (!config) return format_error(path + ": metadata has no 'config'");
+  ModelSource m;
+  m.origin = path;
+  BERT_ASSIGN_OR_RETURN(m.config, parse_model_config(*config, path + " (metadata 'config')"));
+  if (const std::string* vocab = get("vocab"); vocab && !vocab->empty()) {
+    BERT_ASSIGN_OR_RETURN(m.vocab, split_vocab(*vocab));
+    if (static_cast<int64_t>(m.vocab.size()) > m.config.vocab_size)
+      return format_error(path + ": vocab has " + std::to_string(m.vocab.size()) +
+                          " tokens but config vocab_size is " + std::to_string(m.config.vocab_size));
+  }
+  if (const std::string* lc = get("lower_case")) m.lower_case = *lc != "false";
+  m.tensors = f.tensors();
+  BERT_RETURN_IF_ERROR(validate_engine_tensors(m.config, m.tensors, path));
+  return m;
+}
+
+Result<ModelSource> load_model_source(const std::string& path) {
+  if (fs::is_directory(path)) return load_hf_directory(path);
+  if (!fs::exists(path)) return not_found(path + ": no such file or directory");
+  const fs::path p(path);
+  const fs::path dir = p.parent_path().empty() ? fs::path(".") : p.parent_path();
+  const std::string name = p.filename().string();
+  const bool hf_weights = name.ends_with(".bin") || name.ends_with(".index.json");
+  if (hf_weights && fs::exists(dir / "config.json"))
+    return load_hf_directory(dir.string(), path);
+  if (name.ends_with(".safetensors") && fs::exists(dir / "config.json")) {
+    BERT_ASSIGN_OR_RETURN(SafetensorsFile f, SafetensorsFile::Open(path));
+    auto it = f.metadata().find("format");
+    if (it == f.metadata().end() || it->second != kEngineFormat)
+      return load_hf_directory(dir.string(), path);
+  }
+  return read_engine_file(path);
+}
+
+Status write_engine_file(const std::string& path, const ModelSource& m, DType dtype) {
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  for (const ParamSpec& spec : param_specs(m.config)) {
+    auto it = m.tensors.find(spec.name);
+    if (it == m.tensors.end()) {
+      if (spec.optional) continue;
+      return internal_error("write_engine_file: missing tensor '" + spec.name + "'");
+    }
+    BERT_ASSIGN_OR_RETURN(Tensor f32, to_f32(it->second, spec.name));
+    BERT_ASSIGN_OR_RETURN(Tensor stored, from_f32(f32, dtype, spec.name));
+    tensors.emplace_back(spec.name, std::move(stored));
+  }
+  std::map<std::string, std::string> metadata = {
+      {"format", kEngineFormat},
+      {"format_version", kEngineFormatVersion},
+      {"config", m.config.json},
+      {"vocab", join_vocab(m.vocab)},
+      {"lower_case", m.lower_case ? "true" : "false"},
+  };
+  return write_safetensors(path, tensors, metadata);
+}
+
+}  // namespace bert
