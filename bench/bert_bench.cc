@@ -1,6 +1,7 @@
 // bert_bench: the engine's benchmark front door (Google Benchmark).
 //
-//   bert_bench [--model FILE] [--benchmark_filter=REGEX] [other Google Benchmark flags]
+//   bert_bench [--model FILE] [--profile] [--benchmark_filter=REGEX] [other Google Benchmark flags]
+//   (--profile adds per-op milliseconds per run as counters: embed, gemm.*, attention.*, softmax, ...)
 //
 // BM_Inference   CPU inference over model x batch x seq x threads, with sequences/s, tokens/s and
 //                GFLOP/s counters (GEMM + attention FLOPs). Models: bert-base and bert-tiny shapes with
@@ -25,6 +26,7 @@
 namespace {
 
 std::string g_model_file;  // --model FILE, or empty for the synthetic shapes
+bool g_profile = false;    // --profile: per-op milliseconds per run as counters
 
 // Model index -> model, loaded once per process.
 const char* const kShapes[] = {"bert-base", "bert-tiny"};
@@ -72,6 +74,7 @@ void BM_Inference(benchmark::State& state) {
   opts.max_batch = batch;
   opts.max_seq = seq;
   opts.num_threads = threads;
+  opts.profile = g_profile;
   auto session = bert::Session::Create(model, opts);
   if (!session.ok()) return state.SkipWithError(session.status().to_string().c_str());
 
@@ -96,6 +99,10 @@ void BM_Inference(benchmark::State& state) {
   state.counters["tokens/s"] = benchmark::Counter(double(batch) * seq, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["GFLOP/s"] = benchmark::Counter(flops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["workspace_MiB"] = double((*session)->workspace_bytes()) / (1 << 20);
+  if (g_profile) {
+    const double runs = double(state.iterations()) + 1;  // + the warm-up run
+    for (const bert::OpProfile& p : (*session)->Profile()) state.counters["ms:" + p.op] = p.seconds * 1e3 / runs;
+  }
 }
 
 void inference_args(benchmark::internal::Benchmark* b) {
@@ -140,6 +147,8 @@ int main(int argc, char** argv) {
   for (int i = 0; i < argc; ++i) {
     if (std::strcmp(argv[i], "--model") == 0 && i + 1 < argc) {
       g_model_file = argv[++i];
+    } else if (std::strcmp(argv[i], "--profile") == 0) {
+      g_profile = true;
     } else if (std::strncmp(argv[i], "--model=", 8) == 0) {
       g_model_file = argv[i] + 8;
     } else {

@@ -1,6 +1,7 @@
 // Session: a planned workspace plus the CPU forward pass of a BERT encoder and its heads.
 #include <omp.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstring>
 
@@ -57,7 +58,40 @@ struct Session::Impl {
   size_t hidden = 0, attn_x = 0, tmp = 0, qkv = 0, scores = 0, ctx = 0, ffn = 0, pooled = 0;
   size_t logits = 0, logits2 = 0, mlm_t = 0;
   int hidden_slots = 0;
-  std::vector<OutputView> outputs;  // from the last Run
+  std::vector<OutputView> outputs;  // from the last Run; entries are reused, so a Run allocates nothing
+  size_t published = 0;             // outputs[0, published) are valid
+  std::vector<std::string> hidden_names;  // "hidden_states.<i>", made once
+
+  // Records an output of this run, reusing the entry of the same name from the previous run.
+  void publish(std::string_view name, std::initializer_list<int64_t> shape, const float* data) {
+    if (published == outputs.size()) outputs.push_back({std::string(name), {}, nullptr});
+    OutputView& o = outputs[published++];
+    if (o.name != name) o.name = name;
+    o.shape.assign(shape);
+    o.data = data;
+  }
+  std::vector<OpProfile> profile;   // per op, when options.profile
+
+  // Times the scope into profile[op] when profiling (ops are few; a linear scan is cheapest).
+  struct Timed {
+    Impl* s;
+    const char* op;
+    std::chrono::steady_clock::time_point start;
+    Timed(Impl* s, const char* op) : s(s), op(op) {
+      if (s->options.profile) start = std::chrono::steady_clock::now();
+    }
+    ~Timed() {
+      if (!s->options.profile) return;
+      double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      for (auto& p : s->profile)
+        if (p.op == op) {
+          p.seconds += dt;
+          ++p.calls;
+          return;
+        }
+      s->profile.push_back({op, dt, 1});
+    }
+  };
 
   float* hidden_slot(int layer) const {
     const ModelConfig& c = m->source.config;
@@ -72,6 +106,7 @@ struct Session::Impl {
 Session::Session(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Session::~Session() = default;
 const SessionOptions& Session::options() const { return impl_->options; }
+std::vector<OpProfile> Session::Profile() const { return impl_->profile; }
 size_t Session::workspace_bytes() const { return impl_->ws.bytes(); }
 
 Result<std::unique_ptr<Session>> Session::Create(std::shared_ptr<const Model> model, const SessionOptions& opts) {
@@ -120,6 +155,7 @@ Result<std::unique_ptr<Session>> Session::Create(std::shared_ptr<const Model> mo
     return out_of_range("cannot allocate a " + std::to_string(s.ws.bytes() >> 20) + " MiB workspace for max_batch " +
                         std::to_string(B) + " x max_seq " + std::to_string(S) + "; lower them");
   s.positions.resize(T);
+  for (int64_t l = 0; l <= c.num_layers; ++l) s.hidden_names.push_back("hidden_states." + std::to_string(l));
   return std::unique_ptr<Session>(new Session(std::move(impl)));
 }
 
@@ -168,8 +204,9 @@ Status Session::Impl::forward(const BatchInput& in) {
   const int64_t H = c.hidden_size, I = c.intermediate_size, nh = c.num_heads, dh = c.head_dim();
   const kernels::Activation act = to_activation(c.hidden_act);
   Status failed;
-  auto linear = [&](const float* x, const float* wt, const float* bias, float* y, int64_t M, int64_t N,
+  auto linear = [&](const char* op, const float* x, const float* wt, const float* bias, float* y, int64_t M, int64_t N,
                     int64_t K, kernels::Activation a = kernels::Activation::kIdentity, int64_t ldx = 0) {
+    Timed timed(this, op);
     kernels::LinearArgs args;
     args.x = x, args.w = wt, args.bias = bias, args.y = y, args.M = M, args.N = N, args.K = K, args.act = a,
     args.ldx = ldx;
@@ -179,6 +216,7 @@ Status Session::Impl::forward(const BatchInput& in) {
   };
   auto layernorm = [&](const float* x, const float* residual, const float* g, const float* b, float* y, int64_t rows,
                        int64_t cols) {
+    Timed timed(this, "layernorm");
     kernels::LayerNormArgs a;
     a.x = x, a.residual = residual, a.gamma = g, a.beta = b, a.y = y, a.rows = rows, a.cols = cols,
     a.eps = c.layer_norm_eps;
@@ -188,6 +226,7 @@ Status Session::Impl::forward(const BatchInput& in) {
   // Embeddings -> hidden_states.0
   for (int64_t t = 0; t < T; ++t) positions[t] = static_cast<int32_t>(t % S);
   {
+    Timed timed(this, "embed");
     kernels::EmbedArgs e;
     e.input_ids = in.input_ids, e.positions = positions.data(), e.token_types = in.token_type_ids;
     e.word_table = w.word, e.position_table = w.position, e.type_table = w.token_type;
@@ -206,7 +245,7 @@ Status Session::Impl::forward(const BatchInput& in) {
     const LayerWeights& lw = w.layers[l];
     const float* x = hidden_slot(static_cast<int>(l));
     float* y = hidden_slot(static_cast<int>(l) + 1);
-    linear(x, lw.qkv_w, lw.qkv_b, qkv_buf, T, 3 * H, H);  // [T, 3H]: Q | K | V
+    linear("gemm.qkv", x, lw.qkv_w, lw.qkv_b, qkv_buf, T, 3 * H, H);  // [T, 3H]: Q | K | V
     // scores[b, h] = Q[b, h] K[b, h]^T  -> [B, nh, S, S]
     kernels::BatchedMatmulArgs qk;
     qk.a = qkv_buf, qk.b = qkv_buf + H, qk.c = scores_buf;
@@ -214,11 +253,14 @@ Status Session::Impl::forward(const BatchInput& in) {
     const int64_t qs[4] = {S * 3 * H, dh, 3 * H, 1}, ks[4] = {S * 3 * H, dh, 1, 3 * H}, ss[4] = {nh * S * S, S * S, S, 1};
     std::memcpy(qk.a_strides, qs, sizeof qs), std::memcpy(qk.b_strides, ks, sizeof ks),
         std::memcpy(qk.c_strides, ss, sizeof ss);
-    if (!gemm.batched_matmul(qk)) return internal_error("oneDNN could not plan the attention scores matmul");
+    if (Timed t(this, "attention.scores"); !gemm.batched_matmul(qk)) return internal_error("oneDNN could not plan the attention scores matmul");
     kernels::SoftmaxMaskedArgs sm;
     sm.scores = scores_buf, sm.key_mask = in.attention_mask, sm.batch = B, sm.heads = nh, sm.q_len = S, sm.k_len = S;
     sm.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(dh)));
-    k.softmax_masked(sm);
+    {
+      Timed t(this, "softmax");
+      k.softmax_masked(sm);
+    }
     // ctx[b, s, h*dh + d] = sum_j P[b, h, s, j] V[b, j, h*dh + d]
     kernels::BatchedMatmulArgs pv;
     pv.a = scores_buf, pv.b = qkv_buf + 2 * H, pv.c = ctx_buf;
@@ -226,68 +268,68 @@ Status Session::Impl::forward(const BatchInput& in) {
     const int64_t vs[4] = {S * 3 * H, dh, 3 * H, 1}, cs[4] = {S * H, dh, H, 1};
     std::memcpy(pv.a_strides, ss, sizeof ss), std::memcpy(pv.b_strides, vs, sizeof vs),
         std::memcpy(pv.c_strides, cs, sizeof cs);
-    if (!gemm.batched_matmul(pv)) return internal_error("oneDNN could not plan the attention context matmul");
-    linear(ctx_buf, lw.out_w, lw.out_b, tmp_buf, T, H, H);
+    if (Timed t(this, "attention.context"); !gemm.batched_matmul(pv)) return internal_error("oneDNN could not plan the attention context matmul");
+    linear("gemm.attn_out", ctx_buf, lw.out_w, lw.out_b, tmp_buf, T, H, H);
     layernorm(tmp_buf, x, lw.attn_ln_g, lw.attn_ln_b, attn_buf, T, H);
-    linear(attn_buf, lw.ffn_in_w, lw.ffn_in_b, ffn_buf, T, I, H, act);
-    linear(ffn_buf, lw.ffn_out_w, lw.ffn_out_b, tmp_buf, T, H, I);
+    linear("gemm.ffn_in", attn_buf, lw.ffn_in_w, lw.ffn_in_b, ffn_buf, T, I, H, act);
+    linear("gemm.ffn_out", ffn_buf, lw.ffn_out_w, lw.ffn_out_b, tmp_buf, T, H, I);
     layernorm(tmp_buf, attn_buf, lw.ffn_ln_g, lw.ffn_ln_b, y, T, H);
   }
   BERT_RETURN_IF_ERROR(failed);
 
   const float* last = hidden_slot(static_cast<int>(c.num_layers));
-  outputs.clear();
+  published = 0;
   if (options.keep_hidden_states)
-    for (int64_t l = 0; l <= c.num_layers; ++l)
-      outputs.push_back({"hidden_states." + std::to_string(l), {B, S, H}, hidden_slot(static_cast<int>(l))});
-  outputs.push_back({"last_hidden_state", {B, S, H}, last});
+    for (int64_t l = 0; l <= c.num_layers; ++l) publish(hidden_names[l], {B, S, H}, hidden_slot(static_cast<int>(l)));
+  publish("last_hidden_state", {B, S, H}, last);
   if (c.has_pooler()) {  // tanh(W h[CLS] + b): the first token of each sequence (row stride S*H)
-    linear(last, w.pooler_w, w.pooler_b, ws.at(pooled), B, H, H, kernels::Activation::kTanh, S * H);
-    outputs.push_back({"pooler_output", {B, H}, ws.at(pooled)});
+    linear("pooler", last, w.pooler_w, w.pooler_b, ws.at(pooled), B, H, H, kernels::Activation::kTanh, S * H);
+    publish("pooler_output", {B, H}, ws.at(pooled));
   }
   const int64_t L = c.num_labels, V = c.vocab_size;
   switch (c.head) {
     case HeadKind::kNone: break;
     case HeadKind::kSequenceClassification:
-      linear(ws.at(pooled), w.classifier_w, w.classifier_b, ws.at(logits), B, L, H);
-      outputs.push_back({"logits", {B, L}, ws.at(logits)});
+      linear("head", ws.at(pooled), w.classifier_w, w.classifier_b, ws.at(logits), B, L, H);
+      publish("logits", {B, L}, ws.at(logits));
       break;
     case HeadKind::kTokenClassification:
-      linear(last, w.classifier_w, w.classifier_b, ws.at(logits), T, L, H);
-      outputs.push_back({"logits", {B, S, L}, ws.at(logits)});
+      linear("head", last, w.classifier_w, w.classifier_b, ws.at(logits), T, L, H);
+      publish("logits", {B, S, L}, ws.at(logits));
       break;
     case HeadKind::kQuestionAnswering:  // one row of qa_outputs each, so both outputs come out dense
-      linear(last, w.qa_w, w.qa_b, ws.at(logits), T, 1, H);
-      linear(last, w.qa_w + H, w.qa_b + 1, ws.at(logits2), T, 1, H);
-      outputs.push_back({"start_logits", {B, S}, ws.at(logits)});
-      outputs.push_back({"end_logits", {B, S}, ws.at(logits2)});
+      linear("head", last, w.qa_w, w.qa_b, ws.at(logits), T, 1, H);
+      linear("head", last, w.qa_w + H, w.qa_b + 1, ws.at(logits2), T, 1, H);
+      publish("start_logits", {B, S}, ws.at(logits));
+      publish("end_logits", {B, S}, ws.at(logits2));
       break;
     case HeadKind::kMaskedLM:
     case HeadKind::kPreTraining: {
       float* t = ws.at(mlm_t);
-      linear(last, w.mlm_transform_w, w.mlm_transform_b, t, T, H, H, act);
+      linear("head", last, w.mlm_transform_w, w.mlm_transform_b, t, T, H, H, act);
       layernorm(t, nullptr, w.mlm_ln_g, w.mlm_ln_b, t, T, H);
-      linear(t, w.mlm_decoder_w, w.mlm_decoder_b, ws.at(logits), T, V, H);
+      linear("head.mlm_decoder", t, w.mlm_decoder_w, w.mlm_decoder_b, ws.at(logits), T, V, H);
       if (c.head == HeadKind::kMaskedLM) {
-        outputs.push_back({"logits", {B, S, V}, ws.at(logits)});
+        publish("logits", {B, S, V}, ws.at(logits));
       } else {
-        linear(ws.at(pooled), w.nsp_w, w.nsp_b, ws.at(logits2), B, 2, H);
-        outputs.push_back({"prediction_logits", {B, S, V}, ws.at(logits)});
-        outputs.push_back({"seq_relationship_logits", {B, 2}, ws.at(logits2)});
+        linear("head", ws.at(pooled), w.nsp_w, w.nsp_b, ws.at(logits2), B, 2, H);
+        publish("prediction_logits", {B, S, V}, ws.at(logits));
+        publish("seq_relationship_logits", {B, 2}, ws.at(logits2));
       }
       break;
     }
   }
-  if (!failed.ok()) outputs.clear();
+  if (!failed.ok()) published = 0;
   return failed;
 }
 
 Result<OutputView> Session::Output(std::string_view name) const {
-  for (const auto& o : impl_->outputs)
-    if (o.name == name) return o;
-  if (impl_->outputs.empty()) return not_found("no outputs yet: call Run first");
+  const size_t n = impl_->published;
+  for (size_t i = 0; i < n; ++i)
+    if (impl_->outputs[i].name == name) return impl_->outputs[i];
+  if (n == 0) return not_found("no outputs yet: call Run first");
   std::string known;
-  for (const auto& o : impl_->outputs) known += (known.empty() ? "" : ", ") + o.name;
+  for (size_t i = 0; i < n; ++i) known += (known.empty() ? "" : ", ") + impl_->outputs[i].name;
   return not_found("this model has no output '" + std::string(name) + "' (it has: " + known + ")");
 }
 

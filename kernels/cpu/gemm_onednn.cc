@@ -1,6 +1,7 @@
 // GemmPlanner: oneDNN matmul primitives cached by shape, executed with the caller's pointers.
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include <array>
 #include <map>
 #include <string>
 #include <tuple>
@@ -40,7 +41,7 @@ struct GemmPlanner::Impl {
   dnnl::engine engine{dnnl::engine::kind::cpu, 0};
   dnnl::stream stream{engine};
   using LinearKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int, bool>;
-  using BatchedKey = std::vector<int64_t>;
+  using BatchedKey = std::array<int64_t, 17>;
   std::map<LinearKey, Plan> linear_plans;
   std::map<BatchedKey, Plan> batched_plans;
   const char* last_impl = "";
@@ -107,7 +108,11 @@ bool GemmPlanner::linear(const LinearArgs& a) {
 
 bool GemmPlanner::batched_matmul(const BatchedMatmulArgs& a) {
   Impl::BatchedKey key{a.batch0, a.batch1, a.M, a.N, a.K};
-  for (int i = 0; i < 4; ++i) key.insert(key.end(), {a.a_strides[i], a.b_strides[i], a.c_strides[i]});
+  for (int i = 0; i < 4; ++i) {
+    key[5 + 3 * i] = a.a_strides[i];
+    key[6 + 3 * i] = a.b_strides[i];
+    key[7 + 3 * i] = a.c_strides[i];
+  }
   auto it = impl_->batched_plans.find(key);
   if (it == impl_->batched_plans.end()) {
     try {
@@ -124,7 +129,7 @@ bool GemmPlanner::batched_matmul(const BatchedMatmulArgs& a) {
       p.weights = memory(wei, impl_->engine, nullptr);
       p.dst = memory(dst, impl_->engine, nullptr);
       p.args = {{DNNL_ARG_SRC, p.src}, {DNNL_ARG_WEIGHTS, p.weights}, {DNNL_ARG_DST, p.dst}};
-      it = impl_->batched_plans.emplace(std::move(key), std::move(p)).first;
+      it = impl_->batched_plans.emplace(key, std::move(p)).first;
     } catch (const dnnl::error&) {
       return false;
     }

@@ -67,6 +67,14 @@ struct SessionOptions {
   int max_seq = 0;                  // largest sequence length; 0 = max_position_embeddings
   int num_threads = 0;              // OpenMP threads for this session's work; 0 = the default
   bool keep_hidden_states = false;  // also output hidden_states.0 .. hidden_states.L
+  bool profile = false;             // accumulate wall time per op (see Session::Profile)
+};
+
+// Wall time spent in one kind of op over all profiled runs.
+struct OpProfile {
+  std::string op;  // "embed", "gemm.qkv", "attention.scores", "softmax", "attention.context", ...
+  double seconds = 0;
+  int64_t calls = 0;
 };
 
 // One batch, row-major [batch, seq]. attention_mask (1 = token, 0 = padding) defaults to all ones,
@@ -103,6 +111,9 @@ class Session {
   // logits, start_logits, end_logits, prediction_logits, seq_relationship_logits, hidden_states.i.
   Result<OutputView> Output(std::string_view name) const;
   std::vector<std::string> OutputNames() const;
+
+  // Per-op times accumulated since creation (empty unless SessionOptions.profile).
+  std::vector<OpProfile> Profile() const;
 
   const SessionOptions& options() const;
   // Bytes of activation workspace planned at creation.
