@@ -11,7 +11,7 @@ namespace bert::kernels {
 namespace {
 
 void check_linear(int64_t M, int64_t N, int64_t K, Activation act, bool bias, int64_t pad_x, int64_t pad_y,
-                  GemmPlanner& planner) {
+                  GemmPlanner& planner, bool packed = false) {
   SCOPED_TRACE(::testing::Message() << M << "x" << N << "x" << K << " act " << int(act) << " bias " << bias
                                     << " pads " << pad_x << "," << pad_y);
   const int64_t ldx = K + pad_x, ldy = N + pad_y;
@@ -25,6 +25,12 @@ void check_linear(int64_t M, int64_t N, int64_t K, Activation act, bool bias, in
   a.y = want.data();
   linear_f32_ref(a);
   a.y = got.data();
+  PackedWeightsPtr p;
+  if (packed) {
+    p = pack_linear_weights(w.data(), N, K);
+    ASSERT_NE(p, nullptr) << "oneDNN offered no packed kernel";
+    a.packed = p.get();
+  }
   ASSERT_TRUE(planner.linear(a));
   for (int64_t m = 0; m < M; ++m) {
     const float* g = got.data() + m * ldy;
@@ -40,6 +46,21 @@ TEST(Gemm, LinearMatchesReferenceAtAwkwardSizes) {
   for (int64_t M : {1, 3, 16, 17, 64, 129})
     for (int64_t N : {1, 2, 15, 33, 128})
       for (int64_t K : {1, 7, 64, 65}) check_linear(M, N, K, Activation::kIdentity, true, 0, 0, planner);
+}
+
+// The packed path (weights reordered once for the 1x1-convolution kernel).
+TEST(Gemm, PackedWeightsMatchReference) {
+  GemmPlanner planner;
+  for (int64_t M : {1, 5, 16, 129})
+    for (int64_t N : {1, 7, 8, 9, 64, 100})
+      for (int64_t K : {3, 8, 64, 77}) check_linear(M, N, K, Activation::kIdentity, true, 0, 0, planner, true);
+  for (Activation act : {Activation::kGeluErf, Activation::kGeluTanh, Activation::kTanh, Activation::kGeluQuick})
+    check_linear(33, 40, 24, act, false, 0, 0, planner, true);
+  check_linear(128, 96, 64, Activation::kGeluErf, true, 0, 0, planner, true);
+  EXPECT_NE(std::string(planner.last_impl()).find("1x1"), std::string::npos)
+      << "packed weights did not reach the 1x1 kernel: " << planner.last_impl();
+  // Strided rows cannot use the packed kernel: the plain path must take over with the same answer.
+  check_linear(9, 24, 16, Activation::kIdentity, true, 3, 2, planner, true);
 }
 
 TEST(Gemm, FusedActivationsStridesAndNoBias) {

@@ -14,7 +14,7 @@ namespace {
 constexpr double kMaxRelL2 = 1e-5;
 constexpr double kMaxAbs = 1e-4;
 
-const char* const kBertFixtures[] = {"bert-base-model", "bert-pretraining", "bert-mlm",
+const std::vector<std::string> kBertFixtures = {"bert-base-model", "bert-pretraining", "bert-mlm",
                                      "bert-seqcls",     "bert-qa",          "bert-tokcls"};
 
 // Golden tensors that are model outputs (not inputs, labels, loss or gradients).

@@ -96,20 +96,38 @@ Status resolve_weights(Model::Impl& m) {
   return missing;
 }
 
+// Packs the big GEMM weights once for oneDNN's blocked kernels.
+void pack_weights(Model::Impl& m) {
+  const ModelConfig& c = m.source.config;
+  auto pack = [&](const float* w, int64_t N, int64_t K) -> const kernels::PackedWeights* {
+    if (!w) return nullptr;
+    m.packed.push_back(kernels::pack_linear_weights(w, N, K));
+    return m.packed.back().get();
+  };
+  const int64_t H = c.hidden_size, I = c.intermediate_size;
+  for (LayerWeights& l : m.w.layers) {
+    l.qkv_p = pack(l.qkv_w, 3 * H, H);
+    l.out_p = pack(l.out_w, H, H);
+    l.ffn_in_p = pack(l.ffn_in_w, I, H);
+    l.ffn_out_p = pack(l.ffn_out_w, H, I);
+  }
+  m.w.mlm_decoder_p = pack(m.w.mlm_decoder_w, c.vocab_size, H);
+}
+
 }  // namespace
 
 Result<std::shared_ptr<const Model>> Model::Load(const std::string& path, const LoadOptions& options) {
   if (options.device != Device::kCpu)
     return unsupported("device cuda is not available in this build (CPU only)");
   BERT_ASSIGN_OR_RETURN(ModelSource source, load_model_source(path));
-  return load_model_from_source(std::move(source));
+  return load_model_from_source(std::move(source), options);
 }
 
 Result<std::shared_ptr<const Model>> make_model(std::unique_ptr<Model::Impl> impl) {
   return std::shared_ptr<const Model>(new Model(std::move(impl)));
 }
 
-Result<std::shared_ptr<const Model>> load_model_from_source(ModelSource source) {
+Result<std::shared_ptr<const Model>> load_model_from_source(ModelSource source, const LoadOptions& options) {
   auto impl = std::make_unique<Model::Impl>();
   impl->source = std::move(source);
   const std::string& path = impl->source.origin;
@@ -142,6 +160,7 @@ Result<std::shared_ptr<const Model>> load_model_from_source(ModelSource source) 
     impl->f32[name] = f;
   }
   BERT_RETURN_IF_ERROR(resolve_weights(*impl).with_context(path));
+  if (options.pack_weights) pack_weights(*impl);
 
   const ModelConfig& c = impl->source.config;
   ModelInfo& info = impl->info;

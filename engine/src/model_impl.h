@@ -6,6 +6,7 @@
 
 #include "bert/engine.h"
 #include "kernels/cpu/dispatch.h"
+#include "kernels/gemm.h"
 #include "weights/model_file.h"
 
 namespace bert {
@@ -23,6 +24,11 @@ struct LayerWeights {
   const float* ffn_out_b;
   const float* ffn_ln_g;
   const float* ffn_ln_b;
+  // The four GEMM weights packed once for oneDNN's fast path (null: use the plain layout).
+  const kernels::PackedWeights* qkv_p = nullptr;
+  const kernels::PackedWeights* out_p = nullptr;
+  const kernels::PackedWeights* ffn_in_p = nullptr;
+  const kernels::PackedWeights* ffn_out_p = nullptr;
 };
 
 struct BertWeights {
@@ -45,6 +51,7 @@ struct BertWeights {
   const float* mlm_ln_b = nullptr;
   const float* mlm_decoder_w = nullptr;  // [V, H]: embeddings.word when tied
   const float* mlm_decoder_b = nullptr;  // [V]
+  const kernels::PackedWeights* mlm_decoder_p = nullptr;
   const float* nsp_w = nullptr;          // [2, H]
   const float* nsp_b = nullptr;
 };
@@ -55,10 +62,11 @@ struct Model::Impl {
   std::unique_ptr<float[]> arena;  // F32 copies of weights stored as F16/BF16 (one allocation)
   TensorMap f32;                   // every tensor as F32 (zero copy where the file held F32)
   BertWeights w;
+  std::vector<kernels::PackedWeightsPtr> packed;  // owns the packed copies the pointers above use
   const kernels::CpuKernels* kernels = nullptr;
 };
 
 // Builds a model from a source already in memory (synthetic weights, a converted checkpoint).
-Result<std::shared_ptr<const Model>> load_model_from_source(ModelSource source);
+Result<std::shared_ptr<const Model>> load_model_from_source(ModelSource source, const LoadOptions& options = {});
 
 }  // namespace bert

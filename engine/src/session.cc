@@ -205,11 +205,12 @@ Status Session::Impl::forward(const BatchInput& in) {
   const kernels::Activation act = to_activation(c.hidden_act);
   Status failed;
   auto linear = [&](const char* op, const float* x, const float* wt, const float* bias, float* y, int64_t M, int64_t N,
-                    int64_t K, kernels::Activation a = kernels::Activation::kIdentity, int64_t ldx = 0) {
+                    int64_t K, kernels::Activation a = kernels::Activation::kIdentity, int64_t ldx = 0,
+                    const kernels::PackedWeights* packed = nullptr) {
     Timed timed(this, op);
     kernels::LinearArgs args;
     args.x = x, args.w = wt, args.bias = bias, args.y = y, args.M = M, args.N = N, args.K = K, args.act = a,
-    args.ldx = ldx;
+    args.ldx = ldx, args.packed = packed;
     if (!gemm.linear(args) && failed.ok())
       failed = internal_error("oneDNN could not plan a " + std::to_string(M) + "x" + std::to_string(N) + "x" +
                               std::to_string(K) + " matmul");
@@ -245,7 +246,7 @@ Status Session::Impl::forward(const BatchInput& in) {
     const LayerWeights& lw = w.layers[l];
     const float* x = hidden_slot(static_cast<int>(l));
     float* y = hidden_slot(static_cast<int>(l) + 1);
-    linear("gemm.qkv", x, lw.qkv_w, lw.qkv_b, qkv_buf, T, 3 * H, H);  // [T, 3H]: Q | K | V
+    linear("gemm.qkv", x, lw.qkv_w, lw.qkv_b, qkv_buf, T, 3 * H, H, kernels::Activation::kIdentity, 0, lw.qkv_p);  // [T, 3H]: Q | K | V
     // scores[b, h] = Q[b, h] K[b, h]^T  -> [B, nh, S, S]
     kernels::BatchedMatmulArgs qk;
     qk.a = qkv_buf, qk.b = qkv_buf + H, qk.c = scores_buf;
@@ -269,10 +270,11 @@ Status Session::Impl::forward(const BatchInput& in) {
     std::memcpy(pv.a_strides, ss, sizeof ss), std::memcpy(pv.b_strides, vs, sizeof vs),
         std::memcpy(pv.c_strides, cs, sizeof cs);
     if (Timed t(this, "attention.context"); !gemm.batched_matmul(pv)) return internal_error("oneDNN could not plan the attention context matmul");
-    linear("gemm.attn_out", ctx_buf, lw.out_w, lw.out_b, tmp_buf, T, H, H);
+    linear("gemm.attn_out", ctx_buf, lw.out_w, lw.out_b, tmp_buf, T, H, H, kernels::Activation::kIdentity, 0, lw.out_p);
     layernorm(tmp_buf, x, lw.attn_ln_g, lw.attn_ln_b, attn_buf, T, H);
-    linear("gemm.ffn_in", attn_buf, lw.ffn_in_w, lw.ffn_in_b, ffn_buf, T, I, H, act);
-    linear("gemm.ffn_out", ffn_buf, lw.ffn_out_w, lw.ffn_out_b, tmp_buf, T, H, I);
+    linear("gemm.ffn_in", attn_buf, lw.ffn_in_w, lw.ffn_in_b, ffn_buf, T, I, H, act, 0, lw.ffn_in_p);
+    linear("gemm.ffn_out", ffn_buf, lw.ffn_out_w, lw.ffn_out_b, tmp_buf, T, H, I, kernels::Activation::kIdentity, 0,
+           lw.ffn_out_p);
     layernorm(tmp_buf, attn_buf, lw.ffn_ln_g, lw.ffn_ln_b, y, T, H);
   }
   BERT_RETURN_IF_ERROR(failed);
@@ -308,7 +310,8 @@ Status Session::Impl::forward(const BatchInput& in) {
       float* t = ws.at(mlm_t);
       linear("head", last, w.mlm_transform_w, w.mlm_transform_b, t, T, H, H, act);
       layernorm(t, nullptr, w.mlm_ln_g, w.mlm_ln_b, t, T, H);
-      linear("head.mlm_decoder", t, w.mlm_decoder_w, w.mlm_decoder_b, ws.at(logits), T, V, H);
+      linear("head.mlm_decoder", t, w.mlm_decoder_w, w.mlm_decoder_b, ws.at(logits), T, V, H,
+             kernels::Activation::kIdentity, 0, w.mlm_decoder_p);
       if (c.head == HeadKind::kMaskedLM) {
         publish("logits", {B, S, V}, ws.at(logits));
       } else {

@@ -19,7 +19,8 @@ using Dims = memory::dims;
 
 // One planned primitive with its argument memories: only the data handles change between runs.
 struct Plan {
-  dnnl::matmul prim;
+  dnnl::primitive prim;  // a matmul, or a 1x1 convolution on packed weights
+  bool packed = false;
   memory src, weights, bias, dst;
   std::unordered_map<int, memory> args;
   std::string impl;
@@ -35,12 +36,65 @@ bool to_dnnl_algorithm(Activation act, dnnl::algorithm* alg) {
   }
 }
 
+dnnl::engine& cpu_engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+// A linear layer as a 1x1 convolution over tokens: src [1, K, M] "nwc" is our [M, K] row-major.
+dnnl::convolution_forward::primitive_desc conv_linear_pd(int64_t M, int64_t N, int64_t K, const memory::desc& wei,
+                                                         bool bias, const dnnl::primitive_attr& attr) {
+  const auto f32 = memory::data_type::f32;
+  memory::desc src({1, K, M}, f32, memory::format_tag::nwc);
+  memory::desc dst({1, N, M}, f32, memory::format_tag::nwc);
+  memory::desc b({N}, f32, memory::format_tag::a);
+  auto d = bias ? dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
+                                                  src, wei, b, dst, {1}, {0}, {0})
+                : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
+                                                  src, wei, dst, {1}, {0}, {0});
+  return dnnl::convolution_forward::primitive_desc(d, attr, cpu_engine());
+}
+
+bool is_jit(const std::string& impl) { return impl.find("jit") != std::string::npos; }
+
 }  // namespace
 
+struct PackedWeights {
+  memory::desc desc;
+  std::unique_ptr<float[]> data;
+  size_t bytes = 0;
+};
+
+void PackedWeightsDeleter::operator()(PackedWeights* p) const { delete p; }
+size_t packed_weights_bytes(const PackedWeights& p) { return p.bytes; }
+
+PackedWeightsPtr pack_linear_weights(const float* w, int64_t N, int64_t K) {
+  try {
+    const auto f32 = memory::data_type::f32;
+    memory::desc any({N, K, 1}, f32, memory::format_tag::any);
+    // The blocked layout the jit 1x1 kernel wants does not depend on the token count; plan for 128.
+    auto pd = conv_linear_pd(128, N, K, any, true, dnnl::primitive_attr());
+    if (!is_jit(pd.impl_info_str())) return nullptr;
+    PackedWeightsPtr p(new PackedWeights);
+    p->desc = pd.weights_desc();
+    p->bytes = p->desc.get_size();
+    p->data.reset(new float[(p->bytes + sizeof(float) - 1) / sizeof(float)]);
+    memory plain({{N, K, 1}, f32, memory::format_tag::oiw}, cpu_engine(), const_cast<float*>(w));
+    memory packed(p->desc, cpu_engine(), p->data.get());
+    dnnl::stream stream(cpu_engine());
+    dnnl::reorder(plain, packed).execute(stream, plain, packed);
+    stream.wait();
+    return p;
+  } catch (const dnnl::error&) {
+    return nullptr;
+  }
+}
+
 struct GemmPlanner::Impl {
-  dnnl::engine engine{dnnl::engine::kind::cpu, 0};
+  dnnl::engine engine = cpu_engine();
   dnnl::stream stream{engine};
-  using LinearKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int, bool>;
+  // (M, N, K, ldx, ldy, activation, has bias, packed)
+  using LinearKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int, bool, bool>;
   using BatchedKey = std::array<int64_t, 17>;
   std::map<LinearKey, Plan> linear_plans;
   std::map<BatchedKey, Plan> batched_plans;
@@ -57,9 +111,37 @@ bool GemmPlanner::linear(const LinearArgs& a) {
   const int64_t ldx = a.ldx ? a.ldx : a.K, ldy = a.ldy ? a.ldy : a.N;
   dnnl::algorithm alg = dnnl::algorithm::undef;
   const bool fused_act = to_dnnl_algorithm(a.act, &alg);
-  Impl::LinearKey key{a.M, a.N, a.K, ldx, ldy, static_cast<int>(a.act), a.bias != nullptr};
+  const bool want_packed = a.packed && ldx == a.K && ldy == a.N;
+  Impl::LinearKey key{a.M, a.N, a.K, ldx, ldy, static_cast<int>(a.act), a.bias != nullptr, want_packed};
   auto it = impl_->linear_plans.find(key);
-  if (it == impl_->linear_plans.end()) {
+  if (it == impl_->linear_plans.end() && want_packed) {
+    try {
+      dnnl::primitive_attr attr;
+      if (fused_act) {
+        dnnl::post_ops po;
+        po.append_eltwise(1.f, alg, 0.f, 0.f);
+        attr.set_post_ops(po);
+      }
+      auto pd = conv_linear_pd(a.M, a.N, a.K, a.packed->desc, a.bias != nullptr, attr);
+      if (is_jit(pd.impl_info_str())) {
+        Plan p;
+        p.prim = dnnl::convolution_forward(pd);
+        p.impl = pd.impl_info_str();
+        p.src = memory(pd.src_desc(), impl_->engine, nullptr);
+        p.weights = memory(pd.weights_desc(), impl_->engine, nullptr);
+        p.dst = memory(pd.dst_desc(), impl_->engine, nullptr);
+        p.args = {{DNNL_ARG_SRC, p.src}, {DNNL_ARG_WEIGHTS, p.weights}, {DNNL_ARG_DST, p.dst}};
+        if (a.bias) {
+          p.bias = memory(pd.bias_desc(), impl_->engine, nullptr);
+          p.args[DNNL_ARG_BIAS] = p.bias;
+        }
+        p.packed = true;
+        it = impl_->linear_plans.emplace(key, std::move(p)).first;
+      }
+    } catch (const dnnl::error&) {
+    }
+  }
+  if (it == impl_->linear_plans.end()) {  // plain matmul (also when the packed path has no jit kernel)
     try {
       const auto f32 = memory::data_type::f32;
       memory::desc src({a.M, a.K}, f32, Dims{ldx, 1});
@@ -93,7 +175,7 @@ bool GemmPlanner::linear(const LinearArgs& a) {
   Plan& p = it->second;
   impl_->last_impl = p.impl.c_str();
   p.src.set_data_handle(const_cast<float*>(a.x));
-  p.weights.set_data_handle(const_cast<float*>(a.w));
+  p.weights.set_data_handle(p.packed ? static_cast<void*>(a.packed->data.get()) : const_cast<float*>(a.w));
   p.dst.set_data_handle(a.y);
   if (a.bias) p.bias.set_data_handle(const_cast<float*>(a.bias));
   p.prim.execute(impl_->stream, p.args);

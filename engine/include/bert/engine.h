@@ -25,6 +25,8 @@ enum class Device { kCpu, kCuda };
 
 struct LoadOptions {
   Device device = Device::kCpu;
+  // Reorder the GEMM weights once into oneDNN's blocked layout (faster; a second copy of them).
+  bool pack_weights = true;
 };
 
 // What a loaded model is, as config.json described it.
