@@ -1,0 +1,12 @@
+// AVX2 LayerNorm: the vector-generic body in simd_kernels.h instantiated with the AVX2 traits.
+#include "kernels/cpu/simd_kernels.h"
+
+#ifndef __AVX2__
+#error "compile this file with the AVX2 flags (see CMakeLists.txt)"
+#endif
+
+namespace bert::kernels {
+
+void layernorm_f32_avx2(const LayerNormArgs& a) { simd::layernorm_all<simd::Avx2>(a); }
+
+}  // namespace bert::kernels

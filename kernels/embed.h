@@ -1,0 +1,28 @@
+// Embedding lookup (word + position + token type) fused with the embedding LayerNorm: argument struct and variants.
+#pragma once
+
+#include <cstdint>
+
+namespace bert::kernels {
+
+struct EmbedArgs {
+  const int32_t* input_ids;     // [tokens]
+  const int32_t* positions;     // [tokens] or nullptr (no position table)
+  const int32_t* token_types;   // [tokens] or nullptr (use row 0 of type_table if it exists)
+  const float* word_table;      // [vocab, width]
+  const float* position_table;  // [max_pos, width] or nullptr
+  const float* type_table;      // [type_vocab, width] or nullptr
+  const float* gamma;           // [width] or nullptr: no LayerNorm, just the sum
+  const float* beta;            // [width]
+  float* out;                   // [tokens, width]
+  int64_t tokens = 0, width = 0;
+  float eps = 1e-12f;
+};
+
+// out[t] = LN(word[ids[t]] + pos[positions[t]] + type[types[t]]); ids are validated by the caller.
+// A position row is added only when both positions and position_table are given.
+void embed_f32_ref(const EmbedArgs& a);
+void embed_f32_avx2(const EmbedArgs& a);
+void embed_f32_avx512(const EmbedArgs& a);
+
+}  // namespace bert::kernels
