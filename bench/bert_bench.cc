@@ -4,11 +4,18 @@
 //   (--profile adds per-op milliseconds per run as counters: embed, gemm.*, attention.*, softmax, ...)
 //
 // BM_Inference   CPU inference over model x batch x seq x threads, with sequences/s, tokens/s and
-//                GFLOP/s counters (GEMM + attention FLOPs). Models: bert-base and bert-tiny shapes with
-//                seeded synthetic weights, or the file given with --model (reported as model:0).
+//                GFLOP/s counters (GEMM + attention FLOPs). Models: the zoo (bert-base, bert-tiny,
+//                distilbert-base, electra-small, squeezebert-uncased, albert-base shapes) with seeded
+//                synthetic weights, or the file given with --model (reported as model:0).
+//                speedup_vs_bert_base = bert-base's latency / this model's at the same batch, seq and
+//                threads (bert-base is timed on the side when its own benchmark did not run).
 // BM_ModelLoad   Model::Load of an engine file (bert-base-shaped synthetic by default, or --model).
 #include <benchmark/benchmark.h>
 #include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <tuple>
 
 #include <cstdio>
 #include <cstring>
@@ -20,7 +27,7 @@
 #include <vector>
 
 #include "bert/engine.h"
-#include "engine/src/model_impl.h"
+#include "engine/src/model_impl.h"  // load_model_from_source (synthetic weights without a file)
 #include "weights/synthetic.h"
 
 namespace {
@@ -28,8 +35,10 @@ namespace {
 std::string g_model_file;  // --model FILE, or empty for the synthetic shapes
 bool g_profile = false;    // --profile: per-op milliseconds per run as counters
 
-// Model index -> model, loaded once per process.
-const char* const kShapes[] = {"bert-base", "bert-tiny"};
+// Model index -> model, loaded once per process. Index 0 is the speed-up baseline.
+const char* const kShapes[] = {"bert-base",           "bert-tiny",  "distilbert-base", "electra-small",
+                               "squeezebert-uncased", "albert-base"};
+constexpr int kNumShapes = sizeof(kShapes) / sizeof(kShapes[0]);
 
 std::shared_ptr<const bert::Model> get_model(int index, std::string* error) {
   static std::map<int, std::shared_ptr<const bert::Model>> cache;
@@ -38,7 +47,7 @@ std::shared_ptr<const bert::Model> get_model(int index, std::string* error) {
   if (!g_model_file.empty()) {
     m = bert::Model::Load(g_model_file);
   } else {
-    auto json = bert::synthetic_config_json(kShapes[index]);
+    auto json = bert::synthetic_config_json(kShapes[index]);  // the family's base model
     if (!json.ok()) return *error = json.status().to_string(), nullptr;
     auto config = bert::parse_model_config(*json, kShapes[index]);
     if (!config.ok()) return *error = config.status().to_string(), nullptr;
@@ -48,16 +57,33 @@ std::shared_ptr<const bert::Model> get_model(int index, std::string* error) {
   return cache[index] = *m;
 }
 
-// FLOPs of one forward pass (multiply-add = 2): the linear layers, QK^T and PV, the pooler and head GEMMs.
-double forward_flops(const bert::ModelInfo& info, int64_t batch, int64_t seq) {
-  const double T = double(batch) * seq, H = info.hidden_size, I = info.intermediate_size;
-  double layer = 2 * T * H * (3 * H) + 2 * T * H * H + 2 * 2 * T * H * I  // QKV, output, FFN
-                 + 2 * 2 * double(batch) * seq * seq * H;                 // QK^T and PV over all heads
-  double flops = info.num_layers * layer;
-  if (info.head != "token_classification" && info.head != "question_answering" && info.head != "masked_lm")
-    flops += 2 * double(batch) * H * H;  // pooler
-  if (info.head == "masked_lm" || info.head == "pretraining") flops += 2 * T * H * (H + info.vocab_size);
-  return flops;
+// Seconds per run of bert-base (synthetic) at batch x seq x threads: recorded by its own benchmark,
+// or timed here (median of 3 after a warm-up) when that did not run first.
+std::map<std::tuple<int, int, int>, double>& baseline_seconds() {
+  static std::map<std::tuple<int, int, int>, double> m;
+  return m;
+}
+
+double time_bert_base(int batch, int seq, int threads) {
+  auto key = std::make_tuple(batch, seq, threads);
+  if (auto it = baseline_seconds().find(key); it != baseline_seconds().end()) return it->second;
+  std::string error;
+  auto model = get_model(0, &error);
+  if (!model) return 0;
+  bert::SessionOptions opts;
+  opts.max_batch = batch, opts.max_seq = seq, opts.num_threads = threads;
+  auto session = bert::Session::Create(model, opts);
+  if (!session.ok()) return 0;
+  std::vector<int32_t> ids(size_t(batch) * seq, 2000), mask(ids.size(), 1);
+  bert::BatchInput in{batch, seq, ids.data(), mask.data(), nullptr};
+  std::vector<double> runs;
+  for (int i = 0; i < 4; ++i) {
+    auto start = std::chrono::steady_clock::now();
+    if (!(*session)->Run(in).ok()) return 0;
+    runs.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  std::sort(runs.begin() + 1, runs.end());  // runs[0] is the warm-up
+  return baseline_seconds()[key] = runs[2];
 }
 
 void BM_Inference(benchmark::State& state) {
@@ -67,7 +93,7 @@ void BM_Inference(benchmark::State& state) {
   std::string error;
   auto model = get_model(model_index, &error);
   if (!model) return state.SkipWithError(error.c_str());
-  if (seq > model->info().max_position_embeddings) return state.SkipWithError("seq beyond the position table");
+  if (seq > model->info().max_seq) return state.SkipWithError("seq beyond the position table");
   state.SetLabel(g_model_file.empty() ? kShapes[model_index] : g_model_file);
 
   bert::SessionOptions opts;
@@ -90,11 +116,19 @@ void BM_Inference(benchmark::State& state) {
   bert::BatchInput in{batch, seq, ids.data(), mask.data(), types.data()};
   if (auto st = (*session)->Run(in); !st.ok()) return state.SkipWithError(st.to_string().c_str());  // warm-up: plans
 
+  const auto start = std::chrono::steady_clock::now();
   for (auto _ : state) {
     auto st = (*session)->Run(in);
     benchmark::DoNotOptimize(st);
   }
-  const double flops = forward_flops(model->info(), batch, seq);
+  const double seconds_per_run =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / double(state.iterations());
+  if (g_model_file.empty()) {
+    if (model_index == 0) baseline_seconds()[std::make_tuple(batch, seq, threads)] = seconds_per_run;
+    if (double base = time_bert_base(batch, seq, threads); base > 0)
+      state.counters["speedup_vs_bert_base"] = base / seconds_per_run;
+  }
+  const double flops = model->forward_flops(batch, seq);
   state.counters["seq/s"] = benchmark::Counter(double(batch), benchmark::Counter::kIsIterationInvariantRate);
   state.counters["tokens/s"] = benchmark::Counter(double(batch) * seq, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["GFLOP/s"] = benchmark::Counter(flops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
@@ -107,7 +141,7 @@ void BM_Inference(benchmark::State& state) {
 
 void inference_args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"model", "batch", "seq", "threads"});
-  const int models = g_model_file.empty() ? 2 : 1;
+  const int models = g_model_file.empty() ? kNumShapes : 1;
   for (int m = 0; m < models; ++m)
     for (int batch : {1, 8})
       for (int seq : {32, 128, 384})

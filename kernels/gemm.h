@@ -7,6 +7,11 @@
 //  - plain: a matmul primitive that reads [N, K] as the transposed [K, N] operand ("ba"), no copy;
 //    used when no packed weights are given, for strided rows, or if oneDNN offers no jit kernel.
 // Bias and the activation are fused as post-ops on both paths.
+// Grouped linear layers (SqueezeBERT's grouped 1x1 Conv1d) take both paths too: packed as a grouped
+// 1x1 convolution, plain as one [M, K/G] x [K/G, N/G] matmul run once per group. Grouped weights are
+// packed only when oneDNN offers its 1x1 kernel for them: oneDNN 2.6's AVX2 1x1 kernel takes no
+// groups, and the direct jit convolution it falls back to measured 1.5-2.6x slower than the plain
+// path on SqueezeBERT's shapes (85-89 GFLOP/s plain vs 33-60 packed, 1 thread).
 // A GemmPlanner is owned by one session (one thread at a time); its plans hold the primitive and
 // the memory objects, so running a planned shape allocates nothing.
 #pragma once
@@ -24,20 +29,30 @@ struct PackedWeightsDeleter {
   void operator()(PackedWeights* p) const;
 };
 using PackedWeightsPtr = std::unique_ptr<PackedWeights, PackedWeightsDeleter>;
-// Reorders w [N, K] once; nullptr when oneDNN has no blocked jit kernel for the shape (use plain).
-PackedWeightsPtr pack_linear_weights(const float* w, int64_t N, int64_t K);
+// Reorders w [N, K/groups] once (K is the full input width, see LinearArgs); nullptr (use plain) when
+// groups does not divide N and K, when oneDNN has no jit kernel for the shape, or, for groups > 1,
+// when its kernel is not the 1x1 one (slower than plain; `any_jit_kernel` packs anyway, for tests).
+PackedWeightsPtr pack_linear_weights(const float* w, int64_t N, int64_t K, int64_t groups = 1,
+                                     bool any_jit_kernel = false);
 size_t packed_weights_bytes(const PackedWeights& p);
 
 // y[m, n] = act(sum_k x[m, k] * w[n, k] + bias[n])
+//
+// Grouped (groups = G > 1, PyTorch's Conv1d(K, N, 1, groups=G) with its weight [N, K/G, 1] minus the
+// trailing 1): K and N stay the FULL widths and G must divide both. Output column n belongs to group
+// g = n / (N/G) and reads only input columns [g*K/G, (g+1)*K/G):
+//   y[m, n] = act(bias[n] + sum_{k < K/G} x[m, g*K/G + k] * w[n, k])
+// groups == 1 is the dense layer above.
 struct LinearArgs {
   const float* x = nullptr;     // [M, K], row stride ldx
-  const float* w = nullptr;     // [N, K], contiguous
+  const float* w = nullptr;     // [N, K/groups], contiguous
   const float* bias = nullptr;  // [N] or nullptr
   float* y = nullptr;           // [M, N], row stride ldy
-  int64_t M = 0, N = 0, K = 0;
+  int64_t M = 0, N = 0, K = 0;  // K and N are the full widths, whatever groups is
   int64_t ldx = 0, ldy = 0;     // 0 means dense (K and N)
   Activation act = Activation::kIdentity;
   const PackedWeights* packed = nullptr;  // the same weights packed: the fast path when rows are dense
+  int64_t groups = 1;           // >= 1, divides N and K
 };
 
 // c[i, j] = a[i, j] * b[i, j] for every (i, j) in [batch0, batch1]: a is [M, K], b is [K, N], c is [M, N],
@@ -63,8 +78,9 @@ class GemmPlanner {
   GemmPlanner(const GemmPlanner&) = delete;
   GemmPlanner& operator=(const GemmPlanner&) = delete;
 
-  // Both return false (and do nothing) if oneDNN cannot plan the shape; callers treat that as an
-  // internal error. Plans are made on first use of a shape and reused afterwards.
+  // Both return false (and do nothing) if oneDNN cannot plan the shape, or for a linear layer whose
+  // groups is < 1 or does not divide N and K, or whose packed weights were made for another shape;
+  // callers treat that as an internal error. Plans are made on first use of a shape and reused afterwards.
   bool linear(const LinearArgs& args);
   bool batched_matmul(const BatchedMatmulArgs& args);
 

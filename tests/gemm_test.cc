@@ -1,8 +1,12 @@
 // GemmPlanner (oneDNN) against the scalar references: awkward shapes, row strides, every fused
-// activation, strided batched matmuls as attention uses them, and plan reuse.
+// activation, grouped linear layers (SqueezeBERT), strided batched matmuls as attention uses them,
+// and plan reuse.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <iostream>
+#include <string>
 
 #include "kernels/gemm.h"
 #include "tests/test_util.h"
@@ -10,35 +14,47 @@
 namespace bert::kernels {
 namespace {
 
+// Whether check_linear passes packed weights: never, when oneDNN offers them, or they must be offered.
+enum class Packing { kNone, kIfOffered, kRequired };
+
+// One linear layer through the planner against linear_f32_ref. K and N are the full widths; the
+// weights are [N, K/groups]. Adds 1 to *packed_count when the packed weights were used.
 void check_linear(int64_t M, int64_t N, int64_t K, Activation act, bool bias, int64_t pad_x, int64_t pad_y,
-                  GemmPlanner& planner, bool packed = false) {
-  SCOPED_TRACE(::testing::Message() << M << "x" << N << "x" << K << " act " << int(act) << " bias " << bias
-                                    << " pads " << pad_x << "," << pad_y);
+                  GemmPlanner& planner, Packing packing = Packing::kNone, int64_t groups = 1,
+                  int* packed_count = nullptr) {
+  SCOPED_TRACE(::testing::Message() << M << "x" << N << "x" << K << " groups " << groups << " act " << int(act)
+                                    << " bias " << bias << " pads " << pad_x << "," << pad_y << " packing "
+                                    << int(packing));
   const int64_t ldx = K + pad_x, ldy = N + pad_y;
   auto x = test::random_floats(M * ldx, 1);
-  auto w = test::random_floats(N * K, 2, -0.2f, 0.2f);
+  auto w = test::random_floats(N * (K / groups), 2, -0.2f, 0.2f);
   auto b = test::random_floats(N, 3);
   std::vector<float> got(M * ldy, -7.f), want(M * ldy, -7.f);
   LinearArgs a;
   a.x = x.data(), a.w = w.data(), a.bias = bias ? b.data() : nullptr, a.M = M, a.N = N, a.K = K, a.ldx = ldx,
-  a.ldy = ldy, a.act = act;
+  a.ldy = ldy, a.act = act, a.groups = groups;
   a.y = want.data();
   linear_f32_ref(a);
   a.y = got.data();
   PackedWeightsPtr p;
-  if (packed) {
-    p = pack_linear_weights(w.data(), N, K);
-    ASSERT_NE(p, nullptr) << "oneDNN offered no packed kernel";
+  if (packing != Packing::kNone) {
+    p = pack_linear_weights(w.data(), N, K, groups, /*any_jit_kernel=*/true);
+    if (packing == Packing::kRequired) {
+      ASSERT_NE(p, nullptr) << "oneDNN offered no packed kernel";
+    }
     a.packed = p.get();
+    if (p && packed_count) ++*packed_count;
   }
   ASSERT_TRUE(planner.linear(a));
+  double max_abs = 0;  // over the written columns only: the -7 padding must not pass for output
   for (int64_t m = 0; m < M; ++m) {
     const float* g = got.data() + m * ldy;
     const float* r = want.data() + m * ldy;
     for (int64_t n = 0; n < N; ++n) ASSERT_NEAR(g[n], r[n], 2e-5 + 2e-5 * std::fabs(r[n])) << "m " << m << " n " << n;
     for (int64_t n = N; n < ldy; ++n) ASSERT_EQ(g[n], -7.f) << "wrote past the row";
+    max_abs = std::max(max_abs, test::max_abs(g, N));
   }
-  ASSERT_GT(test::max_abs(got.data(), got.size()), 0.0);
+  ASSERT_GT(max_abs, 0.0);
 }
 
 TEST(Gemm, LinearMatchesReferenceAtAwkwardSizes) {
@@ -53,14 +69,101 @@ TEST(Gemm, PackedWeightsMatchReference) {
   GemmPlanner planner;
   for (int64_t M : {1, 5, 16, 129})
     for (int64_t N : {1, 7, 8, 9, 64, 100})
-      for (int64_t K : {3, 8, 64, 77}) check_linear(M, N, K, Activation::kIdentity, true, 0, 0, planner, true);
+      for (int64_t K : {3, 8, 64, 77})
+        check_linear(M, N, K, Activation::kIdentity, true, 0, 0, planner, Packing::kRequired);
   for (Activation act : {Activation::kGeluErf, Activation::kGeluTanh, Activation::kTanh, Activation::kGeluQuick})
-    check_linear(33, 40, 24, act, false, 0, 0, planner, true);
-  check_linear(128, 96, 64, Activation::kGeluErf, true, 0, 0, planner, true);
+    check_linear(33, 40, 24, act, false, 0, 0, planner, Packing::kRequired);
+  check_linear(128, 96, 64, Activation::kGeluErf, true, 0, 0, planner, Packing::kRequired);
   EXPECT_NE(std::string(planner.last_impl()).find("1x1"), std::string::npos)
       << "packed weights did not reach the 1x1 kernel: " << planner.last_impl();
   // Strided rows cannot use the packed kernel: the plain path must take over with the same answer.
-  check_linear(9, 24, 16, Activation::kIdentity, true, 3, 2, planner, true);
+  check_linear(9, 24, 16, Activation::kIdentity, true, 3, 2, planner, Packing::kRequired);
+}
+
+// Grouped layers (SqueezeBERT's grouped 1x1 Conv1d): per-group widths below, at and above the 8- and
+// 16-wide SIMD blocks, every M class, with and without bias, plain and packed (where oneDNN packs).
+TEST(Gemm, GroupedLinearMatchesReferenceAtAwkwardSizes) {
+  GemmPlanner planner;
+  int cases = 0, packed = 0;
+  for (int64_t G : {2, 3, 4})
+    for (int64_t M : {1, 5, 17, 128})
+      for (int64_t Kg : {3, 8, 17, 192})
+        for (int64_t Ng : {5, 8, 16, 33})
+          for (bool bias : {true, false}) {
+            check_linear(M, Ng * G, Kg * G, Activation::kIdentity, bias, 0, 0, planner, Packing::kNone, G);
+            check_linear(M, Ng * G, Kg * G, Activation::kIdentity, bias, 0, 0, planner, Packing::kIfOffered, G,
+                         &packed);
+            ++cases;
+          }
+  std::cout << "[ grouped  ] " << packed << " of " << cases << " grouped shapes were packed by oneDNN\n";
+  EXPECT_GT(packed, 0);
+}
+
+// Fused activations (one oneDNN has, one it lacks) and strided rows on grouped layers, both paths;
+// strided rows leave the packed kernel for the plain one, with the padding untouched.
+TEST(Gemm, GroupedLinearActivationsAndStrides) {
+  GemmPlanner planner;
+  for (int64_t G : {2, 3, 4})
+    for (auto [M, Kg, Ng] : {std::tuple<int64_t, int64_t, int64_t>{17, 17, 33}, {128, 16, 8}, {5, 192, 16}, {1, 3, 5}})
+      for (Activation act : {Activation::kGeluErf, Activation::kGeluQuick})
+        for (bool bias : {true, false})
+          for (auto [pad_x, pad_y] : {std::pair<int64_t, int64_t>{0, 0}, {5, 3}, {1, 0}, {0, 7}})
+            for (Packing packing : {Packing::kNone, Packing::kIfOffered})
+              check_linear(M, Ng * G, Kg * G, act, bias, pad_x, pad_y, planner, packing, G);
+}
+
+// SqueezeBERT-base's three grouped layers (groups 4, 128 tokens) on both paths. The engine packs them
+// only where oneDNN has a grouped 1x1 kernel (not its AVX2 one); forced packing must still be right.
+TEST(Gemm, GroupedPackedSqueezeBertShapes) {
+  GemmPlanner planner;
+  for (auto [N, K] : {std::pair<int64_t, int64_t>{768, 768}, {3072, 768}, {768, 3072}}) {
+    auto w = test::random_floats(N * K / 4, 9);
+    PackedWeightsPtr engine_packing = pack_linear_weights(w.data(), N, K, 4);
+    std::cout << "[ packing  ] N=" << N << " K=" << K << " G=4: "
+              << (engine_packing ? "packed (1x1 kernel)" : "plain (no grouped 1x1 kernel here)") << "\n";
+    for (Activation act : {Activation::kIdentity, Activation::kGeluErf, Activation::kGeluQuick}) {
+      check_linear(128, N, K, act, true, 0, 0, planner, Packing::kRequired, 4);
+      std::cout << "[ impl     ] grouped packed M=128 N=" << N << " K=" << K << " G=4 act " << int(act) << ": "
+                << planner.last_impl() << "\n";
+      EXPECT_NE(std::string(planner.last_impl()).find("jit"), std::string::npos) << planner.last_impl();
+      check_linear(128, N, K, act, true, 0, 0, planner, Packing::kNone, 4);
+      std::cout << "[ impl     ] grouped plain  M=128 N=" << N << " K=" << K << " G=4 act " << int(act) << ": "
+                << planner.last_impl() << "\n";
+    }
+  }
+}
+
+// groups must be >= 1 and divide N and K; packed weights must match the layer's shape. Refused
+// calls return false and leave the output alone.
+TEST(Gemm, GroupsThatDoNotDivideAreRefused) {
+  GemmPlanner planner;
+  auto x = test::random_floats(4 * 12, 1);
+  auto w = test::random_floats(12 * 12, 2);
+  std::vector<float> y(4 * 12, -7.f);
+  LinearArgs a;
+  a.x = x.data(), a.w = w.data(), a.y = y.data(), a.M = 4;
+  for (auto [N, K, G] : {std::tuple<int64_t, int64_t, int64_t>{12, 10, 4}, {10, 12, 4}, {12, 12, 5}, {12, 12, 0},
+                         {12, 12, -2}, {12, 12, 24}}) {
+    SCOPED_TRACE(::testing::Message() << N << "x" << K << " groups " << G);
+    a.N = N, a.K = K, a.groups = G;
+    EXPECT_FALSE(planner.linear(a));
+    EXPECT_EQ(pack_linear_weights(w.data(), N, K, G), nullptr);
+  }
+  for (float v : y) ASSERT_EQ(v, -7.f);
+  EXPECT_EQ(planner.plan_count(), 0u);
+  // Weights packed for another grouping are refused, not misread.
+  auto p = pack_linear_weights(w.data(), 16, 16, 2);
+  a.N = 16, a.K = 16, a.groups = 4, a.packed = p.get();
+  if (p) {
+    EXPECT_FALSE(planner.linear(a));
+  }
+  a.groups = 2;
+  std::vector<float> y16(4 * 16);
+  auto x16 = test::random_floats(4 * 16, 1);
+  auto w16 = test::random_floats(16 * 8, 2);
+  a.x = x16.data(), a.w = w16.data(), a.y = y16.data(), a.packed = nullptr;
+  EXPECT_TRUE(planner.linear(a));
+  EXPECT_GT(test::max_abs(y16.data(), y16.size()), 0.0);
 }
 
 TEST(Gemm, FusedActivationsStridesAndNoBias) {
@@ -78,6 +181,11 @@ TEST(Gemm, PlansAreReusedPerShape) {
   check_linear(9, 16, 32, Activation::kIdentity, true, 0, 0, planner);
   EXPECT_EQ(planner.plan_count(), 2u);
   EXPECT_STRNE(planner.last_impl(), "");
+  // The same shape grouped differently is another plan (and a wrong one if reused).
+  check_linear(8, 16, 32, Activation::kIdentity, true, 0, 0, planner, Packing::kNone, 2);
+  check_linear(8, 16, 32, Activation::kIdentity, true, 0, 0, planner, Packing::kNone, 4);
+  check_linear(8, 16, 32, Activation::kIdentity, true, 0, 0, planner, Packing::kNone, 2);
+  EXPECT_EQ(planner.plan_count(), 4u);
 }
 
 // The two attention matmuls exactly as the session lays them out: Q, K, V interleaved in one
@@ -127,6 +235,16 @@ TEST(Gemm, ReferenceHandComputed) {
   EXPECT_FLOAT_EQ(y[1], 3 - 1);
   EXPECT_FLOAT_EQ(y[2], 4 - 6 + 0.25f);
   EXPECT_FLOAT_EQ(y[3], 7.5f - 1);
+
+  // Grouped, 2 groups: output 0 reads inputs 0..1, output 1 reads inputs 2..3.
+  const float gx[4] = {1, 2, 3, 4};
+  const float gw[2 * 2] = {1, 1, 1, -1};
+  float gy[2];
+  LinearArgs g;
+  g.x = gx, g.w = gw, g.bias = b, g.y = gy, g.M = 1, g.N = 2, g.K = 4, g.groups = 2;
+  linear_f32_ref(g);
+  EXPECT_FLOAT_EQ(gy[0], 1 + 2 + 0.25f);
+  EXPECT_FLOAT_EQ(gy[1], 3 - 4 - 1);
 }
 
 }  // namespace

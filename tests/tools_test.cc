@@ -216,6 +216,38 @@ TEST_F(ConvertErrors, ConfigProblemsNameTheFieldOrTensor) {
   }
 }
 
+// The zoo fixtures: a config that disagrees with the checkpoint is refused naming the first
+// mismatching tensor under the family's own HF names.
+TEST_F(ConvertErrors, ZooCheckpointsThatDisagreeWithTheirConfigNameTheTensor) {
+  BERT_REQUIRE_SHARED(shared);
+  struct Case {
+    const char* fixture;
+    std::function<void(nlohmann::json&)> edit;
+    const char* needle;
+  };
+  const std::vector<Case> cases = {
+      {"roberta-seqcls", [](auto& j) { j["intermediate_size"] = 100; },
+       "'roberta.encoder.layer.0.intermediate.dense.weight' has shape [128, 64] but the config needs [100, 64]"},
+      {"distilbert-seqcls", [](auto& j) { j["hidden_dim"] = 100; },
+       "'distilbert.transformer.layer.0.ffn.lin1.weight' has shape [128, 64] but the config needs [100, 64]"},
+      {"electra-seqcls", [](auto& j) { j["embedding_size"] = 16; },
+       "'electra.embeddings.word_embeddings.weight' has shape [1000, 32] but the config needs [1000, 16]"},
+      {"albert-pretraining", [](auto& j) { j["num_hidden_groups"] = 2; },
+       "missing tensor 'albert.encoder.albert_layer_groups.1.albert_layers.0.attention.query.weight'"},
+      {"squeezebert-seqcls", [](auto& j) { j["q_groups"] = 2; },
+       "'transformer.encoder.layers.0.attention.query.weight' has shape [64, 16, 1] but the config needs [64, 32, 1]"},
+      {"electra-discriminator", [](auto& j) { j["model_type"] = "bert"; }, "'ElectraForPreTraining' is for model_type 'electra', not 'bert'"},
+      {"roberta-seqcls", [](auto& j) { j["model_type"] = "bert"; j.erase("architectures"); },
+       "no tensor 'bert.embeddings.word_embeddings.weight'"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.needle);
+    auto r = convert(make_dir(shared / "fixtures" / c.fixture, c.edit));
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_NE(r.output.find(c.needle), std::string::npos) << r.output;
+  }
+}
+
 TEST_F(ConvertErrors, BadWeightFilesNameTheFile) {
   BERT_REQUIRE_SHARED(shared);
   const fs::path fixture = shared / "fixtures" / "bert-seqcls";

@@ -5,6 +5,8 @@
 //       output the model has, under HuggingFace's names (hidden_states.0..L included).
 //   bert_run --model F --text "..." [--text-pair "..."] [--max-length N] [--threads N]
 //       tokenizes with the model's vocab and prints the prediction as JSON.
+//   Either mode: --pooling cls|mean|max [--normalize] adds sentence_embedding [batch, hidden]
+//       (mean and max over the tokens the attention mask keeps; --normalize: unit L2 norm).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -28,6 +30,7 @@ int usage(const std::string& msg) {
   std::fprintf(stderr,
                "usage: bert_run --model F --inputs in.safetensors --outputs out.safetensors [--threads N]\n"
                "       bert_run --model F --text \"...\" [--text-pair \"...\"] [--max-length N] [--threads N]\n"
+               "  either mode: [--pooling cls|mean|max [--normalize]] adds sentence_embedding\n"
                "  F is an engine model file (tools/convert_weights) or an HF directory.\n");
   return 2;
 }
@@ -73,7 +76,7 @@ Result<std::optional<IntInput>> read_int_input(const bert::SafetensorsFile& f, c
 }
 
 int run_tensors(const std::shared_ptr<const bert::Model>& model, const std::string& inputs_path,
-                const std::string& outputs_path, int threads) {
+                const std::string& outputs_path, bert::SessionOptions opts) {
   auto file = bert::SafetensorsFile::Open(inputs_path);
   if (!file.ok()) return fail(file.status());
   auto ids = read_int_input(*file, "input_ids", true);
@@ -88,15 +91,14 @@ int run_tensors(const std::shared_ptr<const bert::Model>& model, const std::stri
       return fail(bert::invalid_argument(inputs_path + ": attention_mask/token_type_ids shape " +
                                          bert::shape_string((*opt)->shape) + " differs from input_ids " +
                                          bert::shape_string(shape)));
-  if (shape[1] > model->info().max_position_embeddings)
+  if (shape[1] > model->info().max_seq)
     return fail(bert::out_of_range(inputs_path + ": sequence length " + std::to_string(shape[1]) +
-                                   " exceeds the model's max_position_embeddings " +
-                                   std::to_string(model->info().max_position_embeddings)));
+                                   " exceeds the model's limit of " + std::to_string(model->info().max_seq) +
+                                   " tokens (max_position_embeddings " +
+                                   std::to_string(model->info().max_position_embeddings) + ")"));
 
-  bert::SessionOptions opts;
   opts.max_batch = static_cast<int>(shape[0]);
   opts.max_seq = static_cast<int>(shape[1]);
-  opts.num_threads = threads;
   opts.keep_hidden_states = true;
   auto session = bert::Session::Create(model, opts);
   if (!session.ok()) return fail(session.status());
@@ -142,26 +144,28 @@ std::string detokenize(const std::vector<std::string>& tokens, size_t begin, siz
 }
 
 int run_text(const std::shared_ptr<const bert::Model>& model, const std::string& text,
-             const std::optional<std::string>& pair, int max_length, int threads) {
+             const std::optional<std::string>& pair, int max_length, bert::SessionOptions opts) {
   if (model->vocab().empty())
-    return fail(bert::invalid_argument("the model file has no vocab: convert it from a directory with vocab.txt"));
+    return fail(bert::invalid_argument(
+        "the model file has no WordPiece vocab: convert it from a directory with vocab.txt (RoBERTa's BPE and "
+        "ALBERT's SentencePiece tokenizers are not built in; tokenize elsewhere and use --inputs)"));
   bert::TokenizerOptions topts;
   topts.lower_case = model->lower_case();
   auto tok = bert::Tokenizer::FromVocab(model->vocab(), topts);
   if (!tok.ok()) return fail(tok.status());
-  const int limit = static_cast<int>(model->info().max_position_embeddings);
+  const int limit = static_cast<int>(model->info().max_seq);
   auto enc = tok->Encode(text, pair ? std::optional<std::string_view>(*pair) : std::nullopt,
                          max_length > 0 ? std::min(max_length, limit) : limit);
   if (!enc.ok()) return fail(enc.status());
   const int seq = static_cast<int>(enc->input_ids.size());
 
-  bert::SessionOptions opts;
   opts.max_batch = 1;
   opts.max_seq = seq;
-  opts.num_threads = threads;
   auto session = bert::Session::Create(model, opts);
   if (!session.ok()) return fail(session.status());
-  bert::BatchInput in{1, seq, enc->input_ids.data(), enc->attention_mask.data(), enc->token_type_ids.data()};
+  const bool types = model->info().type_vocab_size > 0;  // DistilBERT has none
+  bert::BatchInput in{1, seq, enc->input_ids.data(), enc->attention_mask.data(),
+                      types ? enc->token_type_ids.data() : nullptr};
   if (Status st = (*session)->Run(in); !st.ok()) return fail(st);
 
   const bert::ModelInfo& info = model->info();
@@ -217,13 +221,25 @@ int run_text(const std::shared_ptr<const bert::Model>& model, const std::string&
       j["masks"].push_back({{"position", s}, {"top5", top}});
     }
     if (j["masks"].empty()) j["note"] = "the text has no [MASK] token";
-    if (info.head == "pretraining") {
-      auto nsp = softmax(out("seq_relationship_logits").data, 2);
-      j["is_next_probability"] = nsp[0];
+    if (info.head == "pretraining" && info.family == "albert") {  // sentence order: label 0 = in order
+      j["in_order_probability"] = softmax(out("sop_logits").data, 2)[0];
+    } else if (info.head == "pretraining") {
+      j["is_next_probability"] = softmax(out("seq_relationship_logits").data, 2)[0];
     }
-  } else {
-    auto pooled = out("pooler_output");
-    j["pooler_output"] = std::vector<float>(pooled.data, pooled.data + info.hidden_size);
+  } else if (info.head == "discriminator") {  // ELECTRA: probability that each token was replaced
+    auto logits = out("logits");
+    for (int s = 0; s < seq; ++s)
+      j["tokens_replaced"].push_back(
+          {{"token", enc->tokens[s]}, {"replaced_probability", 1.0 / (1.0 + std::exp(-double(logits.data[s])))}});
+  } else if (opts.pooling == bert::Pooling::kNone) {
+    if (auto pooled = (*session)->Output("pooler_output"); pooled.ok())
+      j["pooler_output"] = std::vector<float>(pooled->data, pooled->data + info.hidden_size);
+    else
+      j["note"] = "this model has no head or pooler; use --pooling cls|mean|max for a sentence embedding";
+  }
+  if (opts.pooling != bert::Pooling::kNone) {
+    auto e = out("sentence_embedding");
+    j["sentence_embedding"] = std::vector<float>(e.data, e.data + info.hidden_size);
   }
   std::printf("%s\n", j.dump(2).c_str());
   return 0;
@@ -235,6 +251,7 @@ int main(int argc, char** argv) {
   std::string model_path, inputs, outputs;
   std::optional<std::string> text, pair;
   int threads = 0, max_length = 0;
+  bert::SessionOptions opts;
   auto parse_int = [](const char* s, int* out) {
     char* end = nullptr;
     long v = std::strtol(s, &end, 10);
@@ -256,6 +273,14 @@ int main(int argc, char** argv) {
       if (!parse_int(v, &threads)) return usage("--threads needs a non-negative integer");
     } else if (a == "--max-length" && (v = value())) {
       if (!parse_int(v, &max_length)) return usage("--max-length needs a non-negative integer");
+    } else if (a == "--pooling" && (v = value())) {
+      const std::string p = v;
+      if (p == "cls") opts.pooling = bert::Pooling::kCls;
+      else if (p == "mean") opts.pooling = bert::Pooling::kMean;
+      else if (p == "max") opts.pooling = bert::Pooling::kMax;
+      else return usage("--pooling must be cls, mean or max, not '" + p + "'");
+    } else if (a == "--normalize") {
+      opts.normalize = true;
     } else {
       return usage(v || a.rfind("--", 0) != 0 ? "unexpected argument " + a : "option " + a + " needs a value");
     }
@@ -265,9 +290,10 @@ int main(int argc, char** argv) {
   if (tensor_mode == text.has_value()) return usage("give either --inputs and --outputs, or --text");
   if (tensor_mode && (inputs.empty() || outputs.empty())) return usage("--inputs and --outputs go together");
   if (pair && !text) return usage("--text-pair needs --text");
+  if (opts.normalize && opts.pooling == bert::Pooling::kNone) return usage("--normalize needs --pooling");
+  opts.num_threads = threads;
 
   auto model = bert::Model::Load(model_path);
   if (!model.ok()) return fail(model.status());
-  return tensor_mode ? run_tensors(*model, inputs, outputs, threads)
-                     : run_text(*model, *text, pair, max_length, threads);
+  return tensor_mode ? run_tensors(*model, inputs, outputs, opts) : run_text(*model, *text, pair, max_length, opts);
 }

@@ -1,7 +1,7 @@
 // convert_weights: a HuggingFace checkpoint (directory, or one weights file in it) -> one engine model file.
 //
 //   convert_weights <hf_dir | hf_dir/pytorch_model.bin | hf_dir/model.safetensors> <out_file> [--dtype fp32|fp16|bf16]
-//   convert_weights --synthetic bert-base|bert-large|bert-mini|bert-tiny [--architecture A] <out_file>
+//   convert_weights --synthetic SHAPE [--architecture A] <out_file>   (SHAPE: bert-base, electra-small, ...)
 //       a model of that shape with seeded random weights (for benchmarks and tests)
 //   --vocab vocab.txt embeds (or replaces) the tokenizer vocab.
 #include <cstdio>
@@ -22,15 +22,16 @@ int usage(const char* msg) {
                "       convert_weights --synthetic SHAPE [--architecture A] <out_file> [--dtype ...] [--vocab V]\n"
                "  Reads config.json, model.safetensors (or its sharded index) or pytorch_model.bin, vocab.txt\n"
                "  and tokenizer_config.json, and writes one engine file (a safetensors container).\n"
-               "  --synthetic makes a bert-base|bert-large|bert-mini|bert-tiny shaped model with seeded random\n"
-               "  weights; --architecture picks its head (default BertModel).\n");
+               "  --synthetic makes a model of a known shape with seeded random weights: bert-base, bert-large,\n"
+               "  bert-tiny, bert-mini, roberta-base, distilbert-base, electra-small, albert-base,\n"
+               "  squeezebert-uncased; --architecture picks its head (default: the family's base model).\n");
   return 2;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string in, out, dtype_arg = "fp32", synthetic, architecture = "BertModel", vocab_path;
+  std::string in, out, dtype_arg = "fp32", synthetic, architecture, vocab_path;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--help" || a == "-h") return usage(nullptr), 0;

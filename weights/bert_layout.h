@@ -1,6 +1,6 @@
-// The engine's parameter layout: every tensor the engine reads, its shape from the config, and the
-// HuggingFace parameter(s) it comes from. Kept as data so that conversion, validation and the way
-// back to HF names all read the same table.
+// The engine's parameter layout for every supported family: each tensor the engine reads, its shape
+// from the config, and the HuggingFace parameter(s) it comes from. The families differ here only in
+// names (tables in bert_layout.cc); conversion, validation and the way back to HF names all read it.
 #pragma once
 
 #include <string>
@@ -16,12 +16,18 @@ struct ParamSpec {
   std::string name;                   // engine name, e.g. "layer.0.attn.qkv.weight"
   std::vector<std::string> hf_names;  // HF names, concatenated along dim 0 (Q, K, V fuse into one)
   std::vector<int64_t> shape;         // engine shape
-  bool optional = false;              // e.g. an untied MLM decoder
+  bool optional = false;              // the MLM decoder: absent or equal to the word embeddings = tied
+  bool conv1d = false;                // HF stores it as a Conv1d weight: shape + [1]
+  std::string hf_alias;               // another name the checkpoint may store it under (.bin's decoder.bias)
 };
 
+// The base-model prefix a family's task checkpoints use ("bert.", "roberta.", "transformer.", ...).
+std::string hf_base_prefix(const ModelConfig& config);
+
 // The parameters of a model with this config. `hf_prefix` is the base-model prefix the checkpoint
-// uses ("bert." for models with a head, "" for a bare BertModel).
-std::vector<ParamSpec> param_specs(const ModelConfig& config, const std::string& hf_prefix = "bert.");
+// uses (hf_base_prefix for models with a head, "" for a bare base model).
+std::vector<ParamSpec> param_specs(const ModelConfig& config, const std::string& hf_prefix);
+std::vector<ParamSpec> param_specs(const ModelConfig& config);  // with hf_base_prefix
 
 // What a conversion from HF names produced.
 struct ConvertedWeights {

@@ -12,28 +12,48 @@ const ModelInfo& Model::info() const { return impl_->info; }
 const std::vector<std::string>& Model::vocab() const { return impl_->source.vocab; }
 bool Model::lower_case() const { return impl_->source.lower_case; }
 
-std::vector<std::string> Model::output_names(bool with_hidden_states) const {
+std::vector<std::string> Model::output_names(bool with_hidden_states, bool with_sentence_embedding) const {
   const ModelConfig& c = impl_->source.config;
   std::vector<std::string> names;
   if (with_hidden_states)
     for (int64_t i = 0; i <= c.num_layers; ++i) names.push_back("hidden_states." + std::to_string(i));
   names.push_back("last_hidden_state");
-  if (c.has_pooler()) names.push_back("pooler_output");
+  if (c.has_pooler) names.push_back("pooler_output");
   switch (c.head) {
     case HeadKind::kNone: break;
     case HeadKind::kSequenceClassification:
     case HeadKind::kTokenClassification:
-    case HeadKind::kMaskedLM: names.push_back("logits"); break;
+    case HeadKind::kMaskedLM:
+    case HeadKind::kDiscriminator: names.push_back("logits"); break;
     case HeadKind::kQuestionAnswering:
       names.push_back("start_logits");
       names.push_back("end_logits");
       break;
     case HeadKind::kPreTraining:
       names.push_back("prediction_logits");
-      names.push_back("seq_relationship_logits");
+      names.push_back(c.sentence_head_output());
       break;
   }
+  if (with_sentence_embedding) names.push_back("sentence_embedding");
   return names;
+}
+
+double Model::forward_flops(int64_t batch, int64_t seq) const {
+  const BertWeights& w = impl_->w;
+  const ModelConfig& c = impl_->source.config;
+  const double T = double(batch) * seq, B = double(batch);
+  auto gemm = [](const Linear& l, double rows) { return l ? 2.0 * rows * l.N * l.K / l.groups : 0.0; };
+  double layers = 0;
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    const LayerWeights& lw = w.layers[c.layer_weights_index(l)];
+    for (const Linear* lin : {&lw.qkv, &lw.q, &lw.k, &lw.v, &lw.out, &lw.ffn_in, &lw.ffn_out}) layers += gemm(*lin, T);
+    layers += 2.0 * 2.0 * B * seq * seq * c.hidden_size;  // QK^T and PV over all heads
+  }
+  double heads = gemm(w.emb_project, T) + gemm(w.pooler, B) + gemm(w.pre_classifier, B) + gemm(w.nsp, B) +
+                 gemm(w.disc_dense, T) + gemm(w.disc_out, T) + gemm(w.qa, T) + gemm(w.mlm_transform, T) +
+                 gemm(w.mlm_decoder, T);
+  heads += gemm(w.classifier, c.head == HeadKind::kTokenClassification ? T : B);
+  return layers + heads;
 }
 
 namespace {
@@ -49,48 +69,56 @@ Status resolve_weights(Model::Impl& m) {
     }
     return it->second.as<float>();
   };
+  auto linear = [&](const std::string& name, int64_t N, int64_t K, int64_t groups = 1) {
+    return Linear{get(name + ".weight"), get(name + ".bias"), N, K, groups};
+  };
+  auto layernorm = [&](const std::string& name) { return LayerNormWeights{get(name + ".gamma"), get(name + ".beta")}; };
+  const int64_t H = c.hidden_size, I = c.intermediate_size, E = c.embedding_size, V = c.vocab_size;
   BertWeights& w = m.w;
   w.word = get("embeddings.word");
   w.position = get("embeddings.position");
-  w.token_type = get("embeddings.token_type");
-  w.emb_ln_g = get("embeddings.ln.gamma");
-  w.emb_ln_b = get("embeddings.ln.beta");
-  for (int64_t l = 0; l < c.num_layers; ++l) {
+  if (c.has_token_types()) w.token_type = get("embeddings.token_type");
+  w.emb_ln = layernorm("embeddings.ln");
+  if (c.embedding_projection) w.emb_project = linear("embeddings.project", H, E);
+  const LinearGroups& g = c.groups;
+  for (int64_t l = 0; l < c.num_layer_weights(); ++l) {
     const std::string p = "layer." + std::to_string(l) + ".";
-    w.layers.push_back(LayerWeights{
-        get(p + "attn.qkv.weight"), get(p + "attn.qkv.bias"), get(p + "attn.out.weight"),
-        get(p + "attn.out.bias"), get(p + "attn.ln.gamma"), get(p + "attn.ln.beta"),
-        get(p + "ffn.in.weight"), get(p + "ffn.in.bias"), get(p + "ffn.out.weight"),
-        get(p + "ffn.out.bias"), get(p + "ffn.ln.gamma"), get(p + "ffn.ln.beta")});
+    LayerWeights lw;
+    if (!g.any()) {
+      lw.qkv = linear(p + "attn.qkv", 3 * H, H);
+    } else {
+      lw.q = linear(p + "attn.q", H, H, g.q);
+      lw.k = linear(p + "attn.k", H, H, g.k);
+      lw.v = linear(p + "attn.v", H, H, g.v);
+    }
+    lw.out = linear(p + "attn.out", H, H, g.post_attention);
+    lw.attn_ln = layernorm(p + "attn.ln");
+    lw.ffn_in = linear(p + "ffn.in", I, H, g.intermediate);
+    lw.ffn_out = linear(p + "ffn.out", H, I, g.output);
+    lw.ffn_ln = layernorm(p + "ffn.ln");
+    w.layers.push_back(lw);
   }
-  if (c.has_pooler()) {
-    w.pooler_w = get("pooler.weight");
-    w.pooler_b = get("pooler.bias");
-  }
+  if (c.has_pooler) w.pooler = linear("pooler", H, H);
+  const int64_t L = c.num_labels;
   switch (c.head) {
     case HeadKind::kNone: break;
     case HeadKind::kSequenceClassification:
-    case HeadKind::kTokenClassification:
-      w.classifier_w = get("head.classifier.weight");
-      w.classifier_b = get("head.classifier.bias");
+      if (!c.classifier_on_pooler) w.pre_classifier = linear("head.pre", H, H);
+      w.classifier = linear("head.classifier", L, H);
       break;
-    case HeadKind::kQuestionAnswering:
-      w.qa_w = get("head.qa.weight");
-      w.qa_b = get("head.qa.bias");
+    case HeadKind::kTokenClassification: w.classifier = linear("head.classifier", L, H); break;
+    case HeadKind::kQuestionAnswering: w.qa = linear("head.qa", 2, H); break;
+    case HeadKind::kDiscriminator:
+      w.disc_dense = linear("head.disc.dense", H, H);
+      w.disc_out = linear("head.disc.out", 1, H);
       break;
     case HeadKind::kMaskedLM:
     case HeadKind::kPreTraining:
-      w.mlm_transform_w = get("head.mlm.transform.weight");
-      w.mlm_transform_b = get("head.mlm.transform.bias");
-      w.mlm_ln_g = get("head.mlm.ln.gamma");
-      w.mlm_ln_b = get("head.mlm.ln.beta");
-      w.mlm_decoder_w = get("head.mlm.decoder.weight", /*optional=*/true);
-      if (!w.mlm_decoder_w) w.mlm_decoder_w = w.word;  // tied
-      w.mlm_decoder_b = get("head.mlm.decoder.bias");
-      if (c.head == HeadKind::kPreTraining) {
-        w.nsp_w = get("head.nsp.weight");
-        w.nsp_b = get("head.nsp.bias");
-      }
+      w.mlm_transform = linear("head.mlm.transform", E, H);
+      w.mlm_ln = layernorm("head.mlm.ln");
+      w.mlm_decoder = Linear{get("head.mlm.decoder.weight", /*optional=*/true), get("head.mlm.decoder.bias"), V, E};
+      if (!w.mlm_decoder.w) w.mlm_decoder.w = w.word;  // tied
+      if (c.head == HeadKind::kPreTraining) w.nsp = linear("head.nsp", 2, H);
       break;
   }
   return missing;
@@ -98,20 +126,15 @@ Status resolve_weights(Model::Impl& m) {
 
 // Packs the big GEMM weights once for oneDNN's blocked kernels.
 void pack_weights(Model::Impl& m) {
-  const ModelConfig& c = m.source.config;
-  auto pack = [&](const float* w, int64_t N, int64_t K) -> const kernels::PackedWeights* {
-    if (!w) return nullptr;
-    m.packed.push_back(kernels::pack_linear_weights(w, N, K));
-    return m.packed.back().get();
+  auto pack = [&](Linear& l) {
+    if (!l) return;
+    m.packed.push_back(kernels::pack_linear_weights(l.w, l.N, l.K, l.groups));
+    l.packed = m.packed.back().get();
   };
-  const int64_t H = c.hidden_size, I = c.intermediate_size;
-  for (LayerWeights& l : m.w.layers) {
-    l.qkv_p = pack(l.qkv_w, 3 * H, H);
-    l.out_p = pack(l.out_w, H, H);
-    l.ffn_in_p = pack(l.ffn_in_w, I, H);
-    l.ffn_out_p = pack(l.ffn_out_w, H, I);
-  }
-  m.w.mlm_decoder_p = pack(m.w.mlm_decoder_w, c.vocab_size, H);
+  for (LayerWeights& l : m.w.layers)
+    for (Linear* lin : {&l.qkv, &l.q, &l.k, &l.v, &l.out, &l.ffn_in, &l.ffn_out}) pack(*lin);
+  pack(m.w.emb_project);
+  pack(m.w.mlm_decoder);
 }
 
 }  // namespace
@@ -165,6 +188,7 @@ Result<std::shared_ptr<const Model>> load_model_from_source(ModelSource source, 
   const ModelConfig& c = impl->source.config;
   ModelInfo& info = impl->info;
   info.model_type = c.model_type;
+  info.family = model_family_name(c.family);
   info.architecture = c.architecture;
   info.head = head_kind_name(c.head);
   info.vocab_size = c.vocab_size;
@@ -173,7 +197,10 @@ Result<std::shared_ptr<const Model>> load_model_from_source(ModelSource source, 
   info.num_heads = c.num_heads;
   info.intermediate_size = c.intermediate_size;
   info.max_position_embeddings = c.max_position_embeddings;
+  info.max_seq = c.max_sequence_length();
   info.type_vocab_size = c.type_vocab_size;
+  info.embedding_size = c.embedding_size;
+  info.num_layer_weights = c.num_layer_weights();
   info.num_labels = c.num_labels;
   info.labels = c.labels;
   info.weights_dtype = stored;

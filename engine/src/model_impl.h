@@ -11,49 +11,48 @@
 
 namespace bert {
 
+// One linear layer: y = x W^T + b, W [N, K / groups] (grouped: SqueezeBERT), optionally packed.
+struct Linear {
+  const float* w = nullptr;
+  const float* b = nullptr;
+  int64_t N = 0, K = 0, groups = 1;
+  const kernels::PackedWeights* packed = nullptr;  // the same weights in oneDNN's blocked layout
+  explicit operator bool() const { return w != nullptr; }
+};
+
+struct LayerNormWeights {
+  const float* gamma = nullptr;
+  const float* beta = nullptr;
+};
+
 struct LayerWeights {
-  const float* qkv_w;  // [3H, H]
-  const float* qkv_b;  // [3H]
-  const float* out_w;  // [H, H]
-  const float* out_b;
-  const float* attn_ln_g;
-  const float* attn_ln_b;
-  const float* ffn_in_w;   // [I, H]
-  const float* ffn_in_b;   // [I]
-  const float* ffn_out_w;  // [H, I]
-  const float* ffn_out_b;
-  const float* ffn_ln_g;
-  const float* ffn_ln_b;
-  // The four GEMM weights packed once for oneDNN's fast path (null: use the plain layout).
-  const kernels::PackedWeights* qkv_p = nullptr;
-  const kernels::PackedWeights* out_p = nullptr;
-  const kernels::PackedWeights* ffn_in_p = nullptr;
-  const kernels::PackedWeights* ffn_out_p = nullptr;
+  Linear qkv;      // Q | K | V fused, [3H, H] (when no linear is grouped)
+  Linear q, k, v;  // separate, when grouped
+  Linear out;      // attention output [H, H]
+  LayerNormWeights attn_ln;
+  Linear ffn_in;   // [I, H]
+  Linear ffn_out;  // [H, I]
+  LayerNormWeights ffn_ln;
 };
 
 struct BertWeights {
-  const float* word;        // [V, H]
-  const float* position;    // [P, H]
-  const float* token_type;  // [T, H]
-  const float* emb_ln_g;
-  const float* emb_ln_b;
-  std::vector<LayerWeights> layers;
-  const float* pooler_w = nullptr;  // [H, H]
-  const float* pooler_b = nullptr;
-  // Heads (null when absent).
-  const float* classifier_w = nullptr;  // [num_labels, H]
-  const float* classifier_b = nullptr;
-  const float* qa_w = nullptr;  // [2, H]
-  const float* qa_b = nullptr;
-  const float* mlm_transform_w = nullptr;  // [H, H]
-  const float* mlm_transform_b = nullptr;
-  const float* mlm_ln_g = nullptr;
-  const float* mlm_ln_b = nullptr;
-  const float* mlm_decoder_w = nullptr;  // [V, H]: embeddings.word when tied
-  const float* mlm_decoder_b = nullptr;  // [V]
-  const kernels::PackedWeights* mlm_decoder_p = nullptr;
-  const float* nsp_w = nullptr;          // [2, H]
-  const float* nsp_b = nullptr;
+  const float* word = nullptr;        // [V, E]
+  const float* position = nullptr;    // [P, E]
+  const float* token_type = nullptr;  // [T, E], or null (no token types)
+  LayerNormWeights emb_ln;            // [E]
+  Linear emb_project;                 // E -> H, or unset
+  std::vector<LayerWeights> layers;   // num_layer_weights sets
+  Linear pooler;                      // [H, H], or unset
+  // Heads (unset when absent).
+  Linear pre_classifier;  // first-token classifiers' dense [H, H]
+  Linear classifier;      // [num_labels, H]
+  Linear qa;              // [2, H]
+  Linear mlm_transform;   // [E, H]
+  LayerNormWeights mlm_ln;
+  Linear mlm_decoder;     // [V, E]: embeddings.word when tied
+  Linear nsp;             // [2, H]: NSP or SOP
+  Linear disc_dense;      // ELECTRA discriminator [H, H]
+  Linear disc_out;        // [1, H]
 };
 
 struct Model::Impl {

@@ -1,4 +1,4 @@
-// Session: a planned workspace plus the CPU forward pass of a BERT encoder and its heads.
+// Session: a planned workspace plus the CPU forward pass of every supported encoder family and its heads.
 #include <omp.h>
 
 #include <chrono>
@@ -7,6 +7,7 @@
 
 #include "engine/src/model_impl.h"
 #include "kernels/gemm.h"
+#include "kernels/pooling.h"
 
 namespace bert {
 
@@ -18,6 +19,7 @@ kernels::Activation to_activation(HiddenAct a) {
     case HiddenAct::kGeluTanh: return kernels::Activation::kGeluTanh;
     case HiddenAct::kRelu: return kernels::Activation::kRelu;
     case HiddenAct::kGeluQuick: return kernels::Activation::kGeluQuick;
+    case HiddenAct::kTanh: return kernels::Activation::kTanh;
   }
   return kernels::Activation::kGeluErf;
 }
@@ -55,8 +57,8 @@ struct Session::Impl {
   Workspace ws;
   std::vector<int32_t> positions;  // [max tokens]
   // Buffer offsets.
-  size_t hidden = 0, attn_x = 0, tmp = 0, qkv = 0, scores = 0, ctx = 0, ffn = 0, pooled = 0;
-  size_t logits = 0, logits2 = 0, mlm_t = 0;
+  size_t emb = 0, hidden = 0, attn_x = 0, tmp = 0, qkv = 0, scores = 0, ctx = 0, ffn = 0, pooled = 0;
+  size_t first = 0, logits = 0, logits2 = 0, mlm_t = 0, sentence = 0;
   int hidden_slots = 0;
   std::vector<OutputView> outputs;  // from the last Run; entries are reused, so a Run allocates nothing
   size_t published = 0;             // outputs[0, published) are valid
@@ -117,17 +119,22 @@ Result<std::unique_ptr<Session>> Session::Create(std::shared_ptr<const Model> mo
   impl->options = opts;
   const ModelConfig& c = impl->m->source.config;
   SessionOptions& o = impl->options;
-  if (o.max_seq == 0) o.max_seq = static_cast<int>(c.max_position_embeddings);
+  const int64_t max_seq = c.max_sequence_length();
+  if (o.max_seq == 0) o.max_seq = static_cast<int>(max_seq);
   if (o.max_batch <= 0) return invalid_argument("SessionOptions.max_batch must be positive, got " + std::to_string(o.max_batch));
-  if (o.max_seq <= 0 || o.max_seq > c.max_position_embeddings)
+  if (o.max_seq <= 0 || o.max_seq > max_seq)
     return out_of_range("SessionOptions.max_seq " + std::to_string(o.max_seq) + " must be in 1.." +
-                        std::to_string(c.max_position_embeddings) + " (the model's max_position_embeddings)");
+                        std::to_string(max_seq) + " (what the model's max_position_embeddings " +
+                        std::to_string(c.max_position_embeddings) + " allows)");
   if (o.num_threads < 0) return invalid_argument("SessionOptions.num_threads must be >= 0");
+  if (o.normalize && o.pooling == Pooling::kNone)
+    return invalid_argument("SessionOptions.normalize needs a pooling (cls, mean or max)");
 
   const size_t B = o.max_batch, S = o.max_seq, T = B * S;
-  const size_t H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size, nh = c.num_heads;
+  const size_t H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size, nh = c.num_heads, E = c.embedding_size;
   Impl& s = *impl;
   s.hidden_slots = o.keep_hidden_states ? static_cast<int>(c.num_layers) + 1 : 2;
+  if (c.embedding_projection) s.emb = s.ws.add(T * E);
   s.hidden = s.ws.add(s.hidden_slots * T * H);
   s.attn_x = s.ws.add(T * H);
   s.tmp = s.ws.add(T * H);
@@ -135,22 +142,27 @@ Result<std::unique_ptr<Session>> Session::Create(std::shared_ptr<const Model> mo
   s.scores = s.ws.add(B * nh * S * S);
   s.ctx = s.ws.add(T * H);
   s.ffn = s.ws.add(T * I);
-  if (c.has_pooler()) s.pooled = s.ws.add(B * H);
+  if (c.has_pooler) s.pooled = s.ws.add(B * H);
   switch (c.head) {
     case HeadKind::kNone: break;
-    case HeadKind::kSequenceClassification: s.logits = s.ws.add(B * c.num_labels); break;
+    case HeadKind::kSequenceClassification:
+      if (!c.classifier_on_pooler) s.first = s.ws.add(B * H);
+      s.logits = s.ws.add(B * c.num_labels);
+      break;
     case HeadKind::kTokenClassification: s.logits = s.ws.add(T * c.num_labels); break;
     case HeadKind::kQuestionAnswering:
       s.logits = s.ws.add(T);
       s.logits2 = s.ws.add(T);
       break;
+    case HeadKind::kDiscriminator: s.logits = s.ws.add(T); break;  // the dense layer reuses tmp
     case HeadKind::kMaskedLM:
     case HeadKind::kPreTraining:
-      s.mlm_t = s.ws.add(T * H);
+      s.mlm_t = s.ws.add(T * E);
       s.logits = s.ws.add(T * V);
       if (c.head == HeadKind::kPreTraining) s.logits2 = s.ws.add(B * 2);
       break;
   }
+  if (o.pooling != Pooling::kNone) s.sentence = s.ws.add(B * H);
   if (!s.ws.allocate())
     return out_of_range("cannot allocate a " + std::to_string(s.ws.bytes() >> 20) + " MiB workspace for max_batch " +
                         std::to_string(B) + " x max_seq " + std::to_string(S) + "; lower them");
@@ -167,8 +179,8 @@ Status Session::Impl::validate(const BatchInput& in) const {
                         " (the session's max_batch)");
   if (in.seq < 1 || in.seq > options.max_seq)
     return out_of_range("sequence length " + std::to_string(in.seq) + " is outside 1.." +
-                        std::to_string(options.max_seq) + " (the session's max_seq; the model's position table has " +
-                        std::to_string(c.max_position_embeddings) + ")");
+                        std::to_string(options.max_seq) + " (the session's max_seq; the model's max_position_embeddings " +
+                        std::to_string(c.max_position_embeddings) + " allows " + std::to_string(c.max_sequence_length()) + ")");
   const int64_t n = static_cast<int64_t>(in.batch) * in.seq;
   auto where = [&](const char* what, int64_t i) {
     return std::string(what) + "[" + std::to_string(i / in.seq) + "][" + std::to_string(i % in.seq) + "]";
@@ -177,11 +189,17 @@ Status Session::Impl::validate(const BatchInput& in) const {
     if (in.input_ids[i] < 0 || in.input_ids[i] >= c.vocab_size)
       return out_of_range(where("input_ids", i) + " = " + std::to_string(in.input_ids[i]) +
                           " is outside the vocab (vocab_size " + std::to_string(c.vocab_size) + ")");
-  if (in.token_type_ids)
+  if (in.token_type_ids && !c.has_token_types()) {
+    for (int64_t i = 0; i < n; ++i)
+      if (in.token_type_ids[i] != 0)
+        return invalid_argument(where("token_type_ids", i) + " = " + std::to_string(in.token_type_ids[i]) + ": " +
+                                c.model_type + " models have no token types (pass none, or zeros)");
+  } else if (in.token_type_ids) {
     for (int64_t i = 0; i < n; ++i)
       if (in.token_type_ids[i] < 0 || in.token_type_ids[i] >= c.type_vocab_size)
         return out_of_range(where("token_type_ids", i) + " = " + std::to_string(in.token_type_ids[i]) +
                             " is outside 0.." + std::to_string(c.type_vocab_size - 1) + " (type_vocab_size)");
+  }
   if (in.attention_mask)
     for (int64_t i = 0; i < n; ++i)
       if (in.attention_mask[i] != 0 && in.attention_mask[i] != 1)
@@ -201,40 +219,52 @@ Status Session::Impl::forward(const BatchInput& in) {
   const BertWeights& w = m->w;
   const kernels::CpuKernels& k = *m->kernels;
   const int64_t B = in.batch, S = in.seq, T = B * S;
-  const int64_t H = c.hidden_size, I = c.intermediate_size, nh = c.num_heads, dh = c.head_dim();
-  const kernels::Activation act = to_activation(c.hidden_act);
+  const int64_t H = c.hidden_size, E = c.embedding_size, nh = c.num_heads, dh = c.head_dim();
+  using kernels::Activation;
+  const Activation act = to_activation(c.hidden_act);
   Status failed;
-  auto linear = [&](const char* op, const float* x, const float* wt, const float* bias, float* y, int64_t M, int64_t N,
-                    int64_t K, kernels::Activation a = kernels::Activation::kIdentity, int64_t ldx = 0,
-                    const kernels::PackedWeights* packed = nullptr) {
+  // y = act(x W^T + b) over M rows of x (row stride ldx; 0 = dense).
+  auto linear = [&](const char* op, const float* x, const Linear& lin, float* y, int64_t M,
+                    Activation a = Activation::kIdentity, int64_t ldx = 0) {
     Timed timed(this, op);
     kernels::LinearArgs args;
-    args.x = x, args.w = wt, args.bias = bias, args.y = y, args.M = M, args.N = N, args.K = K, args.act = a,
-    args.ldx = ldx, args.packed = packed;
+    args.x = x, args.w = lin.w, args.bias = lin.b, args.y = y, args.M = M, args.N = lin.N, args.K = lin.K;
+    args.groups = lin.groups, args.act = a, args.ldx = ldx, args.packed = lin.packed;
     if (!gemm.linear(args) && failed.ok())
-      failed = internal_error("oneDNN could not plan a " + std::to_string(M) + "x" + std::to_string(N) + "x" +
-                              std::to_string(K) + " matmul");
+      failed = internal_error(std::string("oneDNN could not plan ") + op + ": " + std::to_string(M) + "x" +
+                              std::to_string(lin.N) + "x" + std::to_string(lin.K) + " matmul");
   };
-  auto layernorm = [&](const float* x, const float* residual, const float* g, const float* b, float* y, int64_t rows,
+  auto layernorm = [&](const float* x, const float* residual, const LayerNormWeights& ln, float* y, int64_t rows,
                        int64_t cols) {
     Timed timed(this, "layernorm");
     kernels::LayerNormArgs a;
-    a.x = x, a.residual = residual, a.gamma = g, a.beta = b, a.y = y, a.rows = rows, a.cols = cols,
+    a.x = x, a.residual = residual, a.gamma = ln.gamma, a.beta = ln.beta, a.y = y, a.rows = rows, a.cols = cols,
     a.eps = c.layer_norm_eps;
     k.layernorm(a);
   };
 
-  // Embeddings -> hidden_states.0
-  for (int64_t t = 0; t < T; ++t) positions[t] = static_cast<int32_t>(t % S);
+  // Embeddings -> hidden_states.0 (through the E -> H projection when the model factorises them).
+  if (c.position_ids == PositionIds::kAfterPadding) {  // RoBERTa: pad + 1 + index among non-pad tokens
+    const int32_t pad = static_cast<int32_t>(c.pad_token_id);
+    for (int64_t b = 0; b < B; ++b) {
+      int32_t count = 0;
+      for (int64_t t = b * S; t < (b + 1) * S; ++t) positions[t] = in.input_ids[t] == pad ? pad : pad + ++count;
+    }
+  } else {
+    for (int64_t t = 0; t < T; ++t) positions[t] = static_cast<int32_t>(t % S);
+  }
+  float* embedded = c.embedding_projection ? ws.at(emb) : hidden_slot(0);
   {
     Timed timed(this, "embed");
     kernels::EmbedArgs e;
-    e.input_ids = in.input_ids, e.positions = positions.data(), e.token_types = in.token_type_ids;
+    e.input_ids = in.input_ids, e.positions = positions.data();
+    e.token_types = c.has_token_types() ? in.token_type_ids : nullptr;
     e.word_table = w.word, e.position_table = w.position, e.type_table = w.token_type;
-    e.gamma = w.emb_ln_g, e.beta = w.emb_ln_b, e.out = hidden_slot(0), e.tokens = T, e.width = H;
+    e.gamma = w.emb_ln.gamma, e.beta = w.emb_ln.beta, e.out = embedded, e.tokens = T, e.width = E;
     e.eps = c.layer_norm_eps;
     k.embed(e);
   }
+  if (c.embedding_projection) linear("gemm.embed_project", embedded, w.emb_project, hidden_slot(0), T);
 
   float* qkv_buf = ws.at(qkv);
   float* scores_buf = ws.at(scores);
@@ -243,15 +273,26 @@ Status Session::Impl::forward(const BatchInput& in) {
   float* attn_buf = ws.at(attn_x);
   float* ffn_buf = ws.at(ffn);
   for (int64_t l = 0; l < c.num_layers; ++l) {
-    const LayerWeights& lw = w.layers[l];
+    const LayerWeights& lw = w.layers[c.layer_weights_index(l)];  // ALBERT runs one set many times
     const float* x = hidden_slot(static_cast<int>(l));
     float* y = hidden_slot(static_cast<int>(l) + 1);
-    linear("gemm.qkv", x, lw.qkv_w, lw.qkv_b, qkv_buf, T, 3 * H, H, kernels::Activation::kIdentity, 0, lw.qkv_p);  // [T, 3H]: Q | K | V
+    // Q, K, V: one fused GEMM into [T, 3H] rows, or (grouped linears) three GEMMs into [T, H] planes.
+    const float *q, *kk, *v;
+    int64_t ld;
+    if (lw.qkv) {
+      linear("gemm.qkv", x, lw.qkv, qkv_buf, T);
+      q = qkv_buf, kk = qkv_buf + H, v = qkv_buf + 2 * H, ld = 3 * H;
+    } else {
+      linear("gemm.qkv", x, lw.q, qkv_buf, T);
+      linear("gemm.qkv", x, lw.k, qkv_buf + T * H, T);
+      linear("gemm.qkv", x, lw.v, qkv_buf + 2 * T * H, T);
+      q = qkv_buf, kk = qkv_buf + T * H, v = qkv_buf + 2 * T * H, ld = H;
+    }
     // scores[b, h] = Q[b, h] K[b, h]^T  -> [B, nh, S, S]
     kernels::BatchedMatmulArgs qk;
-    qk.a = qkv_buf, qk.b = qkv_buf + H, qk.c = scores_buf;
+    qk.a = q, qk.b = kk, qk.c = scores_buf;
     qk.batch0 = B, qk.batch1 = nh, qk.M = S, qk.N = S, qk.K = dh;
-    const int64_t qs[4] = {S * 3 * H, dh, 3 * H, 1}, ks[4] = {S * 3 * H, dh, 1, 3 * H}, ss[4] = {nh * S * S, S * S, S, 1};
+    const int64_t qs[4] = {S * ld, dh, ld, 1}, ks[4] = {S * ld, dh, 1, ld}, ss[4] = {nh * S * S, S * S, S, 1};
     std::memcpy(qk.a_strides, qs, sizeof qs), std::memcpy(qk.b_strides, ks, sizeof ks),
         std::memcpy(qk.c_strides, ss, sizeof ss);
     if (Timed t(this, "attention.scores"); !gemm.batched_matmul(qk)) return internal_error("oneDNN could not plan the attention scores matmul");
@@ -264,18 +305,17 @@ Status Session::Impl::forward(const BatchInput& in) {
     }
     // ctx[b, s, h*dh + d] = sum_j P[b, h, s, j] V[b, j, h*dh + d]
     kernels::BatchedMatmulArgs pv;
-    pv.a = scores_buf, pv.b = qkv_buf + 2 * H, pv.c = ctx_buf;
+    pv.a = scores_buf, pv.b = v, pv.c = ctx_buf;
     pv.batch0 = B, pv.batch1 = nh, pv.M = S, pv.N = dh, pv.K = S;
-    const int64_t vs[4] = {S * 3 * H, dh, 3 * H, 1}, cs[4] = {S * H, dh, H, 1};
+    const int64_t vs[4] = {S * ld, dh, ld, 1}, cs[4] = {S * H, dh, H, 1};
     std::memcpy(pv.a_strides, ss, sizeof ss), std::memcpy(pv.b_strides, vs, sizeof vs),
         std::memcpy(pv.c_strides, cs, sizeof cs);
     if (Timed t(this, "attention.context"); !gemm.batched_matmul(pv)) return internal_error("oneDNN could not plan the attention context matmul");
-    linear("gemm.attn_out", ctx_buf, lw.out_w, lw.out_b, tmp_buf, T, H, H, kernels::Activation::kIdentity, 0, lw.out_p);
-    layernorm(tmp_buf, x, lw.attn_ln_g, lw.attn_ln_b, attn_buf, T, H);
-    linear("gemm.ffn_in", attn_buf, lw.ffn_in_w, lw.ffn_in_b, ffn_buf, T, I, H, act, 0, lw.ffn_in_p);
-    linear("gemm.ffn_out", ffn_buf, lw.ffn_out_w, lw.ffn_out_b, tmp_buf, T, H, I, kernels::Activation::kIdentity, 0,
-           lw.ffn_out_p);
-    layernorm(tmp_buf, attn_buf, lw.ffn_ln_g, lw.ffn_ln_b, y, T, H);
+    linear("gemm.attn_out", ctx_buf, lw.out, tmp_buf, T);
+    layernorm(tmp_buf, x, lw.attn_ln, attn_buf, T, H);
+    linear("gemm.ffn_in", attn_buf, lw.ffn_in, ffn_buf, T, act);
+    linear("gemm.ffn_out", ffn_buf, lw.ffn_out, tmp_buf, T);
+    layernorm(tmp_buf, attn_buf, lw.ffn_ln, y, T, H);
   }
   BERT_RETURN_IF_ERROR(failed);
 
@@ -284,43 +324,63 @@ Status Session::Impl::forward(const BatchInput& in) {
   if (options.keep_hidden_states)
     for (int64_t l = 0; l <= c.num_layers; ++l) publish(hidden_names[l], {B, S, H}, hidden_slot(static_cast<int>(l)));
   publish("last_hidden_state", {B, S, H}, last);
-  if (c.has_pooler()) {  // tanh(W h[CLS] + b): the first token of each sequence (row stride S*H)
-    linear("pooler", last, w.pooler_w, w.pooler_b, ws.at(pooled), B, H, H, kernels::Activation::kTanh, S * H);
+  if (c.has_pooler) {  // tanh(W h[CLS] + b): the first token of each sequence (row stride S*H)
+    linear("pooler", last, w.pooler, ws.at(pooled), B, Activation::kTanh, S * H);
     publish("pooler_output", {B, H}, ws.at(pooled));
   }
   const int64_t L = c.num_labels, V = c.vocab_size;
   switch (c.head) {
     case HeadKind::kNone: break;
     case HeadKind::kSequenceClassification:
-      linear("head", ws.at(pooled), w.classifier_w, w.classifier_b, ws.at(logits), B, L, H);
+      if (c.classifier_on_pooler) {
+        linear("head", ws.at(pooled), w.classifier, ws.at(logits), B);
+      } else {  // first token -> dense -> activation -> classifier
+        linear("head", last, w.pre_classifier, ws.at(first), B, to_activation(c.classifier_act), S * H);
+        linear("head", ws.at(first), w.classifier, ws.at(logits), B);
+      }
       publish("logits", {B, L}, ws.at(logits));
       break;
     case HeadKind::kTokenClassification:
-      linear("head", last, w.classifier_w, w.classifier_b, ws.at(logits), T, L, H);
+      linear("head", last, w.classifier, ws.at(logits), T);
       publish("logits", {B, S, L}, ws.at(logits));
       break;
     case HeadKind::kQuestionAnswering:  // one row of qa_outputs each, so both outputs come out dense
-      linear("head", last, w.qa_w, w.qa_b, ws.at(logits), T, 1, H);
-      linear("head", last, w.qa_w + H, w.qa_b + 1, ws.at(logits2), T, 1, H);
+      linear("head", last, Linear{w.qa.w, w.qa.b, 1, H}, ws.at(logits), T);
+      linear("head", last, Linear{w.qa.w + H, w.qa.b + 1, 1, H}, ws.at(logits2), T);
       publish("start_logits", {B, S}, ws.at(logits));
       publish("end_logits", {B, S}, ws.at(logits2));
+      break;
+    case HeadKind::kDiscriminator:  // per token: dense -> hidden_act -> one logit
+      linear("head", last, w.disc_dense, tmp_buf, T, act);
+      linear("head", tmp_buf, w.disc_out, ws.at(logits), T);
+      publish("logits", {B, S}, ws.at(logits));
       break;
     case HeadKind::kMaskedLM:
     case HeadKind::kPreTraining: {
       float* t = ws.at(mlm_t);
-      linear("head", last, w.mlm_transform_w, w.mlm_transform_b, t, T, H, H, act);
-      layernorm(t, nullptr, w.mlm_ln_g, w.mlm_ln_b, t, T, H);
-      linear("head.mlm_decoder", t, w.mlm_decoder_w, w.mlm_decoder_b, ws.at(logits), T, V, H,
-             kernels::Activation::kIdentity, 0, w.mlm_decoder_p);
+      linear("head", last, w.mlm_transform, t, T, to_activation(c.mlm_act));
+      layernorm(t, nullptr, w.mlm_ln, t, T, E);
+      linear("head.mlm_decoder", t, w.mlm_decoder, ws.at(logits), T);
       if (c.head == HeadKind::kMaskedLM) {
         publish("logits", {B, S, V}, ws.at(logits));
       } else {
-        linear("head", ws.at(pooled), w.nsp_w, w.nsp_b, ws.at(logits2), B, 2, H);
+        linear("head", ws.at(pooled), w.nsp, ws.at(logits2), B);
         publish("prediction_logits", {B, S, V}, ws.at(logits));
-        publish("seq_relationship_logits", {B, 2}, ws.at(logits2));
+        publish(c.sentence_head_output(), {B, 2}, ws.at(logits2));
       }
       break;
     }
+  }
+  if (options.pooling != Pooling::kNone) {
+    Timed timed(this, "pooling");
+    kernels::PoolArgs p;
+    p.hidden = last, p.mask = in.attention_mask, p.out = ws.at(sentence), p.batch = B, p.seq = S, p.width = H;
+    p.kind = options.pooling == Pooling::kCls    ? kernels::TokenPooling::kCls
+             : options.pooling == Pooling::kMean ? kernels::TokenPooling::kMean
+                                                 : kernels::TokenPooling::kMax;
+    p.normalize = options.normalize;
+    kernels::pool_tokens_f32_ref(p);
+    publish("sentence_embedding", {B, H}, ws.at(sentence));
   }
   if (!failed.ok()) published = 0;
   return failed;
@@ -337,7 +397,7 @@ Result<OutputView> Session::Output(std::string_view name) const {
 }
 
 std::vector<std::string> Session::OutputNames() const {
-  return impl_->model->output_names(impl_->options.keep_hidden_states);
+  return impl_->model->output_names(impl_->options.keep_hidden_states, impl_->options.pooling != Pooling::kNone);
 }
 
 }  // namespace bert

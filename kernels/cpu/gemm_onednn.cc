@@ -1,4 +1,5 @@
 // GemmPlanner: oneDNN matmul primitives cached by shape, executed with the caller's pointers.
+// A grouped linear layer is a grouped 1x1 convolution when packed, else one per-group matmul run G times.
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include <array>
@@ -19,8 +20,8 @@ using Dims = memory::dims;
 
 // One planned primitive with its argument memories: only the data handles change between runs.
 struct Plan {
-  dnnl::primitive prim;  // a matmul, or a 1x1 convolution on packed weights
-  bool packed = false;
+  dnnl::primitive prim;  // a matmul (one group's, when grouped), or a 1x1 convolution on packed weights
+  bool packed = false;   // a convolution covers every group in one run; a matmul runs once per group
   memory src, weights, bias, dst;
   std::unordered_map<int, memory> args;
   std::string impl;
@@ -41,10 +42,23 @@ dnnl::engine& cpu_engine() {
   return engine;
 }
 
-// A linear layer as a 1x1 convolution over tokens: src [1, K, M] "nwc" is our [M, K] row-major.
-dnnl::convolution_forward::primitive_desc conv_linear_pd(int64_t M, int64_t N, int64_t K, const memory::desc& wei,
-                                                         bool bias, const dnnl::primitive_attr& attr) {
+// Weight dims of a linear layer as a 1x1 convolution: {N, K, 1} ("oiw"), or {G, N/G, K/G, 1}
+// ("goiw") when grouped. Our [N, K/G] row-major weights are exactly that plain layout either way.
+Dims conv_weight_dims(int64_t N, int64_t K, int64_t groups) {
+  return groups == 1 ? Dims{N, K, 1} : Dims{groups, N / groups, K / groups, 1};
+}
+memory::format_tag conv_weight_plain_tag(int64_t groups) {
+  return groups == 1 ? memory::format_tag::oiw : memory::format_tag::goiw;
+}
+
+// A linear layer as a (grouped) 1x1 convolution over tokens: src [1, K, M] "nwc" is our [M, K] row-major.
+// Weights in the layout packed_wei describes, or (nullptr, when packing) in whichever layout oneDNN picks.
+dnnl::convolution_forward::primitive_desc conv_linear_pd(int64_t M, int64_t N, int64_t K, int64_t groups,
+                                                         const memory::desc* packed_wei, bool bias,
+                                                         const dnnl::primitive_attr& attr) {
   const auto f32 = memory::data_type::f32;
+  const memory::desc wei =
+      packed_wei ? *packed_wei : memory::desc(conv_weight_dims(N, K, groups), f32, memory::format_tag::any);
   memory::desc src({1, K, M}, f32, memory::format_tag::nwc);
   memory::desc dst({1, N, M}, f32, memory::format_tag::nwc);
   memory::desc b({N}, f32, memory::format_tag::a);
@@ -57,9 +71,12 @@ dnnl::convolution_forward::primitive_desc conv_linear_pd(int64_t M, int64_t N, i
 
 bool is_jit(const std::string& impl) { return impl.find("jit") != std::string::npos; }
 
+bool valid_groups(int64_t N, int64_t K, int64_t groups) { return groups >= 1 && N % groups == 0 && K % groups == 0; }
+
 }  // namespace
 
 struct PackedWeights {
+  int64_t N = 0, K = 0, groups = 1;  // the shape it was packed for
   memory::desc desc;
   std::unique_ptr<float[]> data;
   size_t bytes = 0;
@@ -68,18 +85,22 @@ struct PackedWeights {
 void PackedWeightsDeleter::operator()(PackedWeights* p) const { delete p; }
 size_t packed_weights_bytes(const PackedWeights& p) { return p.bytes; }
 
-PackedWeightsPtr pack_linear_weights(const float* w, int64_t N, int64_t K) {
+PackedWeightsPtr pack_linear_weights(const float* w, int64_t N, int64_t K, int64_t groups, bool any_jit_kernel) {
+  if (!valid_groups(N, K, groups)) return nullptr;
   try {
     const auto f32 = memory::data_type::f32;
-    memory::desc any({N, K, 1}, f32, memory::format_tag::any);
     // The blocked layout the jit 1x1 kernel wants does not depend on the token count; plan for 128.
-    auto pd = conv_linear_pd(128, N, K, any, true, dnnl::primitive_attr());
-    if (!is_jit(pd.impl_info_str())) return nullptr;
+    auto pd = conv_linear_pd(128, N, K, groups, nullptr, true, dnnl::primitive_attr());
+    const std::string impl = pd.impl_info_str();
+    if (!is_jit(impl)) return nullptr;
+    if (groups > 1 && impl.find("1x1") == std::string::npos && !any_jit_kernel) return nullptr;
     PackedWeightsPtr p(new PackedWeights);
+    p->N = N, p->K = K, p->groups = groups;
     p->desc = pd.weights_desc();
     p->bytes = p->desc.get_size();
     p->data.reset(new float[(p->bytes + sizeof(float) - 1) / sizeof(float)]);
-    memory plain({{N, K, 1}, f32, memory::format_tag::oiw}, cpu_engine(), const_cast<float*>(w));
+    memory plain({conv_weight_dims(N, K, groups), f32, conv_weight_plain_tag(groups)}, cpu_engine(),
+                 const_cast<float*>(w));
     memory packed(p->desc, cpu_engine(), p->data.get());
     dnnl::stream stream(cpu_engine());
     dnnl::reorder(plain, packed).execute(stream, plain, packed);
@@ -93,8 +114,8 @@ PackedWeightsPtr pack_linear_weights(const float* w, int64_t N, int64_t K) {
 struct GemmPlanner::Impl {
   dnnl::engine engine = cpu_engine();
   dnnl::stream stream{engine};
-  // (M, N, K, ldx, ldy, activation, has bias, packed)
-  using LinearKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int, bool, bool>;
+  // (M, N, K, groups, ldx, ldy, activation, has bias, packed)
+  using LinearKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, bool, bool>;
   using BatchedKey = std::array<int64_t, 17>;
   std::map<LinearKey, Plan> linear_plans;
   std::map<BatchedKey, Plan> batched_plans;
@@ -108,11 +129,15 @@ size_t GemmPlanner::plan_count() const { return impl_->linear_plans.size() + imp
 const char* GemmPlanner::last_impl() const { return impl_->last_impl; }
 
 bool GemmPlanner::linear(const LinearArgs& a) {
+  const int64_t G = a.groups;
+  if (!valid_groups(a.N, a.K, G)) return false;
+  if (a.packed && (a.packed->N != a.N || a.packed->K != a.K || a.packed->groups != G)) return false;
   const int64_t ldx = a.ldx ? a.ldx : a.K, ldy = a.ldy ? a.ldy : a.N;
+  const int64_t Kg = a.K / G, Ng = a.N / G;  // one group's input and output widths
   dnnl::algorithm alg = dnnl::algorithm::undef;
   const bool fused_act = to_dnnl_algorithm(a.act, &alg);
   const bool want_packed = a.packed && ldx == a.K && ldy == a.N;
-  Impl::LinearKey key{a.M, a.N, a.K, ldx, ldy, static_cast<int>(a.act), a.bias != nullptr, want_packed};
+  Impl::LinearKey key{a.M, a.N, a.K, G, ldx, ldy, static_cast<int>(a.act), a.bias != nullptr, want_packed};
   auto it = impl_->linear_plans.find(key);
   if (it == impl_->linear_plans.end() && want_packed) {
     try {
@@ -122,7 +147,7 @@ bool GemmPlanner::linear(const LinearArgs& a) {
         po.append_eltwise(1.f, alg, 0.f, 0.f);
         attr.set_post_ops(po);
       }
-      auto pd = conv_linear_pd(a.M, a.N, a.K, a.packed->desc, a.bias != nullptr, attr);
+      auto pd = conv_linear_pd(a.M, a.N, a.K, G, &a.packed->desc, a.bias != nullptr, attr);
       if (is_jit(pd.impl_info_str())) {
         Plan p;
         p.prim = dnnl::convolution_forward(pd);
@@ -143,11 +168,12 @@ bool GemmPlanner::linear(const LinearArgs& a) {
   }
   if (it == impl_->linear_plans.end()) {  // plain matmul (also when the packed path has no jit kernel)
     try {
+      // One group's matmul (the whole layer when G == 1): [M, Kg] x [Kg, Ng], rows strided as the caller's.
       const auto f32 = memory::data_type::f32;
-      memory::desc src({a.M, a.K}, f32, Dims{ldx, 1});
-      memory::desc wei({a.K, a.N}, f32, Dims{1, a.K});  // [N, K] read as its transpose
-      memory::desc dst({a.M, a.N}, f32, Dims{ldy, 1});
-      memory::desc bias({1, a.N}, f32, Dims{a.N, 1});
+      memory::desc src({a.M, Kg}, f32, Dims{ldx, 1});
+      memory::desc wei({Kg, Ng}, f32, Dims{1, Kg});  // [Ng, Kg] read as its transpose
+      memory::desc dst({a.M, Ng}, f32, Dims{ldy, 1});
+      memory::desc bias({1, Ng}, f32, Dims{Ng, 1});
       dnnl::primitive_attr attr;
       if (fused_act) {
         dnnl::post_ops po;
@@ -174,12 +200,23 @@ bool GemmPlanner::linear(const LinearArgs& a) {
   }
   Plan& p = it->second;
   impl_->last_impl = p.impl.c_str();
-  p.src.set_data_handle(const_cast<float*>(a.x));
-  p.weights.set_data_handle(p.packed ? static_cast<void*>(a.packed->data.get()) : const_cast<float*>(a.w));
-  p.dst.set_data_handle(a.y);
-  if (a.bias) p.bias.set_data_handle(const_cast<float*>(a.bias));
-  p.prim.execute(impl_->stream, p.args);
-  impl_->stream.wait();
+  if (p.packed) {
+    p.src.set_data_handle(const_cast<float*>(a.x));
+    p.weights.set_data_handle(a.packed->data.get());
+    p.dst.set_data_handle(a.y);
+    if (a.bias) p.bias.set_data_handle(const_cast<float*>(a.bias));
+    p.prim.execute(impl_->stream, p.args);
+    impl_->stream.wait();
+  } else {
+    for (int64_t g = 0; g < G; ++g) {  // group g: input columns g*Kg.., weight rows and outputs g*Ng..
+      p.src.set_data_handle(const_cast<float*>(a.x + g * Kg));
+      p.weights.set_data_handle(const_cast<float*>(a.w + g * Ng * Kg));
+      p.dst.set_data_handle(a.y + g * Ng);
+      if (a.bias) p.bias.set_data_handle(const_cast<float*>(a.bias + g * Ng));
+      p.prim.execute(impl_->stream, p.args);
+      impl_->stream.wait();  // the memories are repointed for the next group
+    }
+  }
   if (!fused_act && a.act != Activation::kIdentity) {
     // An activation oneDNN has no post-op for: apply the hand-written kernel row by row.
     const auto& k = cpu_kernels();

@@ -7,10 +7,13 @@ namespace bert::kernels {
 
 void linear_f32_ref(const LinearArgs& a) {
   const int64_t ldx = a.ldx ? a.ldx : a.K, ldy = a.ldy ? a.ldy : a.N;
+  // Group g owns output columns [g*Ng, (g+1)*Ng) and reads input columns [g*Kg, (g+1)*Kg).
+  const int64_t Kg = a.K / a.groups, Ng = a.N / a.groups;
   for (int64_t m = 0; m < a.M; ++m) {
     for (int64_t n = 0; n < a.N; ++n) {
+      const float* x = a.x + m * ldx + (n / Ng) * Kg;
       double acc = a.bias ? a.bias[n] : 0.0;
-      for (int64_t k = 0; k < a.K; ++k) acc += double(a.x[m * ldx + k]) * double(a.w[n * a.K + k]);
+      for (int64_t k = 0; k < Kg; ++k) acc += double(x[k]) * double(a.w[n * Kg + k]);
       a.y[m * ldy + n] = static_cast<float>(acc);
     }
     activation_f32_ref(ActivationArgs{a.y + m * ldy, a.N, a.act});

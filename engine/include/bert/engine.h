@@ -31,12 +31,16 @@ struct LoadOptions {
 
 // What a loaded model is, as config.json described it.
 struct ModelInfo {
-  std::string model_type;    // "bert"
+  std::string model_type;    // config.json's: "bert", "roberta", "xlm-roberta", "distilbert", "electra", ...
+  std::string family;        // what the engine runs it as: bert, roberta, distilbert, electra, albert, squeezebert
   std::string architecture;  // "BertForSequenceClassification", ... (may be empty)
   std::string head;          // "none", "sequence_classification", "token_classification",
-                             // "question_answering", "masked_lm", "pretraining"
+                             // "question_answering", "masked_lm", "pretraining", "discriminator"
   int64_t vocab_size = 0, hidden_size = 0, num_layers = 0, num_heads = 0, intermediate_size = 0;
   int64_t max_position_embeddings = 0, type_vocab_size = 0, num_labels = 0;
+  int64_t embedding_size = 0;     // width of the embedding tables (ALBERT, ELECTRA: less than hidden_size)
+  int64_t num_layer_weights = 0;  // distinct layer weight sets (ALBERT shares one set over all layers)
+  int64_t max_seq = 0;            // longest sequence the position table allows
   std::vector<std::string> labels;  // id2label
   std::string weights_dtype;        // as stored in the file: "F32", "F16", "BF16"
   std::string cpu_isa;              // kernels chosen at load: "avx512", "avx2", "scalar"
@@ -52,8 +56,12 @@ class Model {
   // The WordPiece vocab embedded in the file (empty if it had none) and its casing.
   const std::vector<std::string>& vocab() const;
   bool lower_case() const;
-  // Output names a session of this model produces (hidden_states.* only with keep_hidden_states).
-  std::vector<std::string> output_names(bool with_hidden_states) const;
+  // Floating-point operations of one forward pass over batch x seq (multiply-add = 2): every linear
+  // layer (grouped ones count their groups' share), QK^T and PV, pooler and head. For rate counters.
+  double forward_flops(int64_t batch, int64_t seq) const;
+  // Output names a session of this model produces (hidden_states.* only with keep_hidden_states,
+  // sentence_embedding only with pooling).
+  std::vector<std::string> output_names(bool with_hidden_states, bool with_sentence_embedding = false) const;
 
   struct Impl;
   const Impl& impl() const { return *impl_; }
@@ -64,12 +72,22 @@ class Model {
   std::unique_ptr<Impl> impl_;
 };
 
+// How Session turns token states into one sentence_embedding [batch, hidden] per sequence.
+enum class Pooling {
+  kNone,  // no sentence_embedding output
+  kCls,   // the first token's state
+  kMean,  // the mean over tokens the attention mask keeps (sentence-transformers' default)
+  kMax,   // the element-wise max over those tokens
+};
+
 struct SessionOptions {
   int max_batch = 8;                // largest batch Run accepts
   int max_seq = 0;                  // largest sequence length; 0 = max_position_embeddings
   int num_threads = 0;              // OpenMP threads for this session's work; 0 = the default
   bool keep_hidden_states = false;  // also output hidden_states.0 .. hidden_states.L
   bool profile = false;             // accumulate wall time per op (see Session::Profile)
+  Pooling pooling = Pooling::kNone; // also output sentence_embedding [batch, hidden]
+  bool normalize = false;           // L2-normalise sentence_embedding (needs pooling)
 };
 
 // Wall time spent in one kind of op over all profiled runs.
@@ -80,7 +98,7 @@ struct OpProfile {
 };
 
 // One batch, row-major [batch, seq]. attention_mask (1 = token, 0 = padding) defaults to all ones,
-// token_type_ids to all zeros. The pointers must stay valid during Run only.
+// token_type_ids to all zeros (models without token types, like DistilBERT, accept only zeros). The pointers must stay valid during Run only.
 struct BatchInput {
   int batch = 0;
   int seq = 0;
@@ -110,7 +128,8 @@ class Session {
   // mask values 0/1) and runs the model. On error nothing is written.
   Status Run(const BatchInput& input);
   // Outputs of the last successful Run under HuggingFace's names: last_hidden_state, pooler_output,
-  // logits, start_logits, end_logits, prediction_logits, seq_relationship_logits, hidden_states.i.
+  // logits, start_logits, end_logits, prediction_logits, seq_relationship_logits, sop_logits,
+  // hidden_states.i; and sentence_embedding when the session pools.
   Result<OutputView> Output(std::string_view name) const;
   std::vector<std::string> OutputNames() const;
 
