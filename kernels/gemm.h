@@ -65,6 +65,7 @@ struct BatchedMatmulArgs {
   int64_t a_strides[4] = {0, 0, 0, 0};
   int64_t b_strides[4] = {0, 0, 0, 0};
   int64_t c_strides[4] = {0, 0, 0, 0};
+  bool accumulate = false;  // c += a * b instead of c = a * b (gradient accumulation)
 };
 
 // Plain references (double accumulation), the spec for the two calls below.

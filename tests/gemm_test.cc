@@ -222,6 +222,51 @@ TEST(Gemm, BatchedMatmulWithAttentionStrides) {
   }
 }
 
+// The linear-layer backward as the trainer runs it: dX (+)= dY W and dW += dY^T X through strided
+// batched matmuls, dense (one batch) and grouped (groups as the batch), accumulating into non-zero c.
+TEST(Gemm, BatchedMatmulAccumulatesForLinearBackward) {
+  GemmPlanner planner;
+  for (auto [M, N, K, G] : {std::tuple<int64_t, int64_t, int64_t, int64_t>{1, 1, 1, 1}, {17, 33, 65, 1},
+                            {128, 48, 24, 4}, {5, 12, 18, 3}}) {
+    SCOPED_TRACE(::testing::Message() << M << "x" << N << "x" << K << " groups " << G);
+    const int64_t Ng = N / G, Kg = K / G;
+    auto dy = test::random_floats(M * N, 11), w = test::random_floats(N * Kg, 12), x = test::random_floats(M * K, 13);
+    for (bool accumulate : {false, true}) {
+      // dX[m, g*Kg + k] = sum_n dY[m, g*Ng + n] W[g*Ng + n, k]
+      auto dx_got = test::random_floats(M * K, 14), dx_want = dx_got;
+      BatchedMatmulArgs a;
+      a.a = dy.data(), a.b = w.data(), a.batch0 = 1, a.batch1 = G, a.M = M, a.N = Kg, a.K = Ng, a.accumulate = accumulate;
+      const int64_t as[4] = {0, Ng, N, 1}, bs[4] = {0, Ng * Kg, Kg, 1}, cs[4] = {0, Kg, K, 1};
+      std::copy(as, as + 4, a.a_strides), std::copy(bs, bs + 4, a.b_strides), std::copy(cs, cs + 4, a.c_strides);
+      a.c = dx_want.data();
+      batched_matmul_f32_ref(a);
+      a.c = dx_got.data();
+      ASSERT_TRUE(planner.batched_matmul(a));
+      EXPECT_LE(test::relative_l2(dx_got.data(), dx_want.data(), dx_got.size()), 1e-6);
+      // dW[g*Ng + n, k] += sum_m dY[m, g*Ng + n] X[m, g*Kg + k]
+      auto dw_got = test::random_floats(N * Kg, 15), dw_want = dw_got;
+      BatchedMatmulArgs b;
+      b.a = dy.data(), b.b = x.data(), b.batch0 = 1, b.batch1 = G, b.M = Ng, b.N = Kg, b.K = M, b.accumulate = accumulate;
+      const int64_t as2[4] = {0, Ng, 1, N}, bs2[4] = {0, Kg, K, 1}, cs2[4] = {0, Ng * Kg, Kg, 1};
+      std::copy(as2, as2 + 4, b.a_strides), std::copy(bs2, bs2 + 4, b.b_strides), std::copy(cs2, cs2 + 4, b.c_strides);
+      b.c = dw_want.data();
+      batched_matmul_f32_ref(b);
+      b.c = dw_got.data();
+      ASSERT_TRUE(planner.batched_matmul(b));
+      EXPECT_LE(test::relative_l2(dw_got.data(), dw_want.data(), dw_got.size()), 1e-6);
+      ASSERT_GT(test::max_abs(dw_got.data(), dw_got.size()), 0.0);
+    }
+  }
+  // The reference's accumulate really adds: c = 1 + 2 * 3.
+  float one = 2, two = 3, c = 1;
+  BatchedMatmulArgs r;
+  r.a = &one, r.b = &two, r.c = &c, r.M = r.N = r.K = 1, r.accumulate = true;
+  const int64_t unit[4] = {0, 0, 1, 1};
+  std::copy(unit, unit + 4, r.a_strides), std::copy(unit, unit + 4, r.b_strides), std::copy(unit, unit + 4, r.c_strides);
+  batched_matmul_f32_ref(r);
+  EXPECT_EQ(c, 7.f);
+}
+
 // The reference itself on a hand-computed case.
 TEST(Gemm, ReferenceHandComputed) {
   const float x[2 * 3] = {1, 2, 3, 4, 5, 6};

@@ -5,6 +5,10 @@
 //       output the model has, under HuggingFace's names (hidden_states.0..L included).
 //   bert_run --model F --text "..." [--text-pair "..."] [--max-length N] [--threads N]
 //       tokenizes with the model's vocab and prints the prediction as JSON.
+//   bert_run --model F --inputs in.safetensors --outputs out.safetensors --grads
+//       also reads the labels (label.labels, label.next_sentence_label / label.sentence_order_label,
+//       label.start_positions + label.end_positions) and writes `loss` and `grad.<HF parameter name>`
+//       for every parameter (eval mode: no dropout), the engine's backward pass as transformers names it.
 //   Either mode: --pooling cls|mean|max [--normalize] adds sentence_embedding [batch, hidden]
 //       (mean and max over the tokens the attention mask keeps; --normalize: unit L2 norm).
 #include <algorithm>
@@ -17,6 +21,7 @@
 #include <vector>
 
 #include "bert/engine.h"
+#include "bert/train.h"
 #include "bert/tokenizer.h"
 #include "weights/safetensors.h"
 
@@ -30,6 +35,7 @@ int usage(const std::string& msg) {
   std::fprintf(stderr,
                "usage: bert_run --model F --inputs in.safetensors --outputs out.safetensors [--threads N]\n"
                "       bert_run --model F --text \"...\" [--text-pair \"...\"] [--max-length N] [--threads N]\n"
+               "       bert_run --model F --inputs in.safetensors --outputs out.safetensors --grads\n"
                "  either mode: [--pooling cls|mean|max [--normalize]] adds sentence_embedding\n"
                "  F is an engine model file (tools/convert_weights) or an HF directory.\n");
   return 2;
@@ -121,6 +127,94 @@ int run_tensors(const std::shared_ptr<const bert::Model>& model, const std::stri
     out.emplace_back(name, t);
   }
   if (Status st = bert::write_safetensors(outputs_path, out, {{"producer", "bert_run"}}); !st.ok()) return fail(st);
+  return 0;
+}
+
+// --grads: loss and every parameter's gradient for the labels in the inputs file.
+int run_grads(const std::shared_ptr<const bert::Model>& model, const std::string& inputs_path,
+              const std::string& outputs_path, int threads) {
+  auto file = bert::SafetensorsFile::Open(inputs_path);
+  if (!file.ok()) return fail(file.status());
+  auto ids = read_int_input(*file, "input_ids", true);
+  if (!ids.ok()) return fail(ids.status());
+  auto mask = read_int_input(*file, "attention_mask", false);
+  if (!mask.ok()) return fail(mask.status());
+  auto types = read_int_input(*file, "token_type_ids", false);
+  if (!types.ok()) return fail(types.status());
+  const std::vector<int64_t>& shape = (*ids)->shape;
+  const int64_t B = shape[0], S = shape[1];
+  for (auto* opt : {&*mask, &*types})
+    if (opt->has_value() && (*opt)->shape != shape)
+      return fail(bert::invalid_argument(inputs_path + ": attention_mask/token_type_ids shape " +
+                                         bert::shape_string((*opt)->shape) + " differs from input_ids " +
+                                         bert::shape_string(shape)));
+  // A label tensor: int32/int64 of the given shape ([batch] or [batch, seq]).
+  std::vector<std::vector<int32_t>> keep;
+  auto int_label = [&](const std::string& name, bool per_token) -> bert::Result<const int32_t*> {
+    const bert::Tensor* t = file->find("label." + name);
+    if (!t) return static_cast<const int32_t*>(nullptr);
+    std::vector<int64_t> want = per_token ? std::vector<int64_t>{B, S} : std::vector<int64_t>{B};
+    if (t->shape != want)
+      return bert::invalid_argument(inputs_path + ": tensor 'label." + name + "' has shape " +
+                                    bert::shape_string(t->shape) + "; expected " + bert::shape_string(want));
+    std::vector<int32_t> v(t->numel());
+    if (t->dtype == bert::DType::kI32) std::memcpy(v.data(), t->data, t->nbytes());
+    else if (t->dtype == bert::DType::kI64)
+      for (int64_t i = 0; i < t->numel(); ++i) v[i] = static_cast<int32_t>(t->as<int64_t>()[i]);
+    else
+      return bert::invalid_argument(inputs_path + ": tensor 'label." + name + "' has dtype " +
+                                    std::string(bert::dtype_name(t->dtype)) + "; expected I32 or I64");
+    keep.push_back(std::move(v));
+    return keep.back().data();
+  };
+  const bert::ModelInfo& info = model->info();
+  const bool per_token = info.head == "token_classification" || info.head == "masked_lm" ||
+                         info.head == "pretraining" || info.head == "discriminator";
+  bert::TrainLabels labels;
+  std::vector<float> regression;
+  if (info.head == "sequence_classification" && info.num_labels == 1) {
+    const bert::Tensor* t = file->find("label.labels");
+    if (!t || t->dtype != bert::DType::kF32 || t->shape != std::vector<int64_t>{B})
+      return fail(bert::invalid_argument(inputs_path + ": a regression model (num_labels 1) needs F32 'label.labels' [batch]"));
+    regression.assign(t->as<float>(), t->as<float>() + B);
+    labels.regression = regression.data();
+  } else {
+    auto l = int_label("labels", per_token);
+    if (!l.ok()) return fail(l.status());
+    labels.labels = *l;
+  }
+  for (const char* name : {"next_sentence_label", "sentence_order_label"}) {
+    auto l = int_label(name, false);
+    if (!l.ok()) return fail(l.status());
+    if (*l) labels.sentence_labels = *l;
+  }
+  auto st = int_label("start_positions", false), en = int_label("end_positions", false);
+  if (!st.ok()) return fail(st.status());
+  if (!en.ok()) return fail(en.status());
+  labels.start_positions = *st, labels.end_positions = *en;
+
+  bert::TrainerOptions opts;
+  opts.max_batch = static_cast<int>(B), opts.max_seq = static_cast<int>(S), opts.num_threads = threads;
+  opts.dropout = 0.f;  // eval mode, as the gradients of transformers' fixtures
+  auto trainer = bert::Trainer::Create(model, opts);
+  if (!trainer.ok()) return fail(trainer.status());
+  bert::BatchInput in{static_cast<int>(B), static_cast<int>(S), (*ids)->values.data(),
+                      mask->has_value() ? (*mask)->values.data() : nullptr,
+                      types->has_value() ? (*types)->values.data() : nullptr};
+  auto loss = (*trainer)->ForwardBackward(in, labels);
+  if (!loss.ok()) return fail(loss.status().with_context(inputs_path));
+  const float loss_value = static_cast<float>(*loss);
+  std::vector<bert::NamedArray> grads = (*trainer)->Gradients();
+  std::vector<std::pair<std::string, bert::Tensor>> out;
+  bert::Tensor lt;
+  lt.dtype = bert::DType::kF32, lt.shape = {1}, lt.data = &loss_value;
+  out.emplace_back("loss", lt);
+  for (const bert::NamedArray& g : grads) {
+    bert::Tensor t;
+    t.dtype = bert::DType::kF32, t.shape = g.shape, t.data = g.values.data();
+    out.emplace_back("grad." + g.name, t);
+  }
+  if (Status s = bert::write_safetensors(outputs_path, out, {{"producer", "bert_run --grads"}}); !s.ok()) return fail(s);
   return 0;
 }
 
@@ -252,6 +346,7 @@ int main(int argc, char** argv) {
   std::optional<std::string> text, pair;
   int threads = 0, max_length = 0;
   bert::SessionOptions opts;
+  bool grads = false;
   auto parse_int = [](const char* s, int* out) {
     char* end = nullptr;
     long v = std::strtol(s, &end, 10);
@@ -281,6 +376,8 @@ int main(int argc, char** argv) {
       else return usage("--pooling must be cls, mean or max, not '" + p + "'");
     } else if (a == "--normalize") {
       opts.normalize = true;
+    } else if (a == "--grads") {
+      grads = true;
     } else {
       return usage(v || a.rfind("--", 0) != 0 ? "unexpected argument " + a : "option " + a + " needs a value");
     }
@@ -291,9 +388,12 @@ int main(int argc, char** argv) {
   if (tensor_mode && (inputs.empty() || outputs.empty())) return usage("--inputs and --outputs go together");
   if (pair && !text) return usage("--text-pair needs --text");
   if (opts.normalize && opts.pooling == bert::Pooling::kNone) return usage("--normalize needs --pooling");
+  if (grads && (!tensor_mode || opts.pooling != bert::Pooling::kNone))
+    return usage("--grads goes with --inputs and --outputs (and without --pooling)");
   opts.num_threads = threads;
 
   auto model = bert::Model::Load(model_path);
   if (!model.ok()) return fail(model.status());
+  if (grads) return run_grads(*model, inputs, outputs, threads);
   return tensor_mode ? run_tensors(*model, inputs, outputs, opts) : run_text(*model, *text, pair, max_length, opts);
 }

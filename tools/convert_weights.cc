@@ -20,6 +20,7 @@ int usage(const char* msg) {
   std::fprintf(stderr,
                "usage: convert_weights <hf_dir | weights file in it> <out_file> [--dtype fp32|fp16|bf16] [--vocab V]\n"
                "       convert_weights --synthetic SHAPE [--architecture A] <out_file> [--dtype ...] [--vocab V]\n"
+               "       convert_weights <engine_file> --to-hf <out_dir>   (back to config.json + model.safetensors)\n"
                "  Reads config.json, model.safetensors (or its sharded index) or pytorch_model.bin, vocab.txt\n"
                "  and tokenizer_config.json, and writes one engine file (a safetensors container).\n"
                "  --synthetic makes a model of a known shape with seeded random weights: bert-base, bert-large,\n"
@@ -31,16 +32,16 @@ int usage(const char* msg) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string in, out, dtype_arg = "fp32", synthetic, architecture, vocab_path;
+  std::string in, out, dtype_arg = "fp32", synthetic, architecture, vocab_path, to_hf;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--help" || a == "-h") return usage(nullptr), 0;
     if (a == "--dtype") {
       if (++i >= argc) return usage("--dtype needs a value");
       dtype_arg = argv[i];
-    } else if (a == "--synthetic" || a == "--architecture" || a == "--vocab") {
+    } else if (a == "--synthetic" || a == "--architecture" || a == "--vocab" || a == "--to-hf") {
       if (++i >= argc) return usage((a + " needs a value").c_str());
-      (a == "--synthetic" ? synthetic : a == "--architecture" ? architecture : vocab_path) = argv[i];
+      (a == "--synthetic" ? synthetic : a == "--architecture" ? architecture : a == "--vocab" ? vocab_path : to_hf) = argv[i];
     } else if (a.rfind("--", 0) == 0) {
       return usage(("unknown option " + a).c_str());
     } else if (in.empty()) {
@@ -50,6 +51,21 @@ int main(int argc, char** argv) {
     } else {
       return usage(("unexpected argument " + a).c_str());
     }
+  }
+  if (!to_hf.empty()) {  // engine file (or anything loadable) -> HF directory
+    if (in.empty() || !out.empty() || !synthetic.empty()) return usage("--to-hf takes one input: convert_weights F --to-hf DIR");
+    auto src = bert::load_model_source(in);
+    if (!src.ok()) {
+      std::fprintf(stderr, "convert_weights: %s\n", src.status().to_string().c_str());
+      return 1;
+    }
+    if (bert::Status st = bert::write_hf_directory(to_hf, *src); !st.ok()) {
+      std::fprintf(stderr, "convert_weights: %s\n", st.to_string().c_str());
+      return 1;
+    }
+    std::printf("wrote %s: config.json, model.safetensors%s\n", to_hf.c_str(),
+                src->vocab.empty() ? "" : ", vocab.txt, tokenizer_config.json");
+    return 0;
   }
   if (!synthetic.empty()) {
     if (!out.empty()) return usage("--synthetic takes only an output file");

@@ -165,7 +165,9 @@ Result<ModelSource> load_model_source(const std::string& path) {
   return read_engine_file(path);
 }
 
-Status write_engine_file(const std::string& path, const ModelSource& m, DType dtype) {
+Status write_engine_file(const std::string& path, const ModelSource& m, DType dtype,
+                         const std::vector<std::pair<std::string, Tensor>>& extra,
+                         const std::map<std::string, std::string>& extra_metadata) {
   std::vector<std::pair<std::string, Tensor>> tensors;
   for (const ParamSpec& spec : param_specs(m.config)) {
     auto it = m.tensors.find(spec.name);
@@ -184,7 +186,48 @@ Status write_engine_file(const std::string& path, const ModelSource& m, DType dt
       {"vocab", join_vocab(m.vocab)},
       {"lower_case", m.lower_case ? "true" : "false"},
   };
+  for (const auto& [k, v] : extra_metadata)
+    if (!metadata.emplace(k, v).second) return internal_error("write_engine_file: metadata key '" + k + "' is reserved");
+  tensors.insert(tensors.end(), extra.begin(), extra.end());
   return write_safetensors(path, tensors, metadata);
+}
+
+Status write_hf_directory(const std::string& dir, const ModelSource& m) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return io_error(dir + ": cannot create directory: " + ec.message());
+  const ModelConfig& c = m.config;
+  const std::string prefix = c.head == HeadKind::kNone ? "" : hf_base_prefix(c);
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  for (const ParamSpec& spec : param_specs(c, prefix)) {
+    auto it = m.tensors.find(spec.name);
+    if (it == m.tensors.end()) {
+      if (spec.optional) continue;  // tied decoder: transformers ties it on load
+      return internal_error("write_hf_directory: missing tensor '" + spec.name + "'");
+    }
+    BERT_ASSIGN_OR_RETURN(Tensor f32, to_f32(it->second, spec.name));
+    const int64_t parts = static_cast<int64_t>(spec.hf_names.size());
+    const size_t part_bytes = f32.nbytes() / parts;
+    for (int64_t i = 0; i < parts; ++i) {
+      Tensor t = f32;  // a view of part i (rows i*N/parts ..), kept alive by f32's owner
+      t.shape[0] /= parts;
+      if (spec.conv1d) t.shape.push_back(1);
+      t.data = static_cast<const uint8_t*>(f32.data) + i * part_bytes;
+      tensors.emplace_back(spec.hf_names[i], t);
+    }
+  }
+  BERT_RETURN_IF_ERROR(write_safetensors((fs::path(dir) / "model.safetensors").string(), tensors, {{"format", "pt"}}));
+  std::ofstream config(fs::path(dir) / "config.json");
+  config << c.json;
+  if (!config) return io_error(dir + "/config.json: write failed");
+  if (!m.vocab.empty()) {
+    std::ofstream vocab(fs::path(dir) / "vocab.txt");
+    for (const std::string& token : m.vocab) vocab << token << '\n';
+    std::ofstream tok(fs::path(dir) / "tokenizer_config.json");
+    tok << "{\"do_lower_case\": " << (m.lower_case ? "true" : "false") << "}\n";
+    if (!vocab || !tok) return io_error(dir + ": writing vocab.txt / tokenizer_config.json failed");
+  }
+  return Status::Ok();
 }
 
 }  // namespace bert

@@ -6,6 +6,7 @@
 // Its tensors use the engine's names and layout (weights/bert_layout.h), in F32, F16 or BF16.
 #pragma once
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -42,6 +43,15 @@ Result<ModelSource> read_engine_file(const std::string& path);
 Result<ModelSource> load_model_source(const std::string& path);
 
 // Writes an engine file; tensors (engine names, F32) are stored as `dtype` (F32, F16 or BF16).
-Status write_engine_file(const std::string& path, const ModelSource& model, DType dtype);
+// `extra` tensors and `extra_metadata` ride along (a training checkpoint's optimizer state); readers
+// of the model ignore them. The write is atomic (temporary file + rename).
+Status write_engine_file(const std::string& path, const ModelSource& model, DType dtype,
+                         const std::vector<std::pair<std::string, Tensor>>& extra = {},
+                         const std::map<std::string, std::string>& extra_metadata = {});
+
+// Writes `model` back as an HF directory that transformers loads: config.json, model.safetensors
+// (HF names and shapes; Q/K/V split; a tied decoder left for transformers to tie), and vocab.txt +
+// tokenizer_config.json when the model has a vocab. Creates `dir` if needed.
+Status write_hf_directory(const std::string& dir, const ModelSource& model);
 
 }  // namespace bert

@@ -1,7 +1,10 @@
 // Model::Load: read a model source, bring every weight to F32 once (one arena), resolve the kernels.
 #include <algorithm>
+#include <functional>
+#include <set>
 
 #include "engine/src/model_impl.h"
+#include "weights/bert_layout.h"
 
 namespace bert {
 
@@ -56,25 +59,32 @@ double Model::forward_flops(int64_t batch, int64_t seq) const {
   return layers + heads;
 }
 
-namespace {
+void compute_position_ids(const ModelConfig& c, const int32_t* ids, int64_t B, int64_t S, int32_t* positions) {
+  if (c.position_ids == PositionIds::kAfterPadding) {
+    const int32_t pad = static_cast<int32_t>(c.pad_token_id);
+    for (int64_t b = 0; b < B; ++b) {
+      int32_t count = 0;
+      for (int64_t t = b * S; t < (b + 1) * S; ++t) positions[t] = ids[t] == pad ? pad : pad + ++count;
+    }
+  } else {
+    for (int64_t t = 0; t < B * S; ++t) positions[t] = static_cast<int32_t>(t % S);
+  }
+}
 
-Status resolve_weights(Model::Impl& m) {
-  const ModelConfig& c = m.source.config;
+Status bind_weights(const ModelConfig& c, const std::function<const float*(const std::string&)>& lookup,
+                    BertWeights& w) {
+  w = BertWeights();
   Status missing;
   auto get = [&](const std::string& name, bool optional = false) -> const float* {
-    auto it = m.f32.find(name);
-    if (it == m.f32.end()) {
-      if (!optional && missing.ok()) missing = internal_error("model is missing tensor '" + name + "'");
-      return nullptr;
-    }
-    return it->second.as<float>();
+    const float* p = lookup(name);
+    if (!p && !optional && missing.ok()) missing = internal_error("model is missing tensor '" + name + "'");
+    return p;
   };
   auto linear = [&](const std::string& name, int64_t N, int64_t K, int64_t groups = 1) {
     return Linear{get(name + ".weight"), get(name + ".bias"), N, K, groups};
   };
   auto layernorm = [&](const std::string& name) { return LayerNormWeights{get(name + ".gamma"), get(name + ".beta")}; };
   const int64_t H = c.hidden_size, I = c.intermediate_size, E = c.embedding_size, V = c.vocab_size;
-  BertWeights& w = m.w;
   w.word = get("embeddings.word");
   w.position = get("embeddings.position");
   if (c.has_token_types()) w.token_type = get("embeddings.token_type");
@@ -124,6 +134,8 @@ Status resolve_weights(Model::Impl& m) {
   return missing;
 }
 
+namespace {
+
 // Packs the big GEMM weights once for oneDNN's blocked kernels.
 void pack_weights(Model::Impl& m) {
   auto pack = [&](Linear& l) {
@@ -156,6 +168,11 @@ Result<std::shared_ptr<const Model>> load_model_from_source(ModelSource source, 
   const std::string& path = impl->source.origin;
   impl->kernels = &kernels::cpu_kernels();
 
+  // Only the model's parameters (a training checkpoint also holds optimizer state).
+  std::set<std::string> wanted;
+  for (const ParamSpec& spec : param_specs(impl->source.config)) wanted.insert(spec.name);
+  for (auto it = impl->source.tensors.begin(); it != impl->source.tensors.end();)
+    it = wanted.count(it->first) ? std::next(it) : impl->source.tensors.erase(it);
   // One arena for every tensor that is not already F32.
   size_t arena_floats = 0;
   std::string stored = "F32";
@@ -182,7 +199,11 @@ Result<std::shared_ptr<const Model>> load_model_from_source(ModelSource source, 
     next += t.numel();
     impl->f32[name] = f;
   }
-  BERT_RETURN_IF_ERROR(resolve_weights(*impl).with_context(path));
+  const auto lookup = [&](const std::string& name) -> const float* {
+    auto it = impl->f32.find(name);
+    return it == impl->f32.end() ? nullptr : it->second.as<float>();
+  };
+  BERT_RETURN_IF_ERROR(bind_weights(impl->source.config, lookup, impl->w).with_context(path));
   if (options.pack_weights) pack_weights(*impl);
 
   const ModelConfig& c = impl->source.config;

@@ -1,7 +1,9 @@
 // Internal view of a loaded model: its description and F32 weight pointers laid out per layer.
 #pragma once
 
+#include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "bert/engine.h"
@@ -54,6 +56,16 @@ struct BertWeights {
   Linear disc_dense;      // ELECTRA discriminator [H, H]
   Linear disc_out;        // [1, H]
 };
+
+// Points `w` at the tensors `lookup` returns for each engine name (null: absent). The tied MLM
+// decoder falls back to embeddings.word. Fails naming the first required tensor that is missing.
+Status bind_weights(const ModelConfig& config, const std::function<const float*(const std::string&)>& lookup,
+                    BertWeights& w);
+
+// Position ids of a [batch, seq] batch: 0, 1, 2, ... or RoBERTa's pad + 1 + index among non-pad tokens
+// (pad tokens get pad_token_id), as transformers makes them from input_ids.
+void compute_position_ids(const ModelConfig& config, const int32_t* input_ids, int64_t batch, int64_t seq,
+                          int32_t* positions);
 
 struct Model::Impl {
   ModelSource source;  // config, vocab, tensors (keeps mmaps alive)

@@ -244,15 +244,7 @@ Status Session::Impl::forward(const BatchInput& in) {
   };
 
   // Embeddings -> hidden_states.0 (through the E -> H projection when the model factorises them).
-  if (c.position_ids == PositionIds::kAfterPadding) {  // RoBERTa: pad + 1 + index among non-pad tokens
-    const int32_t pad = static_cast<int32_t>(c.pad_token_id);
-    for (int64_t b = 0; b < B; ++b) {
-      int32_t count = 0;
-      for (int64_t t = b * S; t < (b + 1) * S; ++t) positions[t] = in.input_ids[t] == pad ? pad : pad + ++count;
-    }
-  } else {
-    for (int64_t t = 0; t < T; ++t) positions[t] = static_cast<int32_t>(t % S);
-  }
+  compute_position_ids(c, in.input_ids, B, S, positions.data());
   float* embedded = c.embedding_projection ? ws.at(emb) : hidden_slot(0);
   {
     Timed timed(this, "embed");

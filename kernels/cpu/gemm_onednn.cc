@@ -116,7 +116,7 @@ struct GemmPlanner::Impl {
   dnnl::stream stream{engine};
   // (M, N, K, groups, ldx, ldy, activation, has bias, packed)
   using LinearKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, bool, bool>;
-  using BatchedKey = std::array<int64_t, 17>;
+  using BatchedKey = std::array<int64_t, 18>;
   std::map<LinearKey, Plan> linear_plans;
   std::map<BatchedKey, Plan> batched_plans;
   const char* last_impl = "";
@@ -226,21 +226,34 @@ bool GemmPlanner::linear(const LinearArgs& a) {
 }
 
 bool GemmPlanner::batched_matmul(const BatchedMatmulArgs& a) {
-  Impl::BatchedKey key{a.batch0, a.batch1, a.M, a.N, a.K};
+  Impl::BatchedKey key{a.batch0, a.batch1, a.M, a.N, a.K, a.accumulate ? 1 : 0};
   for (int i = 0; i < 4; ++i) {
-    key[5 + 3 * i] = a.a_strides[i];
-    key[6 + 3 * i] = a.b_strides[i];
-    key[7 + 3 * i] = a.c_strides[i];
+    key[6 + 3 * i] = a.a_strides[i];
+    key[7 + 3 * i] = a.b_strides[i];
+    key[8 + 3 * i] = a.c_strides[i];
   }
   auto it = impl_->batched_plans.find(key);
   if (it == impl_->batched_plans.end()) {
     try {
       const auto f32 = memory::data_type::f32;
-      auto strides = [](const int64_t* s) { return Dims{s[0], s[1], s[2], s[3]}; };
-      memory::desc src({a.batch0, a.batch1, a.M, a.K}, f32, strides(a.a_strides));
-      memory::desc wei({a.batch0, a.batch1, a.K, a.N}, f32, strides(a.b_strides));
-      memory::desc dst({a.batch0, a.batch1, a.M, a.N}, f32, strides(a.c_strides));
-      dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wei, dst), impl_->engine);
+      // Leading batch dimensions of size 1 are dropped: oneDNN 2.6 has jit kernels for 2-D and
+      // 3-D strided matmuls but falls back to its reference one for 4-D with unit batches.
+      const int skip = a.batch0 == 1 ? (a.batch1 == 1 ? 2 : 1) : 0;
+      auto dims = [&](int64_t rows, int64_t cols) {
+        Dims d{a.batch0, a.batch1, rows, cols};
+        return Dims(d.begin() + skip, d.end());
+      };
+      auto strides = [&](const int64_t* s) { return Dims(s + skip, s + 4); };
+      memory::desc src(dims(a.M, a.K), f32, strides(a.a_strides));
+      memory::desc wei(dims(a.K, a.N), f32, strides(a.b_strides));
+      memory::desc dst(dims(a.M, a.N), f32, strides(a.c_strides));
+      dnnl::primitive_attr attr;
+      if (a.accumulate) {  // dst = dst + src * wei
+        dnnl::post_ops po;
+        po.append_sum(1.f);
+        attr.set_post_ops(po);
+      }
+      dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wei, dst), attr, impl_->engine);
       Plan p;
       p.prim = dnnl::matmul(pd);
       p.impl = pd.impl_info_str();

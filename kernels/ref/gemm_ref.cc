@@ -28,11 +28,12 @@ void batched_matmul_f32_ref(const BatchedMatmulArgs& a) {
     for (int64_t j = 0; j < a.batch1; ++j)
       for (int64_t m = 0; m < a.M; ++m)
         for (int64_t n = 0; n < a.N; ++n) {
-          double acc = 0;
+          float& out = a.c[i * cs[0] + j * cs[1] + m * cs[2] + n * cs[3]];
+          double acc = a.accumulate ? out : 0.0;
           for (int64_t k = 0; k < a.K; ++k)
             acc += double(a.a[i * as[0] + j * as[1] + m * as[2] + k * as[3]]) *
                    double(a.b[i * bs[0] + j * bs[1] + k * bs[2] + n * bs[3]]);
-          a.c[i * cs[0] + j * cs[1] + m * cs[2] + n * cs[3]] = static_cast<float>(acc);
+          out = static_cast<float>(acc);
         }
 }
 

@@ -1,0 +1,116 @@
+// Training API: forward + loss + backward for every architecture and head the engine runs.
+//
+//   auto trainer = bert::Trainer::Create(*model, {.max_batch = 32, .max_seq = 128});
+//   bert::TrainLabels labels{.labels = y.data()};
+//   auto loss = (*trainer)->ForwardBackward(batch, labels);   // Result<double>; gradients accumulate
+//   for (const auto& g : (*trainer)->Gradients()) ...           // under HuggingFace parameter names
+//
+// A Trainer owns F32 master copies of the model's parameters and their gradients; the Model it was
+// made from is not changed. Like a Session it belongs to one thread at a time and plans its buffers
+// (every activation the backward needs) once for max_batch x max_seq.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bert/engine.h"
+#include "bert/status.h"
+
+namespace bert {
+
+enum class OptimizerKind {
+  kAdamW,  // torch.optim.AdamW (decoupled weight decay, bias-corrected moments)
+  kLamb,   // apex FusedLAMB as NVIDIA's BERT pre-training runs it (bias_correction=True, adam_w_mode,
+           // use_nvlamb=False: the trust ratio only for tensors with weight decay)
+};
+
+struct OptimizerOptions {
+  OptimizerKind kind = OptimizerKind::kAdamW;
+  float lr = 5e-5f;  // the base learning rate; a step takes the lr to use (base * schedule factor)
+  float beta1 = 0.9f, beta2 = 0.999f;
+  float eps = 1e-8f;           // AdamW's default; LAMB users usually pass 1e-6 (NVIDIA's BERT recipe)
+  float weight_decay = 0.01f;  // not applied to biases and LayerNorm weights
+  float max_grad_norm = 1.0f;  // clip the global gradient norm to this; 0 = no clipping
+};
+
+// transformers.get_linear_schedule_with_warmup as a factor of the base learning rate:
+//   step < warmup_steps: step / max(1, warmup_steps)
+//   otherwise:           max(0, (total_steps - step) / max(1, total_steps - warmup_steps))
+// `step` is the number of optimizer steps already taken (update k, 0-based, runs with lr_factor(k),
+// as transformers calls scheduler.step() after optimizer.step()).
+struct LinearSchedule {
+  int64_t warmup_steps = 0, total_steps = 0;
+  float lr_factor(int64_t step) const;
+};
+
+struct TrainerOptions {
+  int max_batch = 32;
+  int max_seq = 128;
+  int num_threads = 0;   // 0 = the OpenMP default
+  float dropout = 0.1f;  // hidden, attention and classifier dropout; 0 = eval mode (HF-exact gradients)
+  uint64_t seed = 0;     // the dropout stream (masks are regenerated from it, never stored)
+  OptimizerOptions optimizer;
+};
+
+// Labels of one batch, named as transformers names them. Only those the model's head uses are read.
+struct TrainLabels {
+  const int32_t* labels = nullptr;           // sequence classification [batch]; token classification,
+                                             // masked LM, ELECTRA discriminator [batch, seq]; -100 = ignore
+  const float* regression = nullptr;         // sequence classification with num_labels == 1 [batch] (MSE)
+  const int32_t* sentence_labels = nullptr;  // pre-training [batch]: next_sentence_label (BERT),
+                                             // sentence_order_label (ALBERT)
+  const int32_t* start_positions = nullptr;  // question answering [batch] (clamped to [0, seq]; seq = ignore)
+  const int32_t* end_positions = nullptr;
+};
+
+// One parameter's gradient (or value), as a dense F32 array.
+struct NamedArray {
+  std::string name;  // HuggingFace parameter name
+  std::vector<int64_t> shape;
+  std::vector<float> values;
+};
+
+class Trainer {
+ public:
+  static Result<std::unique_ptr<Trainer>> Create(std::shared_ptr<const Model> model, const TrainerOptions& options = {});
+  ~Trainer();
+
+  // Runs the model on the batch in training mode, computes the head's loss as transformers does
+  // (mean over counted labels; pre-training: MLM + NSP/SOP; QA: (start + end) / 2) and ADDS the
+  // gradient of loss * loss_scale to every parameter's gradient. Returns the (unscaled) loss.
+  // Errors (bad ids or labels, a non-finite loss or gradient) name what is wrong; on error the
+  // gradients are left as they were before the call only when the error is found before the backward.
+  Result<double> ForwardBackward(const BatchInput& batch, const TrainLabels& labels, float loss_scale = 1.f);
+  void ZeroGrad();
+
+  // One optimizer update with learning rate `lr` from the accumulated gradients (clipped by global
+  // norm first), then the gradients are zeroed. Returns the global gradient norm before clipping.
+  // A NaN/Inf gradient is an error naming the first bad parameter; nothing changes then.
+  Result<double> Step(float lr);
+  int64_t steps() const;  // optimizer updates so far
+
+  // A Model of the current parameters (to evaluate with a Session), and the same as an engine file.
+  Result<std::shared_ptr<const Model>> Snapshot() const;
+  Status Save(const std::string& path) const;
+  // A checkpoint: the engine file of the current parameters plus the optimizer state, the dropout
+  // stream position and `state` (the caller's JSON), written atomically. bert_run reads it as a
+  // model. LoadCheckpoint restores all of it into a trainer of the same model and returns `state`;
+  // training then continues bit-identically to a run that never stopped (same thread count).
+  Status SaveCheckpoint(const std::string& path, const std::string& state) const;
+  Result<std::string> LoadCheckpoint(const std::string& path);
+
+  // Every parameter's gradient under its HF name and HF shape (fused Q/K/V split back; a tied MLM
+  // decoder's gradient is part of the word embeddings', as in PyTorch).
+  std::vector<NamedArray> Gradients() const;
+
+  const TrainerOptions& options() const;
+  struct Impl;
+
+ private:
+  explicit Trainer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace bert

@@ -1,0 +1,478 @@
+// bert_train: fine-tune a sequence classifier on GLUE-style TSV, or pre-train a masked LM on raw text.
+//
+//   bert_train --train train.tsv [--dev dev.tsv] --out model.bert
+//              (--model F | --synthetic SHAPE [--architecture A] --vocab V | --config config.json --vocab V)
+//              [--task classify|mlm] [--epochs 3] [--batch 32] [--lr 5e-5] [--warmup 0.1]
+//              [--weight-decay 0.01] [--optimizer adamw|lamb] [--accumulate 1] [--max-grad-norm 1.0]
+//              [--dropout 0.1] [--max-seq 128] [--seed 42] [--threads N] [--log run.jsonl]
+//              [--checkpoint ckpt.bert [--checkpoint-every STEPS]] [--resume ckpt.bert]
+//              [--max-steps N] [--limit-train N] [--limit-dev N]
+//
+// classify: TSV with a header line, `sentence[<TAB>sentence2]<TAB>label` (integer labels; float for
+//   a one-label regression model). mlm: one text per line; each epoch re-masks 15% of the tokens
+//   (80% [MASK], 10% random, 10% kept). Each epoch reports train loss, dev loss, accuracy and F1 (a
+//   progress bar on a terminal, JSON lines in --log). Checkpoints are engine files plus optimizer
+//   state, written atomically; --resume continues bit-identically. --max-steps stops early without
+//   changing the schedule (which spans all epochs).
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "bert/engine.h"
+#include "bert/tokenizer.h"
+#include "bert/train.h"
+#include "engine/src/model_impl.h"  // load_model_from_source, for models made from a config
+#include "weights/synthetic.h"
+#include "weights/vocab.h"
+
+namespace {
+
+using bert::Result;
+using bert::Status;
+using json = nlohmann::json;
+
+int usage(const std::string& msg) {
+  if (!msg.empty()) std::fprintf(stderr, "bert_train: %s\n", msg.c_str());
+  std::fprintf(stderr,
+               "usage: bert_train --train FILE --out model.bert (--model F | --synthetic SHAPE [--architecture A]\n"
+               "                  --vocab V | --config config.json --vocab V) [--dev FILE] [--task classify|mlm]\n"
+               "                  [--epochs N] [--batch N] [--lr F] [--warmup FRACTION] [--weight-decay F]\n"
+               "                  [--optimizer adamw|lamb] [--accumulate N] [--max-grad-norm F] [--dropout F]\n"
+               "                  [--max-seq N] [--seed N] [--threads N] [--log FILE] [--checkpoint FILE\n"
+               "                  [--checkpoint-every STEPS]] [--resume FILE] [--max-steps N] [--limit-train N]\n"
+               "                  [--limit-dev N]\n");
+  return 2;
+}
+
+int fail(const Status& st) {
+  std::fprintf(stderr, "bert_train: %s\n", st.to_string().c_str());
+  return 1;
+}
+
+struct Example {
+  bert::Encoding enc;
+  int32_t label = 0;
+  float target = 0;  // regression
+};
+
+// GLUE-style TSV: header, then sentence[\tsentence2]\tlabel per line.
+Result<std::vector<Example>> read_tsv(const std::string& path, const bert::Tokenizer& tok, int max_seq,
+                                      bool regression, int64_t num_labels, int64_t limit) {
+  std::ifstream f(path);
+  if (!f) return bert::not_found(path + ": cannot open");
+  std::vector<Example> out;
+  std::string line;
+  int64_t line_no = 0;
+  while (std::getline(f, line)) {
+    ++line_no;
+    if (line_no == 1) continue;  // header
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty()) continue;
+    std::vector<std::string> cols;
+    size_t start = 0;
+    for (size_t tab; (tab = line.find('\t', start)) != std::string::npos; start = tab + 1)
+      cols.push_back(line.substr(start, tab - start));
+    cols.push_back(line.substr(start));
+    const std::string where = path + ":" + std::to_string(line_no);
+    if (cols.size() != 2 && cols.size() != 3)
+      return bert::format_error(where + ": expected sentence[<TAB>sentence2]<TAB>label, got " +
+                                std::to_string(cols.size()) + " tab-separated fields");
+    Example e;
+    const std::string& label = cols.back();
+    char* end = nullptr;
+    if (regression) {
+      e.target = std::strtof(label.c_str(), &end);
+    } else {
+      long v = std::strtol(label.c_str(), &end, 10);
+      if (v < 0 || v >= num_labels)
+        return bert::format_error(where + ": label " + label + " is outside 0.." + std::to_string(num_labels - 1) +
+                                  " (the model's num_labels)");
+      e.label = static_cast<int32_t>(v);
+    }
+    if (label.empty() || *end != '\0')
+      return bert::format_error(where + ": label '" + label + "' is not " + (regression ? "a number" : "an integer"));
+    auto enc = tok.Encode(cols[0], cols.size() == 3 ? std::optional<std::string_view>(cols[1]) : std::nullopt, max_seq);
+    if (!enc.ok()) return enc.status().with_context(where);
+    e.enc = std::move(*enc);
+    out.push_back(std::move(e));
+    if (limit > 0 && static_cast<int64_t>(out.size()) >= limit) break;
+  }
+  if (out.empty()) return bert::format_error(path + ": no examples");
+  return out;
+}
+
+// Raw text, one example per non-empty line.
+Result<std::vector<Example>> read_text(const std::string& path, const bert::Tokenizer& tok, int max_seq, int64_t limit) {
+  std::ifstream f(path);
+  if (!f) return bert::not_found(path + ": cannot open");
+  std::vector<Example> out;
+  std::string line;
+  int64_t line_no = 0;
+  while (std::getline(f, line)) {
+    ++line_no;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    auto enc = tok.Encode(line, std::nullopt, max_seq);
+    if (!enc.ok()) return enc.status().with_context(path + ":" + std::to_string(line_no));
+    out.push_back({std::move(*enc)});
+    if (limit > 0 && static_cast<int64_t>(out.size()) >= limit) break;
+  }
+  if (out.empty()) return bert::format_error(path + ": no text lines");
+  return out;
+}
+
+// A padded batch of examples[order[begin, end)], with labels (MLM: masked copies).
+struct Batch {
+  bert::EncodedBatch enc;
+  std::vector<int32_t> labels;
+  std::vector<float> targets;
+  int batch = 0, seq = 0;
+};
+
+Batch make_batch(const std::vector<Example>& examples, const std::vector<int64_t>& order, size_t begin, size_t end,
+                 int32_t pad_id) {
+  std::vector<bert::Encoding> encs;
+  Batch b;
+  for (size_t i = begin; i < end; ++i) {
+    encs.push_back(examples[order[i]].enc);
+    b.labels.push_back(examples[order[i]].label);
+    b.targets.push_back(examples[order[i]].target);
+  }
+  b.enc = bert::pad_batch(encs, pad_id);
+  b.batch = static_cast<int>(encs.size());
+  b.seq = static_cast<int>(b.enc.input_ids.size() / encs.size());
+  return b;
+}
+
+// BERT's masking, seeded by (seed, epoch, example): 15% of the non-special tokens are predicted;
+// of those 80% become [MASK], 10% a random token, 10% stay.
+void mask_for_mlm(Batch& b, const std::vector<int64_t>& order, size_t begin, uint64_t seed, int epoch,
+                  const bert::Tokenizer& tok, int64_t vocab_size) {
+  b.labels.assign(b.enc.input_ids.size(), -100);
+  for (int r = 0; r < b.batch; ++r) {
+    std::mt19937_64 rng(seed * 1000003ull + uint64_t(epoch) * 7919ull + uint64_t(order[begin + r]));
+    std::uniform_real_distribution<double> u(0, 1);
+    std::uniform_int_distribution<int32_t> random_token(0, static_cast<int32_t>(vocab_size - 1));
+    for (int s = 0; s < b.seq; ++s) {
+      const size_t i = size_t(r) * b.seq + s;
+      const int32_t id = b.enc.input_ids[i];
+      if (!b.enc.attention_mask[i] || id == tok.cls_id() || id == tok.sep_id() || id == tok.pad_id()) continue;
+      if (u(rng) >= 0.15) continue;
+      b.labels[i] = id;
+      const double action = u(rng);
+      if (action < 0.8) b.enc.input_ids[i] = tok.mask_id();
+      else if (action < 0.9) b.enc.input_ids[i] = random_token(rng);
+    }
+  }
+}
+
+bert::BatchInput input_of(const Batch& b, bool types) {
+  return {b.batch, b.seq, b.enc.input_ids.data(), b.enc.attention_mask.data(),
+          types ? b.enc.token_type_ids.data() : nullptr};
+}
+
+struct Eval {
+  double loss = 0, accuracy = 0, f1 = 0;
+  int64_t n = 0;
+};
+
+// Dev metrics with the inference engine: loss, accuracy and F1 (binary: class 1; else macro).
+Result<Eval> evaluate(const std::shared_ptr<const bert::Model>& model, const std::vector<Example>& dev, int batch,
+                      int max_seq, int threads, int32_t pad_id) {
+  bert::SessionOptions so;
+  so.max_batch = batch, so.max_seq = max_seq, so.num_threads = threads;
+  BERT_ASSIGN_OR_RETURN(auto session, bert::Session::Create(model, so));
+  const int64_t L = model->info().num_labels;
+  const bool types = model->info().type_vocab_size > 0;
+  std::vector<int64_t> order(dev.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int64_t>(i);
+  std::vector<int64_t> tp(L, 0), fp(L, 0), fn(L, 0);
+  Eval e;
+  for (size_t begin = 0; begin < dev.size(); begin += batch) {
+    const size_t end = std::min(dev.size(), begin + batch);
+    Batch b = make_batch(dev, order, begin, end, pad_id);
+    BERT_RETURN_IF_ERROR(session->Run(input_of(b, types)));
+    BERT_ASSIGN_OR_RETURN(bert::OutputView logits, session->Output("logits"));
+    for (int r = 0; r < b.batch; ++r) {
+      const float* x = logits.data + r * L;
+      if (L == 1) {  // regression: MSE, no accuracy
+        e.loss += (x[0] - b.targets[r]) * (x[0] - b.targets[r]);
+        continue;
+      }
+      const float mx = *std::max_element(x, x + L);
+      double z = 0;
+      for (int64_t k = 0; k < L; ++k) z += std::exp(double(x[k]) - mx);
+      e.loss += std::log(z) + mx - x[b.labels[r]];
+      const int64_t pred = std::max_element(x, x + L) - x, gold = b.labels[r];
+      e.accuracy += pred == gold;
+      if (pred == gold) ++tp[gold];
+      else ++fp[pred], ++fn[gold];
+    }
+    e.n += b.batch;
+  }
+  e.loss /= double(e.n);
+  e.accuracy /= double(e.n);
+  auto f1_of = [&](int64_t k) {
+    const double d = 2.0 * tp[k] + fp[k] + fn[k];
+    return d > 0 ? 2.0 * tp[k] / d : 0.0;
+  };
+  if (L == 2) {
+    e.f1 = f1_of(1);
+  } else if (L > 2) {
+    for (int64_t k = 0; k < L; ++k) e.f1 += f1_of(k) / double(L);
+  }
+  return e;
+}
+
+void progress(int epoch, int epochs, size_t done, size_t total, double loss, double rate) {
+  if (!isatty(fileno(stderr))) return;
+  const int width = 30, filled = total ? static_cast<int>(width * done / total) : width;
+  std::fprintf(stderr, "\repoch %d/%d [%s%s] %zu/%zu loss %.4f %.1f samples/s ", epoch, epochs,
+               std::string(filled, '=').c_str(), std::string(width - filled, ' ').c_str(), done, total, loss, rate);
+  if (done == total) std::fprintf(stderr, "\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string train_path, dev_path, out_path, model_path, synthetic, architecture, config_path, vocab_path;
+  std::string task = "classify", optimizer = "adamw", log_path, checkpoint_path, resume_path;
+  int epochs = 3, batch = 32, accumulate = 1, max_seq = 128, threads = 0;
+  int64_t checkpoint_every = 0, max_steps = 0, limit_train = 0, limit_dev = 0;
+  double lr = 5e-5, warmup = 0.1, weight_decay = 0.01, max_grad_norm = 1.0, dropout = 0.1;
+  uint64_t seed = 42;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--help" || a == "-h") return usage(""), 0;
+    if (i + 1 >= argc) return usage(a.rfind("--", 0) == 0 ? "option " + a + " needs a value" : "unexpected argument " + a);
+    const std::string v = argv[++i];
+    auto to_int = [&](int64_t lo, int64_t hi, int64_t* out) {
+      char* end = nullptr;
+      long long x = std::strtoll(v.c_str(), &end, 10);
+      if (v.empty() || *end || x < lo || x > hi) return false;
+      *out = x;
+      return true;
+    };
+    auto to_double = [&](double lo, double hi, double* out) {
+      char* end = nullptr;
+      double x = std::strtod(v.c_str(), &end);
+      if (v.empty() || *end || !(x >= lo && x <= hi)) return false;
+      *out = x;
+      return true;
+    };
+    int64_t n = 0;
+    bool ok = true;
+    if (a == "--train") train_path = v;
+    else if (a == "--dev") dev_path = v;
+    else if (a == "--out") out_path = v;
+    else if (a == "--model") model_path = v;
+    else if (a == "--synthetic") synthetic = v;
+    else if (a == "--architecture") architecture = v;
+    else if (a == "--config") config_path = v;
+    else if (a == "--vocab") vocab_path = v;
+    else if (a == "--task") task = v;
+    else if (a == "--optimizer") optimizer = v;
+    else if (a == "--log") log_path = v;
+    else if (a == "--checkpoint") checkpoint_path = v;
+    else if (a == "--resume") resume_path = v;
+    else if (a == "--epochs") ok = to_int(1, 1000, &n), epochs = static_cast<int>(n);
+    else if (a == "--batch") ok = to_int(1, 4096, &n), batch = static_cast<int>(n);
+    else if (a == "--accumulate") ok = to_int(1, 1024, &n), accumulate = static_cast<int>(n);
+    else if (a == "--max-seq") ok = to_int(2, 1 << 16, &n), max_seq = static_cast<int>(n);
+    else if (a == "--threads") ok = to_int(0, 1024, &n), threads = static_cast<int>(n);
+    else if (a == "--seed") ok = to_int(0, INT64_MAX, &n), seed = static_cast<uint64_t>(n);
+    else if (a == "--checkpoint-every") ok = to_int(1, INT64_MAX, &checkpoint_every);
+    else if (a == "--max-steps") ok = to_int(1, INT64_MAX, &max_steps);
+    else if (a == "--limit-train") ok = to_int(1, INT64_MAX, &limit_train);
+    else if (a == "--limit-dev") ok = to_int(1, INT64_MAX, &limit_dev);
+    else if (a == "--lr") ok = to_double(0, 10, &lr);
+    else if (a == "--warmup") ok = to_double(0, 1, &warmup);
+    else if (a == "--weight-decay") ok = to_double(0, 10, &weight_decay);
+    else if (a == "--max-grad-norm") ok = to_double(0, 1e9, &max_grad_norm);
+    else if (a == "--dropout") ok = to_double(0, 0.99, &dropout);
+    else return usage("unknown option " + a);
+    if (!ok) return usage("bad value '" + v + "' for " + a);
+  }
+  if (train_path.empty() || out_path.empty()) return usage("--train and --out are required");
+  if ((!model_path.empty()) + (!synthetic.empty()) + (!config_path.empty()) != 1)
+    return usage("give exactly one of --model, --synthetic, --config");
+  if (model_path.empty() && vocab_path.empty()) return usage("--synthetic and --config need --vocab");
+  if (task != "classify" && task != "mlm") return usage("--task must be classify or mlm");
+  if (optimizer != "adamw" && optimizer != "lamb") return usage("--optimizer must be adamw or lamb");
+
+  // The model: a file to fine-tune, or a config with seeded random weights.
+  std::shared_ptr<const bert::Model> model;
+  if (!model_path.empty()) {
+    auto m = bert::Model::Load(model_path);
+    if (!m.ok()) return fail(m.status());
+    model = *m;
+  } else {
+    std::string config_json;
+    if (!synthetic.empty()) {
+      auto j = bert::synthetic_config_json(synthetic, architecture);
+      if (!j.ok()) return fail(j.status());
+      config_json = *j;
+    } else {
+      std::ifstream f(config_path);
+      if (!f) return fail(bert::not_found(config_path + ": cannot open"));
+      config_json.assign(std::istreambuf_iterator<char>(f), {});
+    }
+    auto config = bert::parse_model_config(config_json, synthetic.empty() ? config_path : "--synthetic " + synthetic);
+    if (!config.ok()) return fail(config.status());
+    bert::ModelSource src = bert::synthetic_model(*config, static_cast<uint32_t>(seed));
+    auto vocab = bert::read_vocab_file(vocab_path);
+    if (!vocab.ok()) return fail(vocab.status());
+    if (static_cast<int64_t>(vocab->size()) != config->vocab_size)
+      return fail(bert::invalid_argument(vocab_path + ": " + std::to_string(vocab->size()) +
+                                         " tokens but the config's vocab_size is " + std::to_string(config->vocab_size)));
+    src.vocab = std::move(*vocab);
+    auto m = bert::load_model_from_source(std::move(src), {.pack_weights = false});
+    if (!m.ok()) return fail(m.status());
+    model = *m;
+  }
+  const bert::ModelInfo& info = model->info();
+  if (task == "classify" && info.head != "sequence_classification")
+    return fail(bert::invalid_argument("--task classify needs a sequence classification model; this one is " +
+                                       (info.architecture.empty() ? info.head : info.architecture)));
+  if (task == "mlm" && info.head != "masked_lm")
+    return fail(bert::invalid_argument("--task mlm needs a masked LM model (e.g. --architecture BertForMaskedLM); "
+                                       "this one is " + (info.architecture.empty() ? info.head : info.architecture)));
+  if (model->vocab().empty()) return fail(bert::invalid_argument("the model has no WordPiece vocab to tokenize with"));
+  max_seq = static_cast<int>(std::min<int64_t>(max_seq, info.max_seq));
+  bert::TokenizerOptions topts;
+  topts.lower_case = model->lower_case();
+  auto tok = bert::Tokenizer::FromVocab(model->vocab(), topts);
+  if (!tok.ok()) return fail(tok.status());
+  if (task == "mlm" && tok->mask_id() < 0) return fail(bert::invalid_argument("the vocab has no [MASK] token"));
+
+  const bool regression = task == "classify" && info.num_labels == 1;
+  auto train = task == "mlm" ? read_text(train_path, *tok, max_seq, limit_train)
+                             : read_tsv(train_path, *tok, max_seq, regression, info.num_labels, limit_train);
+  if (!train.ok()) return fail(train.status());
+  std::vector<Example> dev;
+  if (!dev_path.empty()) {
+    if (task == "mlm") return usage("--dev is for --task classify");
+    auto d = read_tsv(dev_path, *tok, max_seq, regression, info.num_labels, limit_dev);
+    if (!d.ok()) return fail(d.status());
+    dev = std::move(*d);
+  }
+
+  bert::TrainerOptions to;
+  to.max_batch = batch, to.max_seq = max_seq, to.num_threads = threads, to.dropout = static_cast<float>(dropout);
+  to.seed = seed;
+  to.optimizer.kind = optimizer == "lamb" ? bert::OptimizerKind::kLamb : bert::OptimizerKind::kAdamW;
+  to.optimizer.weight_decay = static_cast<float>(weight_decay);
+  to.optimizer.max_grad_norm = static_cast<float>(max_grad_norm);
+  if (optimizer == "lamb") to.optimizer.eps = 1e-6f;
+  auto trainer = bert::Trainer::Create(model, to);
+  if (!trainer.ok()) return fail(trainer.status());
+
+  const size_t batches_per_epoch = (train->size() + batch - 1) / batch;
+  const int64_t total_steps = static_cast<int64_t>((batches_per_epoch + accumulate - 1) / accumulate) * epochs;
+  const int64_t warmup_steps = static_cast<int64_t>(warmup * total_steps);
+  int start_epoch = 0;
+  size_t start_batch = 0;
+  if (!resume_path.empty()) {
+    auto state = (*trainer)->LoadCheckpoint(resume_path);
+    if (!state.ok()) return fail(state.status());
+    json j = json::parse(*state, nullptr, false);
+    if (j.is_discarded() || !j.contains("epoch") || !j.contains("next_batch") || !j.contains("total_steps"))
+      return fail(bert::format_error(resume_path + ": no bert_train state in the checkpoint"));
+    if (j["total_steps"].get<int64_t>() != total_steps)
+      return fail(bert::invalid_argument(resume_path + ": the checkpoint's run had " +
+                                         std::to_string(j["total_steps"].get<int64_t>()) + " total steps; these "
+                                         "arguments make " + std::to_string(total_steps) + " (same data, batch, epochs?)"));
+    start_epoch = j["epoch"].get<int>();
+    start_batch = j["next_batch"].get<size_t>();
+    std::fprintf(stderr, "bert_train: resumed %s at epoch %d, batch %zu (step %lld)\n", resume_path.c_str(),
+                 start_epoch + 1, start_batch, static_cast<long long>((*trainer)->steps()));
+  }
+  std::ofstream log;
+  if (!log_path.empty()) {
+    log.open(log_path, resume_path.empty() ? std::ios::trunc : std::ios::app);
+    if (!log) return fail(bert::io_error(log_path + ": cannot open for writing"));
+  }
+  auto save_checkpoint = [&](int epoch, size_t next_batch) -> Status {
+    json state = {{"epoch", epoch}, {"next_batch", next_batch}, {"total_steps", total_steps}};
+    return (*trainer)->SaveCheckpoint(checkpoint_path, state.dump());
+  };
+
+  const bool types = info.type_vocab_size > 0;
+  const int32_t pad_id = static_cast<int32_t>(tok->pad_id());
+  std::printf("training %s: %zu examples, %d epochs x %zu batches of %d, %lld optimizer steps (warmup %lld), %s\n",
+              info.architecture.c_str(), train->size(), epochs, batches_per_epoch, batch,
+              static_cast<long long>(total_steps), static_cast<long long>(warmup_steps), optimizer.c_str());
+  const auto run_start = std::chrono::steady_clock::now();
+  bool stopped = false;
+  for (int epoch = start_epoch; epoch < epochs && !stopped; ++epoch) {
+    std::vector<int64_t> order(train->size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int64_t>(i);
+    std::mt19937_64 shuffle_rng(seed * 31ull + uint64_t(epoch));
+    std::shuffle(order.begin(), order.end(), shuffle_rng);
+    const auto epoch_start = std::chrono::steady_clock::now();
+    double loss_sum = 0;
+    int64_t loss_batches = 0, samples = 0;
+    size_t b = epoch == start_epoch ? start_batch : 0;
+    for (; b < batches_per_epoch; ++b) {
+      const size_t begin = b * batch, end = std::min(train->size(), begin + batch);
+      Batch bt = make_batch(*train, order, begin, end, pad_id);
+      if (task == "mlm") mask_for_mlm(bt, order, begin, seed, epoch, *tok, info.vocab_size);
+      bert::TrainLabels labels;
+      if (regression) labels.regression = bt.targets.data();
+      else labels.labels = bt.labels.data();
+      auto loss = (*trainer)->ForwardBackward(input_of(bt, types), labels, 1.f / float(accumulate));
+      if (!loss.ok()) return fail(loss.status().with_context("epoch " + std::to_string(epoch + 1) + ", batch " +
+                                                            std::to_string(b)));
+      loss_sum += *loss, ++loss_batches, samples += bt.batch;
+      const bool step_now = (b + 1) % accumulate == 0 || b + 1 == batches_per_epoch;
+      if (step_now) {
+        bert::LinearSchedule schedule{warmup_steps, total_steps};
+        auto norm = (*trainer)->Step(static_cast<float>(lr * schedule.lr_factor((*trainer)->steps())));
+        if (!norm.ok()) return fail(norm.status().with_context("epoch " + std::to_string(epoch + 1)));
+        const int64_t step = (*trainer)->steps();
+        if (!checkpoint_path.empty() && checkpoint_every > 0 && step % checkpoint_every == 0)
+          if (Status st = save_checkpoint(epoch, b + 1); !st.ok()) return fail(st);
+        if (max_steps > 0 && step >= max_steps) {
+          stopped = true;
+          ++b;
+          break;
+        }
+      }
+      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count();
+      progress(epoch + 1, epochs, b + 1, batches_per_epoch, loss_sum / loss_batches, samples / std::max(secs, 1e-9));
+    }
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count();
+    json rec = {{"epoch", epoch + 1},
+                {"step", (*trainer)->steps()},
+                {"train_loss", loss_batches ? loss_sum / loss_batches : 0.0},
+                {"samples_per_s", samples / std::max(secs, 1e-9)},
+                {"seconds", secs}};
+    if (!dev.empty()) {
+      auto snapshot = (*trainer)->Snapshot();
+      if (!snapshot.ok()) return fail(snapshot.status());
+      auto e = evaluate(*snapshot, dev, batch, max_seq, threads, pad_id);
+      if (!e.ok()) return fail(e.status());
+      rec["dev_loss"] = e->loss;
+      if (!regression) rec["dev_accuracy"] = e->accuracy, rec["dev_f1"] = e->f1;
+    }
+    if (stopped) rec["stopped_early"] = true;
+    std::printf("%s\n", rec.dump().c_str());
+    std::fflush(stdout);
+    if (log) log << rec.dump() << "\n" << std::flush;
+    if (!checkpoint_path.empty() && !stopped)
+      if (Status st = save_checkpoint(epoch + 1, 0); !st.ok()) return fail(st);
+  }
+  if (Status st = (*trainer)->Save(out_path); !st.ok()) return fail(st);
+  const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
+  std::printf("wrote %s after %lld steps in %.1f s\n", out_path.c_str(), static_cast<long long>((*trainer)->steps()),
+              total);
+  return 0;
+}
