@@ -10,6 +10,9 @@
 //                speedup_vs_bert_base = bert-base's latency / this model's at the same batch, seq and
 //                threads (bert-base is timed on the side when its own benchmark did not run).
 // BM_ModelLoad   Model::Load of an engine file (bert-base-shaped synthetic by default, or --model).
+// BM_TrainStep   One fp32 training step (forward + backward + AdamW) of a sequence classifier over
+//                model (bert-base, bert-mini shapes) x batch x seq x threads, with samples/s and
+//                GFLOP/s (3x the forward FLOPs: the backward's two GEMMs per forward GEMM).
 #include <benchmark/benchmark.h>
 #include <unistd.h>
 
@@ -27,6 +30,7 @@
 #include <vector>
 
 #include "bert/engine.h"
+#include "bert/train.h"
 #include "engine/src/model_impl.h"  // load_model_from_source (synthetic weights without a file)
 #include "weights/synthetic.h"
 
@@ -149,6 +153,59 @@ void inference_args(benchmark::internal::Benchmark* b) {
   b->UseRealTime()->Unit(benchmark::kMillisecond)->MeasureProcessCPUTime();
 }
 
+// Training-step models: synthetic sequence classifiers, loaded once.
+const char* const kTrainShapes[] = {"bert-base", "bert-mini"};
+
+void BM_TrainStep(benchmark::State& state) {
+  const int model_index = static_cast<int>(state.range(0));
+  const int batch = static_cast<int>(state.range(1)), seq = static_cast<int>(state.range(2));
+  const int threads = static_cast<int>(state.range(3));
+  static std::map<int, std::shared_ptr<const bert::Model>> cache;
+  auto& model = cache[model_index];
+  if (!model) {
+    auto json = bert::synthetic_config_json(kTrainShapes[model_index], "BertForSequenceClassification");
+    auto config = bert::parse_model_config(*json, kTrainShapes[model_index]);
+    if (!config.ok()) return state.SkipWithError(config.status().to_string().c_str());
+    auto m = bert::load_model_from_source(bert::synthetic_model(*config, 1234), {.pack_weights = false});
+    if (!m.ok()) return state.SkipWithError(m.status().to_string().c_str());
+    model = *m;
+  }
+  state.SetLabel(kTrainShapes[model_index]);
+  bert::TrainerOptions opts;
+  opts.max_batch = batch, opts.max_seq = seq, opts.num_threads = threads;
+  auto trainer = bert::Trainer::Create(model, opts);
+  if (!trainer.ok()) return state.SkipWithError(trainer.status().to_string().c_str());
+  std::mt19937 rng(42);
+  std::uniform_int_distribution<int32_t> id(1000, static_cast<int32_t>(model->info().vocab_size - 1));
+  std::vector<int32_t> ids(size_t(batch) * seq), mask(ids.size(), 1), labels(batch);
+  for (auto& x : ids) x = id(rng);
+  for (int b = 0; b < batch; ++b) labels[b] = b % 2;
+  bert::BatchInput in{batch, seq, ids.data(), mask.data(), nullptr};
+  bert::TrainLabels y;
+  y.labels = labels.data();
+  auto step = [&]() -> bert::Status {
+    BERT_RETURN_IF_ERROR((*trainer)->ForwardBackward(in, y).status());
+    return (*trainer)->Step(1e-5f).status();
+  };
+  if (auto st = step(); !st.ok()) return state.SkipWithError(st.to_string().c_str());  // warm-up: plans
+  for (auto _ : state) {
+    auto st = step();
+    benchmark::DoNotOptimize(st);
+  }
+  const double flops = 3 * model->forward_flops(batch, seq);
+  state.counters["samples/s"] = benchmark::Counter(double(batch), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOP/s"] = benchmark::Counter(flops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void train_args(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"model", "batch", "seq", "threads"});
+  for (int threads : {1, 2}) {
+    b->Args({0, 8, 128, threads});
+    for (int batch : {8, 32}) b->Args({1, batch, 128, threads});
+  }
+  b->UseRealTime()->Unit(benchmark::kMillisecond)->MeasureProcessCPUTime();
+}
+
 void BM_ModelLoad(benchmark::State& state) {
   // An engine file on disk: --model, or a bert-base-shaped synthetic one written once.
   static std::string path;
@@ -194,6 +251,7 @@ int main(int argc, char** argv) {
   if (benchmark::ReportUnrecognizedArguments(n, args.data())) return 1;
   benchmark::RegisterBenchmark("BM_Inference", BM_Inference)->Apply(inference_args);
   benchmark::RegisterBenchmark("BM_ModelLoad", BM_ModelLoad)->Unit(benchmark::kMillisecond)->Iterations(5);
+  if (g_model_file.empty()) benchmark::RegisterBenchmark("BM_TrainStep", BM_TrainStep)->Apply(train_args);
   benchmark::AddCustomContext("engine", "bert_engine CPU fp32 (oneDNN GEMMs, hand-written kernels)");
   benchmark::AddCustomContext("weights", g_model_file.empty() ? "synthetic, seed 1234" : g_model_file);
   benchmark::RunSpecifiedBenchmarks();

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <cstring>
 
 #include "bert/engine.h"
 #include "tests/test_util.h"
@@ -72,6 +73,45 @@ TEST_P(FixtureParity, ToolsFromSafetensorsAndPytorchBin) {
       ++checked;
     }
     EXPECT_GE(checked, 3) << "too few outputs compared";
+  }
+}
+
+// Engine file -> HF directory (convert_weights --to-hf) -> the engine again: still the golden outputs,
+// so the HF directory holds every tensor under the names and shapes transformers expects.
+TEST_P(FixtureParity, RoundTripThroughToHf) {
+  BERT_REQUIRE_SHARED(shared);
+  const auto dir = shared / "fixtures" / GetParam();
+  const auto golden_path = (dir / "golden.safetensors").string();
+  auto golden = SafetensorsFile::Open(golden_path);
+  ASSERT_TRUE(golden.ok()) << golden.status().to_string();
+  test::TempDir tmp;
+  const std::string convert = (test::tools_dir() / "convert_weights").string();
+  auto a = test::run_command(convert + " " + dir.string() + " " + (tmp / "a.bert").string());
+  ASSERT_EQ(a.exit_code, 0) << a.output;
+  auto b = test::run_command(convert + " " + (tmp / "a.bert").string() + " --to-hf " + (tmp / "hf").string());
+  ASSERT_EQ(b.exit_code, 0) << b.output;
+  // The HF directory has exactly the checkpoint's parameters (buffers like position_ids aside).
+  auto original = SafetensorsFile::Open((dir / "model.safetensors").string());
+  auto written = SafetensorsFile::Open((tmp / "hf" / "model.safetensors").string());
+  ASSERT_TRUE(original.ok() && written.ok());
+  for (const auto& [name, t] : original->tensors()) {
+    if (name.ends_with("position_ids")) continue;
+    const Tensor* w = written->find(name);
+    ASSERT_NE(w, nullptr) << "--to-hf lost " << name;
+    EXPECT_EQ(w->shape, t.shape) << name;
+    EXPECT_EQ(std::memcmp(w->data, t.data, t.nbytes()), 0) << name << " changed";
+  }
+  const auto out = tmp / "out.safetensors";
+  auto run = test::run_command((test::tools_dir() / "bert_run").string() + " --model " + (tmp / "hf").string() +
+                               " --inputs " + golden_path + " --outputs " + out.string());
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  auto produced = SafetensorsFile::Open(out.string());
+  ASSERT_TRUE(produced.ok());
+  for (const auto& [name, want] : golden->tensors()) {
+    if (!is_output(name)) continue;
+    const Tensor* got = produced->find(name);
+    ASSERT_NE(got, nullptr) << name;
+    expect_close("to-hf", name, got->shape, got->as<float>(), want);
   }
 }
 

@@ -81,22 +81,37 @@ Result<std::optional<IntInput>> read_int_input(const bert::SafetensorsFile& f, c
   return std::optional<IntInput>(std::move(in));
 }
 
+// input_ids, and attention_mask / token_type_ids when present, all of one [batch, seq] shape.
+struct BatchTensors {
+  IntInput ids;
+  std::optional<IntInput> mask, types;
+  bert::BatchInput input() const {
+    return {static_cast<int>(ids.shape[0]), static_cast<int>(ids.shape[1]), ids.values.data(),
+            mask ? mask->values.data() : nullptr, types ? types->values.data() : nullptr};
+  }
+};
+
+Result<BatchTensors> read_batch(const bert::SafetensorsFile& file) {
+  BatchTensors b;
+  BERT_ASSIGN_OR_RETURN(auto ids, read_int_input(file, "input_ids", true));
+  BERT_ASSIGN_OR_RETURN(b.mask, read_int_input(file, "attention_mask", false));
+  BERT_ASSIGN_OR_RETURN(b.types, read_int_input(file, "token_type_ids", false));
+  b.ids = std::move(*ids);
+  for (const auto* opt : {&b.mask, &b.types})
+    if (opt->has_value() && (*opt)->shape != b.ids.shape)
+      return bert::invalid_argument(file.path() + ": attention_mask/token_type_ids shape " +
+                                    bert::shape_string((*opt)->shape) + " differs from input_ids " +
+                                    bert::shape_string(b.ids.shape));
+  return b;
+}
+
 int run_tensors(const std::shared_ptr<const bert::Model>& model, const std::string& inputs_path,
                 const std::string& outputs_path, bert::SessionOptions opts) {
   auto file = bert::SafetensorsFile::Open(inputs_path);
   if (!file.ok()) return fail(file.status());
-  auto ids = read_int_input(*file, "input_ids", true);
-  if (!ids.ok()) return fail(ids.status());
-  auto mask = read_int_input(*file, "attention_mask", false);
-  if (!mask.ok()) return fail(mask.status());
-  auto types = read_int_input(*file, "token_type_ids", false);
-  if (!types.ok()) return fail(types.status());
-  const std::vector<int64_t>& shape = (*ids)->shape;
-  for (auto* opt : {&*mask, &*types})
-    if (opt->has_value() && (*opt)->shape != shape)
-      return fail(bert::invalid_argument(inputs_path + ": attention_mask/token_type_ids shape " +
-                                         bert::shape_string((*opt)->shape) + " differs from input_ids " +
-                                         bert::shape_string(shape)));
+  auto batch = read_batch(*file);
+  if (!batch.ok()) return fail(batch.status());
+  const std::vector<int64_t>& shape = batch->ids.shape;
   if (shape[1] > model->info().max_seq)
     return fail(bert::out_of_range(inputs_path + ": sequence length " + std::to_string(shape[1]) +
                                    " exceeds the model's limit of " + std::to_string(model->info().max_seq) +
@@ -108,13 +123,7 @@ int run_tensors(const std::shared_ptr<const bert::Model>& model, const std::stri
   opts.keep_hidden_states = true;
   auto session = bert::Session::Create(model, opts);
   if (!session.ok()) return fail(session.status());
-  bert::BatchInput in;
-  in.batch = opts.max_batch;
-  in.seq = opts.max_seq;
-  in.input_ids = (*ids)->values.data();
-  in.attention_mask = mask->has_value() ? (*mask)->values.data() : nullptr;
-  in.token_type_ids = types->has_value() ? (*types)->values.data() : nullptr;
-  if (Status st = (*session)->Run(in); !st.ok()) return fail(st.with_context(inputs_path));
+  if (Status st = (*session)->Run(batch->input()); !st.ok()) return fail(st.with_context(inputs_path));
 
   std::vector<std::pair<std::string, bert::Tensor>> out;
   for (const std::string& name : (*session)->OutputNames()) {
@@ -135,19 +144,9 @@ int run_grads(const std::shared_ptr<const bert::Model>& model, const std::string
               const std::string& outputs_path, int threads) {
   auto file = bert::SafetensorsFile::Open(inputs_path);
   if (!file.ok()) return fail(file.status());
-  auto ids = read_int_input(*file, "input_ids", true);
-  if (!ids.ok()) return fail(ids.status());
-  auto mask = read_int_input(*file, "attention_mask", false);
-  if (!mask.ok()) return fail(mask.status());
-  auto types = read_int_input(*file, "token_type_ids", false);
-  if (!types.ok()) return fail(types.status());
-  const std::vector<int64_t>& shape = (*ids)->shape;
-  const int64_t B = shape[0], S = shape[1];
-  for (auto* opt : {&*mask, &*types})
-    if (opt->has_value() && (*opt)->shape != shape)
-      return fail(bert::invalid_argument(inputs_path + ": attention_mask/token_type_ids shape " +
-                                         bert::shape_string((*opt)->shape) + " differs from input_ids " +
-                                         bert::shape_string(shape)));
+  auto batch = read_batch(*file);
+  if (!batch.ok()) return fail(batch.status());
+  const int64_t B = batch->ids.shape[0], S = batch->ids.shape[1];
   // A label tensor: int32/int64 of the given shape ([batch] or [batch, seq]).
   std::vector<std::vector<int32_t>> keep;
   auto int_label = [&](const std::string& name, bool per_token) -> bert::Result<const int32_t*> {
@@ -198,10 +197,7 @@ int run_grads(const std::shared_ptr<const bert::Model>& model, const std::string
   opts.dropout = 0.f;  // eval mode, as the gradients of transformers' fixtures
   auto trainer = bert::Trainer::Create(model, opts);
   if (!trainer.ok()) return fail(trainer.status());
-  bert::BatchInput in{static_cast<int>(B), static_cast<int>(S), (*ids)->values.data(),
-                      mask->has_value() ? (*mask)->values.data() : nullptr,
-                      types->has_value() ? (*types)->values.data() : nullptr};
-  auto loss = (*trainer)->ForwardBackward(in, labels);
+  auto loss = (*trainer)->ForwardBackward(batch->input(), labels);
   if (!loss.ok()) return fail(loss.status().with_context(inputs_path));
   const float loss_value = static_cast<float>(*loss);
   std::vector<bert::NamedArray> grads = (*trainer)->Gradients();
