@@ -2,7 +2,7 @@
 //
 //   bert_train --train train.tsv [--dev dev.tsv] --out model.bert
 //              (--model F | --synthetic SHAPE [--architecture A] --vocab V | --config config.json --vocab V)
-//              [--task classify|mlm] [--epochs 3] [--batch 32] [--lr 5e-5] [--warmup 0.1]
+//              [--task classify|mlm|pretrain] [--epochs 3] [--batch 32] [--lr 5e-5] [--warmup 0.1]
 //              [--weight-decay 0.01] [--optimizer adamw|lamb] [--accumulate 1] [--max-grad-norm 1.0]
 //              [--dropout 0.1] [--max-seq 128] [--seed 42] [--threads N] [--log run.jsonl]
 //              [--checkpoint ckpt.bert [--checkpoint-every STEPS]] [--resume ckpt.bert]
@@ -10,7 +10,10 @@
 //
 // classify: TSV with a header line, `sentence[<TAB>sentence2]<TAB>label` (integer labels; float for
 //   a one-label regression model). mlm: one text per line; each epoch re-masks 15% of the tokens
-//   (80% [MASK], 10% random, 10% kept). Each epoch reports train loss, dev loss, accuracy and F1 (a
+//   (80% [MASK], 10% random, 10% kept). pretrain (BERT / ALBERT *ForPreTraining): one sentence per
+//   line, documents separated by blank lines; each epoch pairs every sentence with the next one of
+//   its document or (half the time) with a random sentence (NSP), or for ALBERT with the next one in
+//   order or swapped (SOP), then masks as mlm does. Each epoch reports train loss, dev loss, accuracy and F1 (a
 //   progress bar on a terminal, JSON lines in --log). Checkpoints are engine files plus optimizer
 //   state, written atomically; --resume continues bit-identically. --max-steps stops early without
 //   changing the schedule (which spans all epochs).
@@ -110,22 +113,64 @@ Result<std::vector<Example>> read_tsv(const std::string& path, const bert::Token
   return out;
 }
 
-// Raw text, one example per non-empty line.
-Result<std::vector<Example>> read_text(const std::string& path, const bert::Tokenizer& tok, int max_seq, int64_t limit) {
+// Raw text: the non-empty lines, and which document (blank-line separated) each belongs to.
+struct TextLine {
+  std::string text;
+  int64_t doc = 0;
+};
+
+Result<std::vector<TextLine>> read_lines(const std::string& path, int64_t limit) {
   std::ifstream f(path);
   if (!f) return bert::not_found(path + ": cannot open");
-  std::vector<Example> out;
-  std::string line;
-  int64_t line_no = 0;
-  while (std::getline(f, line)) {
-    ++line_no;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    auto enc = tok.Encode(line, std::nullopt, max_seq);
-    if (!enc.ok()) return enc.status().with_context(path + ":" + std::to_string(line_no));
-    out.push_back({std::move(*enc)});
+  std::vector<TextLine> out;
+  int64_t doc = 0;
+  for (std::string line; std::getline(f, line);) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) {
+      ++doc;
+      continue;
+    }
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    out.push_back({std::move(line), doc});
     if (limit > 0 && static_cast<int64_t>(out.size()) >= limit) break;
   }
   if (out.empty()) return bert::format_error(path + ": no text lines");
+  return out;
+}
+
+// mlm: one example per line.
+Result<std::vector<Example>> encode_lines(const std::vector<TextLine>& lines, const bert::Tokenizer& tok, int max_seq) {
+  std::vector<Example> out;
+  for (const TextLine& l : lines) {
+    BERT_ASSIGN_OR_RETURN(bert::Encoding enc, tok.Encode(l.text, std::nullopt, max_seq));
+    out.push_back({std::move(enc)});
+  }
+  return out;
+}
+
+// pretrain: a sentence pair per line, drawn afresh each epoch. NSP: label 0 = B follows A in its
+// document, 1 = B is a random sentence. SOP (ALBERT): 0 = A, B in order, 1 = swapped.
+Result<std::vector<Example>> make_pairs(const std::vector<TextLine>& lines, const bert::Tokenizer& tok, int max_seq,
+                                        bool sentence_order, uint64_t seed, int epoch) {
+  std::mt19937_64 rng(seed * 0x9E3779B97F4A7C15ull + uint64_t(epoch) * 104729ull + 17);
+  std::uniform_int_distribution<size_t> any(0, lines.size() - 1);
+  std::vector<Example> out;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const bool has_next = i + 1 < lines.size() && lines[i + 1].doc == lines[i].doc;
+    if (sentence_order && !has_next) continue;  // SOP needs two consecutive sentences
+    const bool negative = !has_next || (rng() & 1);
+    const std::string* a = &lines[i].text;
+    const std::string* b = has_next ? &lines[i + 1].text : nullptr;
+    if (negative) {
+      if (sentence_order) std::swap(a, b);
+      else b = &lines[any(rng)].text;
+    }
+    BERT_ASSIGN_OR_RETURN(bert::Encoding enc, tok.Encode(*a, std::optional<std::string_view>(*b), max_seq));
+    Example e;
+    e.enc = std::move(enc);
+    e.label = negative ? 1 : 0;
+    out.push_back(std::move(e));
+  }
+  if (out.empty()) return bert::format_error("no sentence pairs: the text needs documents of two or more lines");
   return out;
 }
 
@@ -305,7 +350,7 @@ int main(int argc, char** argv) {
   if ((!model_path.empty()) + (!synthetic.empty()) + (!config_path.empty()) != 1)
     return usage("give exactly one of --model, --synthetic, --config");
   if (model_path.empty() && vocab_path.empty()) return usage("--synthetic and --config need --vocab");
-  if (task != "classify" && task != "mlm") return usage("--task must be classify or mlm");
+  if (task != "classify" && task != "mlm" && task != "pretrain") return usage("--task must be classify, mlm or pretrain");
   if (optimizer != "adamw" && optimizer != "lamb") return usage("--optimizer must be adamw or lamb");
 
   // The model: a file to fine-tune, or a config with seeded random weights.
@@ -345,21 +390,34 @@ int main(int argc, char** argv) {
   if (task == "mlm" && info.head != "masked_lm")
     return fail(bert::invalid_argument("--task mlm needs a masked LM model (e.g. --architecture BertForMaskedLM); "
                                        "this one is " + (info.architecture.empty() ? info.head : info.architecture)));
+  if (task == "pretrain" && info.head != "pretraining")
+    return fail(bert::invalid_argument("--task pretrain needs a pre-training model (BertForPreTraining, "
+                                       "AlbertForPreTraining); this one is " +
+                                       (info.architecture.empty() ? info.head : info.architecture)));
   if (model->vocab().empty()) return fail(bert::invalid_argument("the model has no WordPiece vocab to tokenize with"));
   max_seq = static_cast<int>(std::min<int64_t>(max_seq, info.max_seq));
   bert::TokenizerOptions topts;
   topts.lower_case = model->lower_case();
   auto tok = bert::Tokenizer::FromVocab(model->vocab(), topts);
   if (!tok.ok()) return fail(tok.status());
-  if (task == "mlm" && tok->mask_id() < 0) return fail(bert::invalid_argument("the vocab has no [MASK] token"));
+  const bool masked = task != "classify";
+  if (masked && tok->mask_id() < 0) return fail(bert::invalid_argument("the vocab has no [MASK] token"));
 
   const bool regression = task == "classify" && info.num_labels == 1;
-  auto train = task == "mlm" ? read_text(train_path, *tok, max_seq, limit_train)
-                             : read_tsv(train_path, *tok, max_seq, regression, info.num_labels, limit_train);
-  if (!train.ok()) return fail(train.status());
+  std::vector<TextLine> lines;
+  if (masked) {
+    auto l = read_lines(train_path, limit_train);
+    if (!l.ok()) return fail(l.status());
+    lines = std::move(*l);
+  }
+  const bool sentence_order = info.family == "albert";
+  auto train = task == "classify" ? read_tsv(train_path, *tok, max_seq, regression, info.num_labels, limit_train)
+               : task == "mlm"    ? encode_lines(lines, *tok, max_seq)
+                                  : make_pairs(lines, *tok, max_seq, sentence_order, seed, 0);
+  if (!train.ok()) return fail(train.status().with_context(train_path));
   std::vector<Example> dev;
   if (!dev_path.empty()) {
-    if (task == "mlm") return usage("--dev is for --task classify");
+    if (masked) return usage("--dev is for --task classify");
     auto d = read_tsv(dev_path, *tok, max_seq, regression, info.num_labels, limit_dev);
     if (!d.ok()) return fail(d.status());
     dev = std::move(*d);
@@ -413,6 +471,11 @@ int main(int argc, char** argv) {
   const auto run_start = std::chrono::steady_clock::now();
   bool stopped = false;
   for (int epoch = start_epoch; epoch < epochs && !stopped; ++epoch) {
+    if (task == "pretrain" && epoch > 0) {  // fresh pairs each epoch (the count stays the same)
+      auto pairs = make_pairs(lines, *tok, max_seq, sentence_order, seed, epoch);
+      if (!pairs.ok()) return fail(pairs.status());
+      *train = std::move(*pairs);
+    }
     std::vector<int64_t> order(train->size());
     for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int64_t>(i);
     std::mt19937_64 shuffle_rng(seed * 31ull + uint64_t(epoch));
@@ -424,10 +487,12 @@ int main(int argc, char** argv) {
     for (; b < batches_per_epoch; ++b) {
       const size_t begin = b * batch, end = std::min(train->size(), begin + batch);
       Batch bt = make_batch(*train, order, begin, end, pad_id);
-      if (task == "mlm") mask_for_mlm(bt, order, begin, seed, epoch, *tok, info.vocab_size);
+      const std::vector<int32_t> sentence_labels = bt.labels;  // pretrain: NSP / SOP
+      if (masked) mask_for_mlm(bt, order, begin, seed, epoch, *tok, info.vocab_size);
       bert::TrainLabels labels;
       if (regression) labels.regression = bt.targets.data();
       else labels.labels = bt.labels.data();
+      if (task == "pretrain") labels.sentence_labels = sentence_labels.data();
       auto loss = (*trainer)->ForwardBackward(input_of(bt, types), labels, 1.f / float(accumulate));
       if (!loss.ok()) return fail(loss.status().with_context("epoch " + std::to_string(epoch + 1) + ", batch " +
                                                             std::to_string(b)));
