@@ -71,6 +71,34 @@ void compute_position_ids(const ModelConfig& c, const int32_t* ids, int64_t B, i
   }
 }
 
+Status validate_batch_values(const ModelConfig& c, const BatchInput& in) {
+  const int64_t n = static_cast<int64_t>(in.batch) * in.seq;
+  auto where = [&](const char* what, int64_t i) {
+    return std::string(what) + "[" + std::to_string(i / in.seq) + "][" + std::to_string(i % in.seq) + "]";
+  };
+  for (int64_t i = 0; i < n; ++i)
+    if (in.input_ids[i] < 0 || in.input_ids[i] >= c.vocab_size)
+      return out_of_range(where("input_ids", i) + " = " + std::to_string(in.input_ids[i]) +
+                          " is outside the vocab (vocab_size " + std::to_string(c.vocab_size) + ")");
+  if (in.token_type_ids && !c.has_token_types()) {
+    for (int64_t i = 0; i < n; ++i)
+      if (in.token_type_ids[i] != 0)
+        return invalid_argument(where("token_type_ids", i) + " = " + std::to_string(in.token_type_ids[i]) + ": " +
+                                c.model_type + " models have no token types (pass none, or zeros)");
+  } else if (in.token_type_ids) {
+    for (int64_t i = 0; i < n; ++i)
+      if (in.token_type_ids[i] < 0 || in.token_type_ids[i] >= c.type_vocab_size)
+        return out_of_range(where("token_type_ids", i) + " = " + std::to_string(in.token_type_ids[i]) +
+                            " is outside 0.." + std::to_string(c.type_vocab_size - 1) + " (type_vocab_size)");
+  }
+  if (in.attention_mask)
+    for (int64_t i = 0; i < n; ++i)
+      if (in.attention_mask[i] != 0 && in.attention_mask[i] != 1)
+        return invalid_argument(where("attention_mask", i) + " = " + std::to_string(in.attention_mask[i]) +
+                                " (must be 0 or 1)");
+  return Status::Ok();
+}
+
 Status bind_weights(const ModelConfig& c, const std::function<const float*(const std::string&)>& lookup,
                     BertWeights& w) {
   w = BertWeights();

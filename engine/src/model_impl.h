@@ -67,6 +67,11 @@ Status bind_weights(const ModelConfig& config, const std::function<const float*(
 void compute_position_ids(const ModelConfig& config, const int32_t* input_ids, int64_t batch, int64_t seq,
                           int32_t* positions);
 
+// Checks a batch's values against the model: token ids inside the vocab, token types inside the
+// type vocab (zeros only when the model has none), mask values 0/1. The error names the first bad
+// entry as input_ids[b][s]. The caller checks the pointers and the batch x seq bounds.
+Status validate_batch_values(const ModelConfig& config, const BatchInput& batch);
+
 struct Model::Impl {
   ModelSource source;  // config, vocab, tensors (keeps mmaps alive)
   ModelInfo info;

@@ -181,31 +181,7 @@ Status Session::Impl::validate(const BatchInput& in) const {
     return out_of_range("sequence length " + std::to_string(in.seq) + " is outside 1.." +
                         std::to_string(options.max_seq) + " (the session's max_seq; the model's max_position_embeddings " +
                         std::to_string(c.max_position_embeddings) + " allows " + std::to_string(c.max_sequence_length()) + ")");
-  const int64_t n = static_cast<int64_t>(in.batch) * in.seq;
-  auto where = [&](const char* what, int64_t i) {
-    return std::string(what) + "[" + std::to_string(i / in.seq) + "][" + std::to_string(i % in.seq) + "]";
-  };
-  for (int64_t i = 0; i < n; ++i)
-    if (in.input_ids[i] < 0 || in.input_ids[i] >= c.vocab_size)
-      return out_of_range(where("input_ids", i) + " = " + std::to_string(in.input_ids[i]) +
-                          " is outside the vocab (vocab_size " + std::to_string(c.vocab_size) + ")");
-  if (in.token_type_ids && !c.has_token_types()) {
-    for (int64_t i = 0; i < n; ++i)
-      if (in.token_type_ids[i] != 0)
-        return invalid_argument(where("token_type_ids", i) + " = " + std::to_string(in.token_type_ids[i]) + ": " +
-                                c.model_type + " models have no token types (pass none, or zeros)");
-  } else if (in.token_type_ids) {
-    for (int64_t i = 0; i < n; ++i)
-      if (in.token_type_ids[i] < 0 || in.token_type_ids[i] >= c.type_vocab_size)
-        return out_of_range(where("token_type_ids", i) + " = " + std::to_string(in.token_type_ids[i]) +
-                            " is outside 0.." + std::to_string(c.type_vocab_size - 1) + " (type_vocab_size)");
-  }
-  if (in.attention_mask)
-    for (int64_t i = 0; i < n; ++i)
-      if (in.attention_mask[i] != 0 && in.attention_mask[i] != 1)
-        return invalid_argument(where("attention_mask", i) + " = " + std::to_string(in.attention_mask[i]) +
-                                " (must be 0 or 1)");
-  return Status::Ok();
+  return validate_batch_values(c, in);
 }
 
 Status Session::Run(const BatchInput& in) {

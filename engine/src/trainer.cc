@@ -194,21 +194,7 @@ Result<double> Trainer::ForwardBackward(const BatchInput& in, const TrainLabels&
     return out_of_range("batch " + std::to_string(in.batch) + " x seq " + std::to_string(in.seq) +
                         " is outside the trainer's plan (" + std::to_string(impl_->o.max_batch) + " x " +
                         std::to_string(impl_->o.max_seq) + ")");
-  const int64_t n = int64_t(in.batch) * in.seq;
-  for (int64_t i = 0; i < n; ++i)
-    if (in.input_ids[i] < 0 || in.input_ids[i] >= c.vocab_size)
-      return out_of_range("input_ids[" + std::to_string(i / in.seq) + "][" + std::to_string(i % in.seq) + "] = " +
-                          std::to_string(in.input_ids[i]) + " is outside the vocab (vocab_size " +
-                          std::to_string(c.vocab_size) + ")");
-  if (in.token_type_ids)
-    for (int64_t i = 0; i < n; ++i)
-      if (in.token_type_ids[i] < 0 || in.token_type_ids[i] >= std::max<int64_t>(c.type_vocab_size, 1))
-        return out_of_range("token_type_ids[" + std::to_string(i) + "] = " + std::to_string(in.token_type_ids[i]) +
-                            " is outside the model's token types");
-  if (in.attention_mask)
-    for (int64_t i = 0; i < n; ++i)
-      if (in.attention_mask[i] != 0 && in.attention_mask[i] != 1)
-        return invalid_argument("attention_mask[" + std::to_string(i) + "] must be 0 or 1");
+  BERT_RETURN_IF_ERROR(validate_batch_values(c, in));
   BERT_RETURN_IF_ERROR(impl_->check_labels(in, labels));
   if (impl_->o.num_threads > 0) omp_set_num_threads(impl_->o.num_threads);
   return impl_->run(in, labels, loss_scale);

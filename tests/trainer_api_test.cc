@@ -1,0 +1,157 @@
+// The Trainer API on small synthetic models (no ../shared needed): the loss agrees with the inference
+// session's logits, gradient accumulation adds up, dropout follows its seed, steps change the
+// model, and bad labels or inputs are errors naming the problem.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "bert/train.h"
+#include "engine/src/model_impl.h"
+#include "tests/test_util.h"
+#include "weights/synthetic.h"
+
+namespace bert {
+namespace {
+
+std::shared_ptr<const Model> tiny(const std::string& architecture) {
+  auto config = parse_model_config(*synthetic_config_json("bert-tiny", architecture), "test");
+  EXPECT_TRUE(config.ok()) << config.status().to_string();
+  auto model = load_model_from_source(synthetic_model(*config, 3));
+  EXPECT_TRUE(model.ok());
+  return *model;
+}
+
+struct Data {
+  static constexpr int B = 4, S = 9;
+  std::vector<int32_t> ids, mask;
+  std::vector<int32_t> labels = {0, 1, 1, 0};
+  Data() : ids(B * S), mask(B * S, 1) {
+    std::mt19937 rng(1);
+    for (auto& x : ids) x = 1000 + static_cast<int32_t>(rng() % 20000);
+    for (int s = 6; s < S; ++s) mask[1 * S + s] = 0;  // one padded sequence
+  }
+  BatchInput input(int first = 0, int count = B) const {
+    return {count, S, ids.data() + first * S, mask.data() + first * S, nullptr};
+  }
+};
+
+std::vector<float> flat_gradients(const Trainer& t) {
+  std::vector<float> all;
+  for (const NamedArray& g : t.Gradients()) all.insert(all.end(), g.values.begin(), g.values.end());
+  return all;
+}
+
+TEST(TrainerApi, LossMatchesSessionLogitsAndAccumulationAddsUp) {
+  auto model = tiny("BertForSequenceClassification");
+  Data d;
+  TrainerOptions o;
+  o.max_batch = Data::B, o.max_seq = Data::S, o.dropout = 0;
+  auto trainer = Trainer::Create(model, o);
+  ASSERT_TRUE(trainer.ok()) << trainer.status().to_string();
+  TrainLabels y;
+  y.labels = d.labels.data();
+  auto loss = (*trainer)->ForwardBackward(d.input(), y);
+  ASSERT_TRUE(loss.ok()) << loss.status().to_string();
+
+  // The same loss from the inference engine's logits.
+  auto session = Session::Create(model, {.max_batch = Data::B, .max_seq = Data::S});
+  ASSERT_TRUE(session.ok());
+  ASSERT_TRUE((*session)->Run(d.input()).ok());
+  auto logits = (*session)->Output("logits").value();
+  double want = 0;
+  for (int b = 0; b < Data::B; ++b) {
+    const float* x = logits.data + 2 * b;
+    const double mx = std::max(x[0], x[1]);
+    want += std::log(std::exp(x[0] - mx) + std::exp(x[1] - mx)) + mx - x[d.labels[b]];
+  }
+  want /= Data::B;
+  EXPECT_NEAR(*loss, want, 1e-5 * std::fabs(want));
+
+  // Two half batches at loss_scale 0.5 accumulate the full batch's gradient.
+  const std::vector<float> full = flat_gradients(**trainer);
+  ASSERT_GT(test::max_abs(full.data(), full.size()), 0.0);
+  (*trainer)->ZeroGrad();
+  EXPECT_EQ(test::max_abs(flat_gradients(**trainer).data(), full.size()), 0.0);
+  TrainLabels first, second;
+  first.labels = d.labels.data(), second.labels = d.labels.data() + 2;
+  ASSERT_TRUE((*trainer)->ForwardBackward(d.input(0, 2), first, 0.5f).ok());
+  ASSERT_TRUE((*trainer)->ForwardBackward(d.input(2, 2), second, 0.5f).ok());
+  const std::vector<float> accumulated = flat_gradients(**trainer);
+  EXPECT_LE(test::relative_l2(accumulated.data(), full.data(), full.size()), 1e-5);
+}
+
+TEST(TrainerApi, DropoutFollowsTheSeedAndStepsTrain) {
+  auto model = tiny("BertForSequenceClassification");
+  Data d;
+  TrainLabels y;
+  y.labels = d.labels.data();
+  auto loss_with = [&](uint64_t seed, float dropout) {
+    TrainerOptions o;
+    o.max_batch = Data::B, o.max_seq = Data::S, o.dropout = dropout, o.seed = seed;
+    auto t = Trainer::Create(model, o);
+    return (*t)->ForwardBackward(d.input(), y).value();
+  };
+  EXPECT_EQ(loss_with(7, 0.1f), loss_with(7, 0.1f));
+  EXPECT_NE(loss_with(7, 0.1f), loss_with(8, 0.1f));
+  EXPECT_NE(loss_with(7, 0.1f), loss_with(7, 0.f));
+
+  // Steps on one batch bring its loss down; the snapshot is a working model.
+  TrainerOptions o;
+  o.max_batch = Data::B, o.max_seq = Data::S, o.dropout = 0;
+  o.optimizer.weight_decay = 0;
+  auto t = Trainer::Create(model, o);
+  const double before = (*t)->ForwardBackward(d.input(), y).value();
+  ASSERT_TRUE((*t)->Step(1e-3f).ok());
+  for (int i = 0; i < 9; ++i) {
+    ASSERT_TRUE((*t)->ForwardBackward(d.input(), y).ok());
+    ASSERT_TRUE((*t)->Step(1e-3f).ok());
+  }
+  EXPECT_EQ((*t)->steps(), 10);
+  const double after = (*t)->ForwardBackward(d.input(), y).value();
+  EXPECT_LT(after, 0.5 * before);
+  auto snapshot = (*t)->Snapshot();
+  ASSERT_TRUE(snapshot.ok());
+  auto session = Session::Create(*snapshot, {.max_batch = Data::B, .max_seq = Data::S});
+  ASSERT_TRUE((*session)->Run(d.input()).ok());
+}
+
+TEST(TrainerApi, BadLabelsAndInputsAreNamed) {
+  Data d;
+  TrainerOptions o;
+  o.max_batch = Data::B, o.max_seq = Data::S;
+  auto cls = Trainer::Create(tiny("BertForSequenceClassification"), o);
+  ASSERT_TRUE(cls.ok());
+  std::vector<int32_t> bad = {0, 5, 1, 0};
+  TrainLabels y;
+  auto r = (*cls)->ForwardBackward(d.input(), y);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().to_string().find("needs labels 'labels'"), std::string::npos) << r.status().to_string();
+  y.labels = bad.data();
+  r = (*cls)->ForwardBackward(d.input(), y);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().to_string().find("labels[1] = 5 is outside 0..1"), std::string::npos) << r.status().to_string();
+  std::vector<int32_t> ids = d.ids;
+  ids[3] = 40000;
+  y.labels = d.labels.data();
+  r = (*cls)->ForwardBackward({Data::B, Data::S, ids.data(), nullptr, nullptr}, y);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().to_string().find("input_ids[0][3] = 40000"), std::string::npos) << r.status().to_string();
+  r = (*cls)->ForwardBackward(d.input(0, Data::B + 1), y);
+  EXPECT_FALSE(r.ok());
+
+  auto qa = Trainer::Create(tiny("BertForQuestionAnswering"), o);
+  ASSERT_TRUE(qa.ok());
+  r = (*qa)->ForwardBackward(d.input(), TrainLabels{});
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().to_string().find("start_positions"), std::string::npos);
+  auto base = Trainer::Create(tiny("BertModel"), o);
+  ASSERT_TRUE(base.ok());
+  EXPECT_FALSE((*base)->ForwardBackward(d.input(), y).ok());
+  TrainerOptions bad_dropout = o;
+  bad_dropout.dropout = 1.f;
+  EXPECT_FALSE(Trainer::Create(tiny("BertModel"), bad_dropout).ok());
+}
+
+}  // namespace
+}  // namespace bert
