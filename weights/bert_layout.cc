@@ -110,8 +110,9 @@ std::vector<ParamSpec> param_specs(const ModelConfig& c, const std::string& p) {
   const int64_t H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size, E = c.embedding_size;
   std::vector<ParamSpec> s;
   auto add = [&](std::string name, std::vector<std::string> hf, std::vector<int64_t> shape) -> ParamSpec& {
-    s.push_back({std::move(name), std::move(hf), std::move(shape)});
-    return s.back();
+    ParamSpec& spec = s.emplace_back();
+    spec.name = std::move(name), spec.hf_names = std::move(hf), spec.shape = std::move(shape);
+    return spec;
   };
   // A linear layer: engine "<name>.weight" [N, K / groups] and "<name>.bias" [N] from HF "<hf>.weight/.bias".
   auto linear = [&](const std::string& name, const std::string& hf, int64_t N, int64_t K, int64_t groups = 1) {
