@@ -2,6 +2,7 @@
 // test skips with a message when no GPU is present, which is every machine these were written on).
 #include <gtest/gtest.h>
 
+#include <tuple>
 #include <vector>
 
 #include "kernels/cuda/cuda_kernels.h"
@@ -108,6 +109,33 @@ TEST(CudaKernels, EmbeddingMatchesReference) {
     EXPECT_LE(test::relative_l2(got.data(), want.data(), want.size()), 1e-5) << width;
     ASSERT_GT(test::max_abs(got.data(), got.size()), 0.0);
   }
+}
+
+// cuBLASLt linear layers against the scalar reference: awkward sizes, strides, bias and activations.
+TEST(CudaKernels, CublasLtLinearMatchesReference) {
+  BERT_REQUIRE_GPU();
+  cuda::CudaGemm gemm;
+  for (auto [M, N, K] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 1}, {17, 33, 65}, {128, 768, 768}, {5, 3072, 768}})
+    for (Activation act : {Activation::kIdentity, Activation::kGeluErf, Activation::kGeluTanh, Activation::kTanh})
+      for (bool bias : {true, false}) {
+        SCOPED_TRACE(::testing::Message() << M << "x" << N << "x" << K << " act " << int(act) << " bias " << bias);
+        auto x = test::random_floats(M * K, 1), w = test::random_floats(N * K, 2, -0.1f, 0.1f);
+        auto b = test::random_floats(N, 3);
+        std::vector<float> want(M * N);
+        LinearArgs r;
+        r.x = x.data(), r.w = w.data(), r.bias = bias ? b.data() : nullptr, r.y = want.data(), r.M = M, r.N = N, r.K = K;
+        r.act = act;
+        linear_f32_ref(r);
+        DeviceBuffer<float> dx(x), dw(w), db(b), dy(std::vector<float>(M * N));
+        LinearArgs d = r;
+        d.x = dx.p, d.w = dw.p, d.bias = bias ? db.p : nullptr, d.y = dy.p;
+        ASSERT_TRUE(gemm.linear(d)) << cuda::cuda_last_error();
+        auto got = dy.host();
+        EXPECT_LE(test::relative_l2(got.data(), want.data(), want.size()), 1e-5);
+        ASSERT_GT(test::max_abs(got.data(), got.size()), 0.0);
+      }
+  const size_t plans = gemm.plan_count();
+  EXPECT_GT(plans, 0u);
 }
 
 }  // namespace

@@ -6,10 +6,12 @@
 #pragma once
 
 #include <cstddef>
+#include <memory>
 #include <string>
 
 #include "kernels/activation.h"
 #include "kernels/embed.h"
+#include "kernels/gemm.h"
 #include "kernels/layernorm.h"
 #include "kernels/softmax_masked.h"
 
@@ -32,5 +34,22 @@ bool layernorm_f32(const LayerNormArgs& a, void* stream = nullptr);
 bool softmax_masked_f32(const SoftmaxMaskedArgs& a, void* stream = nullptr);
 bool activation_f32(const ActivationArgs& a, void* stream = nullptr);
 bool embed_f32(const EmbedArgs& a, void* stream = nullptr);
+
+// Linear layers through cuBLASLt (kernels/cuda/gemm_cublaslt.cu): the CPU's LinearArgs on device
+// pointers (groups must be 1 for now; `packed` is ignored). One plan per shape, cached. fp32
+// compute; TF32 only with allow_tf32. One planner per stream / thread, like the CPU GemmPlanner.
+class CudaGemm {
+ public:
+  explicit CudaGemm(bool allow_tf32 = false);
+  ~CudaGemm();
+  CudaGemm(const CudaGemm&) = delete;
+  CudaGemm& operator=(const CudaGemm&) = delete;
+  bool linear(const LinearArgs& a, void* stream = nullptr);
+  size_t plan_count() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 }  // namespace bert::kernels::cuda
