@@ -10,6 +10,7 @@
 //                speedup_vs_bert_base = bert-base's latency / this model's at the same batch, seq and
 //                threads (bert-base is timed on the side when its own benchmark did not run).
 // BM_ModelLoad   Model::Load of an engine file (bert-base-shaped synthetic by default, or --model).
+// BM_CudaGemmPeak, BM_CudaInference: the GPU (bench/cuda_bench.cc), in CUDA builds with a GPU.
 // BM_TrainStep   One fp32 training step (forward + backward + AdamW) of a sequence classifier over
 //                model (bert-base, bert-mini shapes) x batch x seq x threads, with samples/s and
 //                GFLOP/s (3x the forward FLOPs: the backward's two GEMMs per forward GEMM).
@@ -33,6 +34,8 @@
 #include "bert/train.h"
 #include "engine/src/model_impl.h"  // load_model_from_source (synthetic weights without a file)
 #include "weights/synthetic.h"
+
+void register_cuda_benchmarks();  // bench/cuda_bench.cc (a no-op without CUDA)
 
 namespace {
 
@@ -252,6 +255,7 @@ int main(int argc, char** argv) {
   benchmark::RegisterBenchmark("BM_Inference", BM_Inference)->Apply(inference_args);
   benchmark::RegisterBenchmark("BM_ModelLoad", BM_ModelLoad)->Unit(benchmark::kMillisecond)->Iterations(5);
   if (g_model_file.empty()) benchmark::RegisterBenchmark("BM_TrainStep", BM_TrainStep)->Apply(train_args);
+  if (g_model_file.empty()) register_cuda_benchmarks();
   benchmark::AddCustomContext("engine", "bert_engine CPU fp32 (oneDNN GEMMs, hand-written kernels)");
   benchmark::AddCustomContext("weights", g_model_file.empty() ? "synthetic, seed 1234" : g_model_file);
   benchmark::RunSpecifiedBenchmarks();

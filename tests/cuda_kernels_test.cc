@@ -6,31 +6,13 @@
 #include <vector>
 
 #include "kernels/cuda/cuda_kernels.h"
+#include "tests/cuda_test_util.h"
 #include "tests/test_util.h"
 
 namespace bert::kernels {
 namespace {
 
-#define BERT_REQUIRE_GPU()                                                                 \
-  if (cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device: the CUDA kernels were not run"
-
-// A device copy of a host vector, freed at scope exit.
-template <typename T>
-struct DeviceBuffer {
-  T* p = nullptr;
-  size_t n = 0;
-  explicit DeviceBuffer(const std::vector<T>& host) : n(host.size()) {
-    p = static_cast<T*>(cuda::device_alloc(n * sizeof(T)));
-    EXPECT_NE(p, nullptr) << cuda::cuda_last_error();
-    EXPECT_TRUE(cuda::copy_to_device(p, host.data(), n * sizeof(T)));
-  }
-  ~DeviceBuffer() { cuda::device_free(p); }
-  std::vector<T> host() const {
-    std::vector<T> h(n);
-    EXPECT_TRUE(cuda::copy_to_host(h.data(), p, n * sizeof(T))) << cuda::cuda_last_error();
-    return h;
-  }
-};
+using test::DeviceBuffer;
 
 TEST(CudaKernels, DeviceIsReported) {
   BERT_REQUIRE_GPU();
@@ -109,33 +91,6 @@ TEST(CudaKernels, EmbeddingMatchesReference) {
     EXPECT_LE(test::relative_l2(got.data(), want.data(), want.size()), 1e-5) << width;
     ASSERT_GT(test::max_abs(got.data(), got.size()), 0.0);
   }
-}
-
-// cuBLASLt linear layers against the scalar reference: awkward sizes, strides, bias and activations.
-TEST(CudaKernels, CublasLtLinearMatchesReference) {
-  BERT_REQUIRE_GPU();
-  cuda::CudaGemm gemm;
-  for (auto [M, N, K] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 1}, {17, 33, 65}, {128, 768, 768}, {5, 3072, 768}})
-    for (Activation act : {Activation::kIdentity, Activation::kGeluErf, Activation::kGeluTanh, Activation::kTanh})
-      for (bool bias : {true, false}) {
-        SCOPED_TRACE(::testing::Message() << M << "x" << N << "x" << K << " act " << int(act) << " bias " << bias);
-        auto x = test::random_floats(M * K, 1), w = test::random_floats(N * K, 2, -0.1f, 0.1f);
-        auto b = test::random_floats(N, 3);
-        std::vector<float> want(M * N);
-        LinearArgs r;
-        r.x = x.data(), r.w = w.data(), r.bias = bias ? b.data() : nullptr, r.y = want.data(), r.M = M, r.N = N, r.K = K;
-        r.act = act;
-        linear_f32_ref(r);
-        DeviceBuffer<float> dx(x), dw(w), db(b), dy(std::vector<float>(M * N));
-        LinearArgs d = r;
-        d.x = dx.p, d.w = dw.p, d.bias = bias ? db.p : nullptr, d.y = dy.p;
-        ASSERT_TRUE(gemm.linear(d)) << cuda::cuda_last_error();
-        auto got = dy.host();
-        EXPECT_LE(test::relative_l2(got.data(), want.data(), want.size()), 1e-5);
-        ASSERT_GT(test::max_abs(got.data(), got.size()), 0.0);
-      }
-  const size_t plans = gemm.plan_count();
-  EXPECT_GT(plans, 0u);
 }
 
 }  // namespace

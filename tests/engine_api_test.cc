@@ -155,6 +155,39 @@ TEST(EngineApi, BadInputsAreErrorsNamingTheProblem) {
   EXPECT_NE(missing.status().message().find("/nonexistent/model.bert"), std::string::npos);
 }
 
+// The CPU engine computes in fp32; the CUDA-only options say so instead of being ignored.
+TEST(EngineApi, CudaOnlyOptionsOnTheCpuAreErrors) {
+  auto json = synthetic_config_json("bert-tiny", "");
+  auto config = parse_model_config(*json, "test");
+  ASSERT_TRUE(config.ok());
+  for (Precision p : {Precision::kF16, Precision::kInt8}) {
+    LoadOptions load;
+    load.precision = p;
+    auto model = load_model_from_source(synthetic_model(*config, 7), load);
+    ASSERT_FALSE(model.ok());
+    EXPECT_EQ(model.status().code(), ErrorCode::kUnsupported);
+    EXPECT_NE(model.status().message().find("needs device cuda"), std::string::npos) << model.status().to_string();
+  }
+  auto model = tiny_model("BertModel");
+  EXPECT_EQ(model->info().device, "cpu");
+  EXPECT_EQ(model->info().precision, "fp32");
+  SessionOptions opts;
+  opts.max_batch = 1, opts.max_seq = 8;
+  opts.remove_padding = true;
+  auto packed = Session::Create(model, opts);
+  ASSERT_FALSE(packed.ok());
+  EXPECT_NE(packed.status().message().find("remove_padding"), std::string::npos);
+  opts.remove_padding = false;
+  auto session = Session::Create(model, opts);
+  ASSERT_TRUE(session.ok());
+  std::vector<int32_t> ids(8, 1000);
+  Status st = (*session)->Calibrate({1, 8, ids.data()});
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("int8"), std::string::npos) << st.to_string();
+  ASSERT_TRUE((*session)->Run({1, 8, ids.data()}).ok());
+  EXPECT_EQ((*session)->LastRunDeviceSeconds(), 0.0);
+}
+
 // Engine files stored as F16 / BF16 load to the same model within the storage precision.
 TEST(EngineApi, HalfPrecisionFilesMatchF32) {
   auto json = synthetic_config_json("bert-tiny", "BertForSequenceClassification");

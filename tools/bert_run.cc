@@ -11,6 +11,9 @@
 //       for every parameter (eval mode: no dropout), the engine's backward pass as transformers names it.
 //   Either mode: --pooling cls|mean|max [--normalize] adds sentence_embedding [batch, hidden]
 //       (mean and max over the tokens the attention mask keeps; --normalize: unit L2 norm).
+//   --device cuda [--precision fp32|fp16|int8] [--tf32] [--remove-padding] runs on the GPU. int8
+//       calibrates its activation ranges on --calibration in.safetensors (default: the batch itself);
+//       --drift also runs the model in fp32 on the same device and prints each output's drift.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -37,6 +40,8 @@ int usage(const std::string& msg) {
                "       bert_run --model F --text \"...\" [--text-pair \"...\"] [--max-length N] [--threads N]\n"
                "       bert_run --model F --inputs in.safetensors --outputs out.safetensors --grads\n"
                "  either mode: [--pooling cls|mean|max [--normalize]] adds sentence_embedding\n"
+               "  [--device cpu|cuda] [--precision fp32|fp16|int8] [--tf32] [--remove-padding]\n"
+               "  [--calibration in.safetensors] [--drift]   (precisions other than fp32 need --device cuda)\n"
                "  F is an engine model file (tools/convert_weights) or an HF directory.\n");
   return 2;
 }
@@ -105,8 +110,30 @@ Result<BatchTensors> read_batch(const bert::SafetensorsFile& file) {
   return b;
 }
 
+// What a GPU run adds: int8 calibration data and the fp32 model to measure drift against.
+struct DeviceRun {
+  std::string calibration;                        // inputs file for Calibrate (empty: the run's own batch)
+  std::shared_ptr<const bert::Model> reference;   // --drift: the same model in fp32, or null
+};
+
+// Cosine similarity, relative L2 and max abs difference of `got` against `want`.
+void print_drift(const std::string& name, const float* got, const float* want, int64_t n) {
+  double dot = 0, gg = 0, ww = 0, dd = 0, mx = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double g = got[i], w = want[i];
+    dot += g * w, gg += g * g, ww += w * w, dd += (g - w) * (g - w);
+    mx = std::max(mx, std::abs(g - w));
+  }
+  const double cosine = gg > 0 && ww > 0 ? dot / std::sqrt(gg * ww) : (gg == ww ? 1.0 : 0.0);
+  std::fprintf(stderr, "drift %-26s cosine %.6f  relative_l2 %.3e  max_abs %.3e\n", name.c_str(), cosine,
+               ww > 0 ? std::sqrt(dd / ww) : std::sqrt(dd), mx);
+}
+
+Status calibrate(bert::Session& session, const bert::Model& model, const DeviceRun& device,
+                 const bert::BatchInput& own_batch);
+
 int run_tensors(const std::shared_ptr<const bert::Model>& model, const std::string& inputs_path,
-                const std::string& outputs_path, bert::SessionOptions opts) {
+                const std::string& outputs_path, bert::SessionOptions opts, const DeviceRun& device) {
   auto file = bert::SafetensorsFile::Open(inputs_path);
   if (!file.ok()) return fail(file.status());
   auto batch = read_batch(*file);
@@ -123,7 +150,18 @@ int run_tensors(const std::shared_ptr<const bert::Model>& model, const std::stri
   opts.keep_hidden_states = true;
   auto session = bert::Session::Create(model, opts);
   if (!session.ok()) return fail(session.status());
+  if (Status st = calibrate(**session, *model, device, batch->input()); !st.ok()) return fail(st);
   if (Status st = (*session)->Run(batch->input()); !st.ok()) return fail(st.with_context(inputs_path));
+  if (device.reference) {  // the same batch in fp32: each output's drift
+    auto ref = bert::Session::Create(device.reference, opts);
+    if (!ref.ok()) return fail(ref.status());
+    if (Status st = (*ref)->Run(batch->input()); !st.ok()) return fail(st.with_context("fp32 reference"));
+    for (const std::string& name : (*session)->OutputNames()) {
+      auto got = (*session)->Output(name);
+      auto want = (*ref)->Output(name);
+      if (got.ok() && want.ok()) print_drift(name, got->data, want->data, got->numel());
+    }
+  }
 
   std::vector<std::pair<std::string, bert::Tensor>> out;
   for (const std::string& name : (*session)->OutputNames()) {
@@ -137,6 +175,25 @@ int run_tensors(const std::shared_ptr<const bert::Model>& model, const std::stri
   }
   if (Status st = bert::write_safetensors(outputs_path, out, {{"producer", "bert_run"}}); !st.ok()) return fail(st);
   return 0;
+}
+
+// int8 sessions record their activation ranges first: on --calibration's batch, or on the batch
+// they are about to run. Other sessions need nothing.
+Status calibrate(bert::Session& session, const bert::Model& model, const DeviceRun& device,
+                 const bert::BatchInput& own_batch) {
+  if (model.info().precision != "int8") return Status();
+  if (device.calibration.empty()) return session.Calibrate(own_batch);
+  auto file = bert::SafetensorsFile::Open(device.calibration);
+  if (!file.ok()) return file.status();
+  auto batch = read_batch(*file);
+  if (!batch.ok()) return batch.status();
+  const bert::BatchInput in = batch->input();
+  if (in.batch > session.options().max_batch || in.seq > session.options().max_seq)
+    return bert::out_of_range(device.calibration + ": calibration batch " + std::to_string(in.batch) + "x" +
+                              std::to_string(in.seq) + " is larger than the run's " +
+                              std::to_string(session.options().max_batch) + "x" +
+                              std::to_string(session.options().max_seq));
+  return session.Calibrate(in).with_context(device.calibration);
 }
 
 // --grads: loss and every parameter's gradient for the labels in the inputs file.
@@ -234,7 +291,8 @@ std::string detokenize(const std::vector<std::string>& tokens, size_t begin, siz
 }
 
 int run_text(const std::shared_ptr<const bert::Model>& model, const std::string& text,
-             const std::optional<std::string>& pair, int max_length, bert::SessionOptions opts) {
+             const std::optional<std::string>& pair, int max_length, bert::SessionOptions opts,
+             const DeviceRun& device) {
   if (model->vocab().empty())
     return fail(bert::invalid_argument(
         "the model file has no WordPiece vocab: convert it from a directory with vocab.txt (RoBERTa's BPE and "
@@ -256,6 +314,9 @@ int run_text(const std::shared_ptr<const bert::Model>& model, const std::string&
   const bool types = model->info().type_vocab_size > 0;  // DistilBERT has none
   bert::BatchInput in{1, seq, enc->input_ids.data(), enc->attention_mask.data(),
                       types ? enc->token_type_ids.data() : nullptr};
+  if (device.reference || !device.calibration.empty())
+    return fail(bert::invalid_argument("--drift and --calibration go with --inputs and --outputs"));
+  if (Status st = calibrate(**session, *model, device, in); !st.ok()) return fail(st);
   if (Status st = (*session)->Run(in); !st.ok()) return fail(st);
 
   const bert::ModelInfo& info = model->info();
@@ -342,7 +403,9 @@ int main(int argc, char** argv) {
   std::optional<std::string> text, pair;
   int threads = 0, max_length = 0;
   bert::SessionOptions opts;
-  bool grads = false;
+  bert::LoadOptions load;
+  DeviceRun device;
+  bool grads = false, drift = false;
   auto parse_int = [](const char* s, int* out) {
     char* end = nullptr;
     long v = std::strtol(s, &end, 10);
@@ -374,6 +437,25 @@ int main(int argc, char** argv) {
       opts.normalize = true;
     } else if (a == "--grads") {
       grads = true;
+    } else if (a == "--device" && (v = value())) {
+      const std::string d = v;
+      if (d == "cpu") load.device = bert::Device::kCpu;
+      else if (d == "cuda") load.device = bert::Device::kCuda;
+      else return usage("--device must be cpu or cuda, not '" + d + "'");
+    } else if (a == "--precision" && (v = value())) {
+      const std::string p = v;
+      if (p == "fp32") load.precision = bert::Precision::kF32;
+      else if (p == "fp16") load.precision = bert::Precision::kF16;
+      else if (p == "int8") load.precision = bert::Precision::kInt8;
+      else return usage("--precision must be fp32, fp16 or int8, not '" + p + "'");
+    } else if (a == "--tf32") {
+      load.allow_tf32 = true;
+    } else if (a == "--remove-padding") {
+      opts.remove_padding = true;
+    } else if (a == "--calibration" && (v = value())) {
+      device.calibration = v;
+    } else if (a == "--drift") {
+      drift = true;
     } else {
       return usage(v || a.rfind("--", 0) != 0 ? "unexpected argument " + a : "option " + a + " needs a value");
     }
@@ -386,10 +468,24 @@ int main(int argc, char** argv) {
   if (opts.normalize && opts.pooling == bert::Pooling::kNone) return usage("--normalize needs --pooling");
   if (grads && (!tensor_mode || opts.pooling != bert::Pooling::kNone))
     return usage("--grads goes with --inputs and --outputs (and without --pooling)");
+  if (grads && load.device != bert::Device::kCpu)
+    return usage("--grads runs on the CPU only (CUDA training is not built yet)");
+  if (!device.calibration.empty() && load.precision != bert::Precision::kInt8)
+    return usage("--calibration goes with --precision int8");
+  if (drift && load.device != bert::Device::kCuda) return usage("--drift goes with --device cuda");
   opts.num_threads = threads;
 
-  auto model = bert::Model::Load(model_path);
+  auto model = bert::Model::Load(model_path, load);
   if (!model.ok()) return fail(model.status());
+  if (drift) {
+    bert::LoadOptions ref = load;
+    ref.precision = bert::Precision::kF32;
+    ref.allow_tf32 = false;
+    auto reference = bert::Model::Load(model_path, ref);
+    if (!reference.ok()) return fail(reference.status().with_context("the fp32 reference for --drift"));
+    device.reference = *reference;
+  }
   if (grads) return run_grads(*model, inputs, outputs, threads);
-  return tensor_mode ? run_tensors(*model, inputs, outputs, opts) : run_text(*model, *text, pair, max_length, opts);
+  return tensor_mode ? run_tensors(*model, inputs, outputs, opts, device)
+                     : run_text(*model, *text, pair, max_length, opts, device);
 }

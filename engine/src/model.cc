@@ -4,6 +4,9 @@
 #include <set>
 
 #include "engine/src/model_impl.h"
+#ifdef BERT_HAVE_CUDA
+#include "engine/src/cuda/device_model.h"
+#endif
 #include "weights/bert_layout.h"
 
 namespace bert {
@@ -179,9 +182,16 @@ void pack_weights(Model::Impl& m) {
 
 }  // namespace
 
+const char* precision_name(Precision p) {
+  switch (p) {
+    case Precision::kF32: return "fp32";
+    case Precision::kF16: return "fp16";
+    case Precision::kInt8: return "int8";
+  }
+  return "?";
+}
+
 Result<std::shared_ptr<const Model>> Model::Load(const std::string& path, const LoadOptions& options) {
-  if (options.device != Device::kCpu)
-    return unsupported("device cuda is not available in this build (CPU only)");
   BERT_ASSIGN_OR_RETURN(ModelSource source, load_model_source(path));
   return load_model_from_source(std::move(source), options);
 }
@@ -191,6 +201,14 @@ Result<std::shared_ptr<const Model>> make_model(std::unique_ptr<Model::Impl> imp
 }
 
 Result<std::shared_ptr<const Model>> load_model_from_source(ModelSource source, const LoadOptions& options) {
+#ifndef BERT_HAVE_CUDA
+  if (options.device == Device::kCuda)
+    return unsupported("device cuda is not available in this build: it was configured without a CUDA toolkit "
+                       "(install nvcc and configure with -DBERT_CUDA=ON)");
+#endif
+  if (options.device == Device::kCpu && options.precision != Precision::kF32)
+    return unsupported(std::string("precision ") + precision_name(options.precision) +
+                       " needs device cuda; the CPU engine computes in fp32");
   auto impl = std::make_unique<Model::Impl>();
   impl->source = std::move(source);
   const std::string& path = impl->source.origin;
@@ -232,7 +250,14 @@ Result<std::shared_ptr<const Model>> load_model_from_source(ModelSource source, 
     return it == impl->f32.end() ? nullptr : it->second.as<float>();
   };
   BERT_RETURN_IF_ERROR(bind_weights(impl->source.config, lookup, impl->w).with_context(path));
-  if (options.pack_weights) pack_weights(*impl);
+  if (options.pack_weights && options.device == Device::kCpu) pack_weights(*impl);
+#ifdef BERT_HAVE_CUDA
+  if (options.device == Device::kCuda) {
+    BERT_ASSIGN_OR_RETURN(impl->device, cuda::upload_model(impl->source.config, impl->w, options));
+    impl->info.device = "cuda: " + impl->device->device_name;
+    impl->info.device_weight_bytes = impl->device->arena_bytes;
+  }
+#endif
 
   const ModelConfig& c = impl->source.config;
   ModelInfo& info = impl->info;
@@ -254,6 +279,8 @@ Result<std::shared_ptr<const Model>> load_model_from_source(ModelSource source, 
   info.labels = c.labels;
   info.weights_dtype = stored;
   info.cpu_isa = kernels::cpu_isa_name(impl->kernels->isa);
+  if (info.device.empty()) info.device = "cpu";
+  info.precision = precision_name(options.precision);
   return make_model(std::move(impl));
 }
 

@@ -13,6 +13,10 @@
 
 namespace bert {
 
+namespace cuda {
+struct DeviceModel;  // engine/src/cuda/device_model.h (CUDA builds)
+}
+
 // One linear layer: y = x W^T + b, W [N, K / groups] (grouped: SqueezeBERT), optionally packed.
 struct Linear {
   const float* w = nullptr;
@@ -80,6 +84,7 @@ struct Model::Impl {
   BertWeights w;
   std::vector<kernels::PackedWeightsPtr> packed;  // owns the packed copies the pointers above use
   const kernels::CpuKernels* kernels = nullptr;
+  std::shared_ptr<const cuda::DeviceModel> device;  // the weights on the GPU (device cuda), else null
 };
 
 // Builds a model from a source already in memory (synthetic weights, a converted checkpoint).

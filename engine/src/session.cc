@@ -6,6 +6,9 @@
 #include <cstring>
 
 #include "engine/src/model_impl.h"
+#ifdef BERT_HAVE_CUDA
+#include "engine/src/cuda/device_model.h"
+#endif
 #include "kernels/gemm.h"
 #include "kernels/pooling.h"
 
@@ -73,6 +76,9 @@ struct Session::Impl {
     o.data = data;
   }
   std::vector<OpProfile> profile;   // per op, when options.profile
+#ifdef BERT_HAVE_CUDA
+  std::unique_ptr<cuda::DeviceRunner> device;  // the CUDA forward (device cuda models), else null
+#endif
 
   // Times the scope into profile[op] when profiling (ops are few; a linear scan is cheapest).
   struct Timed {
@@ -108,8 +114,20 @@ struct Session::Impl {
 Session::Session(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Session::~Session() = default;
 const SessionOptions& Session::options() const { return impl_->options; }
+
+#ifdef BERT_HAVE_CUDA
+std::vector<OpProfile> Session::Profile() const {
+  return impl_->device ? impl_->device->profile() : impl_->profile;
+}
+size_t Session::workspace_bytes() const {
+  return impl_->device ? impl_->device->workspace_bytes() : impl_->ws.bytes();
+}
+double Session::LastRunDeviceSeconds() const { return impl_->device ? impl_->device->last_run_seconds() : 0.0; }
+#else
 std::vector<OpProfile> Session::Profile() const { return impl_->profile; }
 size_t Session::workspace_bytes() const { return impl_->ws.bytes(); }
+double Session::LastRunDeviceSeconds() const { return 0.0; }
+#endif
 
 Result<std::unique_ptr<Session>> Session::Create(std::shared_ptr<const Model> model, const SessionOptions& opts) {
   if (!model) return invalid_argument("Session::Create: model is null");
@@ -130,9 +148,20 @@ Result<std::unique_ptr<Session>> Session::Create(std::shared_ptr<const Model> mo
   if (o.normalize && o.pooling == Pooling::kNone)
     return invalid_argument("SessionOptions.normalize needs a pooling (cls, mean or max)");
 
+  Impl& s = *impl;
+  for (int64_t l = 0; l <= c.num_layers; ++l) s.hidden_names.push_back("hidden_states." + std::to_string(l));
+  s.positions.resize(static_cast<size_t>(o.max_batch) * o.max_seq);
+  if (impl->m->device) {
+#ifdef BERT_HAVE_CUDA
+    BERT_ASSIGN_OR_RETURN(s.device, cuda::DeviceRunner::Create(c, impl->m->device, o));
+#endif
+    return std::unique_ptr<Session>(new Session(std::move(impl)));
+  }
+  if (o.remove_padding)
+    return unsupported("SessionOptions.remove_padding is a CUDA option; this model runs on the CPU");
+
   const size_t B = o.max_batch, S = o.max_seq, T = B * S;
   const size_t H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size, nh = c.num_heads, E = c.embedding_size;
-  Impl& s = *impl;
   s.hidden_slots = o.keep_hidden_states ? static_cast<int>(c.num_layers) + 1 : 2;
   if (c.embedding_projection) s.emb = s.ws.add(T * E);
   s.hidden = s.ws.add(s.hidden_slots * T * H);
@@ -166,8 +195,6 @@ Result<std::unique_ptr<Session>> Session::Create(std::shared_ptr<const Model> mo
   if (!s.ws.allocate())
     return out_of_range("cannot allocate a " + std::to_string(s.ws.bytes() >> 20) + " MiB workspace for max_batch " +
                         std::to_string(B) + " x max_seq " + std::to_string(S) + "; lower them");
-  s.positions.resize(T);
-  for (int64_t l = 0; l <= c.num_layers; ++l) s.hidden_names.push_back("hidden_states." + std::to_string(l));
   return std::unique_ptr<Session>(new Session(std::move(impl)));
 }
 
@@ -187,7 +214,29 @@ Status Session::Impl::validate(const BatchInput& in) const {
 Status Session::Run(const BatchInput& in) {
   BERT_RETURN_IF_ERROR(impl_->validate(in));
   if (impl_->options.num_threads > 0) omp_set_num_threads(impl_->options.num_threads);
+#ifdef BERT_HAVE_CUDA
+  if (impl_->device) {
+    Impl& s = *impl_;
+    compute_position_ids(s.m->source.config, in.input_ids, in.batch, in.seq, s.positions.data());
+    s.published = 0;
+    Status st = s.device->Run(in, s.positions.data(), [&s](std::string_view name, std::initializer_list<int64_t> shape,
+                                                           const float* data) { s.publish(name, shape, data); });
+    if (!st.ok()) s.published = 0;
+    return st;
+  }
+#endif
   return impl_->forward(in);
+}
+
+Status Session::Calibrate(const BatchInput& in) {
+  BERT_RETURN_IF_ERROR(impl_->validate(in));
+#ifdef BERT_HAVE_CUDA
+  if (impl_->device) {
+    compute_position_ids(impl_->m->source.config, in.input_ids, in.batch, in.seq, impl_->positions.data());
+    return impl_->device->Calibrate(in, impl_->positions.data());
+  }
+#endif
+  return invalid_argument("Calibrate is for int8 sessions on device cuda; this session runs fp32 on the CPU");
 }
 
 Status Session::Impl::forward(const BatchInput& in) {
@@ -358,6 +407,8 @@ Result<OutputView> Session::Output(std::string_view name) const {
   const size_t n = impl_->published;
   for (size_t i = 0; i < n; ++i)
     if (impl_->outputs[i].name == name) return impl_->outputs[i];
+  if (n == 0 && !impl_->options.copy_outputs && impl_->m->device)
+    return not_found("outputs stay on the GPU in this session (SessionOptions.copy_outputs is false)");
   if (n == 0) return not_found("no outputs yet: call Run first");
   std::string known;
   for (size_t i = 0; i < n; ++i) known += (known.empty() ? "" : ", ") + impl_->outputs[i].name;

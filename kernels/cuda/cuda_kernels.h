@@ -6,7 +6,6 @@
 #pragma once
 
 #include <cstddef>
-#include <memory>
 #include <string>
 
 #include "kernels/activation.h"
@@ -29,27 +28,27 @@ bool copy_to_device(void* dst, const void* src, size_t bytes);
 bool copy_to_host(void* dst, const void* src, size_t bytes);
 bool synchronize();
 
+// Streams, pinned host memory, asynchronous copies and events (opaque handles; nullptr on failure).
+void* stream_create();
+void stream_destroy(void* stream);
+bool stream_synchronize(void* stream);
+void* host_alloc_pinned(size_t bytes);
+void host_free_pinned(void* p);
+bool copy_to_device_async(void* dst, const void* src, size_t bytes, void* stream);
+bool copy_to_host_async(void* dst, const void* src, size_t bytes, void* stream);
+bool memset_async(void* p, int value, size_t bytes, void* stream);
+void* event_create();
+void event_destroy(void* event);
+bool event_record(void* event, void* stream);
+// Milliseconds between two recorded events (waits for `end`).
+bool event_elapsed_ms(void* start, void* end, float* ms);
+// Free and total memory of the current device.
+bool device_memory(size_t* free_bytes, size_t* total_bytes);
+
 // The forward ops; every pointer in the args is a device pointer.
 bool layernorm_f32(const LayerNormArgs& a, void* stream = nullptr);
 bool softmax_masked_f32(const SoftmaxMaskedArgs& a, void* stream = nullptr);
 bool activation_f32(const ActivationArgs& a, void* stream = nullptr);
 bool embed_f32(const EmbedArgs& a, void* stream = nullptr);
-
-// Linear layers through cuBLASLt (kernels/cuda/gemm_cublaslt.cu): the CPU's LinearArgs on device
-// pointers (groups must be 1 for now; `packed` is ignored). One plan per shape, cached. fp32
-// compute; TF32 only with allow_tf32. One planner per stream / thread, like the CPU GemmPlanner.
-class CudaGemm {
- public:
-  explicit CudaGemm(bool allow_tf32 = false);
-  ~CudaGemm();
-  CudaGemm(const CudaGemm&) = delete;
-  CudaGemm& operator=(const CudaGemm&) = delete;
-  bool linear(const LinearArgs& a, void* stream = nullptr);
-  size_t plan_count() const;
-
- private:
-  struct Impl;
-  std::unique_ptr<Impl> impl_;
-};
 
 }  // namespace bert::kernels::cuda

@@ -66,4 +66,63 @@ bool copy_to_host(void* dst, const void* src, size_t bytes) {
 
 bool synchronize() { return record(cudaDeviceSynchronize(), "cudaDeviceSynchronize"); }
 
+void* stream_create() {
+  cudaStream_t s = nullptr;
+  return record(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate") ? s : nullptr;
+}
+
+void stream_destroy(void* stream) {
+  if (stream) cudaStreamDestroy(static_cast<cudaStream_t>(stream));
+}
+
+bool stream_synchronize(void* stream) {
+  return record(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)), "cudaStreamSynchronize");
+}
+
+void* host_alloc_pinned(size_t bytes) {
+  void* p = nullptr;
+  return record(cudaMallocHost(&p, bytes), "cudaMallocHost") ? p : nullptr;
+}
+
+void host_free_pinned(void* p) {
+  if (p) cudaFreeHost(p);
+}
+
+bool copy_to_device_async(void* dst, const void* src, size_t bytes, void* stream) {
+  return record(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, static_cast<cudaStream_t>(stream)),
+                "cudaMemcpyAsync H2D");
+}
+
+bool copy_to_host_async(void* dst, const void* src, size_t bytes, void* stream) {
+  return record(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, static_cast<cudaStream_t>(stream)),
+                "cudaMemcpyAsync D2H");
+}
+
+bool memset_async(void* p, int value, size_t bytes, void* stream) {
+  return record(cudaMemsetAsync(p, value, bytes, static_cast<cudaStream_t>(stream)), "cudaMemsetAsync");
+}
+
+void* event_create() {
+  cudaEvent_t e = nullptr;
+  return record(cudaEventCreate(&e), "cudaEventCreate") ? e : nullptr;
+}
+
+void event_destroy(void* event) {
+  if (event) cudaEventDestroy(static_cast<cudaEvent_t>(event));
+}
+
+bool event_record(void* event, void* stream) {
+  return record(cudaEventRecord(static_cast<cudaEvent_t>(event), static_cast<cudaStream_t>(stream)), "cudaEventRecord");
+}
+
+bool event_elapsed_ms(void* start, void* end, float* ms) {
+  return record(cudaEventSynchronize(static_cast<cudaEvent_t>(end)), "cudaEventSynchronize") &&
+         record(cudaEventElapsedTime(ms, static_cast<cudaEvent_t>(start), static_cast<cudaEvent_t>(end)),
+                "cudaEventElapsedTime");
+}
+
+bool device_memory(size_t* free_bytes, size_t* total_bytes) {
+  return record(cudaMemGetInfo(free_bytes, total_bytes), "cudaMemGetInfo");
+}
+
 }  // namespace bert::kernels::cuda

@@ -1,23 +1,40 @@
-// Linear layers on the GPU through cuBLASLt: y[M, N] = act(x[M, K] W[N, K]^T + b), fp32, row-major
-// (PyTorch's [out, in] weights, as on the CPU). One plan per shape: the matmul descriptor, the three
-// layouts and the algorithm cuBLASLt's heuristic picks, made on first use and cached; running a
-// planned shape only sets pointers. The bias is a cuBLASLt epilogue (with tanh-GELU fused when that
-// is the activation); the other activations run as kernels/cuda's activation kernel afterwards.
+// Linear layers on the GPU through cuBLASLt: y[M, N] = act(x[M, K] W[N, K]^T + b), row-major (PyTorch's
+// [out, in] weights, as on the CPU), in fp32, fp16 (fp32 accumulation) and int8 (int32 accumulation,
+// dequantized with per-output-channel weight scales by precision.h's dequantize_i32).
+// One plan per (element type, shape, strides, epilogue, pointer alignment): the matmul descriptor, the
+// three layouts and the algorithm cuBLASLt's heuristic picks, made on first use and cached; running a
+// planned shape only sets pointers. The bias is a cuBLASLt epilogue (with tanh-GELU fused when that is
+// the activation); the other activations run as ONE bias_activation pass over [M, N] afterwards.
 // TF32 only when asked. NEVER RUN ON A GPU YET.
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <map>
+#include <string>
 #include <tuple>
 
+#include "kernels/cuda/cuda_gemm.h"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/launch_check.h"
+#include "kernels/cuda/precision.h"
 
 namespace bert::kernels::cuda {
 
 namespace {
 
 constexpr size_t kWorkspaceBytes = size_t(32) << 20;
+// cuBLASLt's default alignment assumption (and the most its alignment preferences distinguish).
+constexpr int kMaxAlignment = 256;
+// The bias epilogue is used only for biases at least this aligned (the plan promises the heuristic this much).
+constexpr int kBiasAlignment = 16;
+// How many candidates to ask the heuristic for (best first); the first usable one is taken.
+constexpr int kHeuristicCandidates = 4;
+
+enum class GemmKind { kF32, kF16, kI8 };
+
+const char* kind_name(GemmKind k) { return k == GemmKind::kF32 ? "fp32" : k == GemmKind::kF16 ? "fp16" : "int8"; }
 
 bool lt_ok(cublasStatus_t s, const char* what) {
   if (s == CUBLAS_STATUS_SUCCESS) return true;
@@ -25,12 +42,43 @@ bool lt_ok(cublasStatus_t s, const char* what) {
   return false;
 }
 
+bool invalid(const std::string& what) { return record(cudaErrorInvalidValue, what.c_str()); }
+
+// The largest power of two (at most kMaxAlignment) dividing the address; null counts as fully aligned.
+int alignment_of(const void* p) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  int align = 1;
+  while (align < kMaxAlignment && a % uintptr_t(2 * align) == 0) align *= 2;
+  return align;
+}
+
+// What the epilogue does: the bias (added in the accumulator's precision) and/or tanh-GELU.
+struct Epilogue {
+  bool bias = false;
+  bool gelu = false;
+  cublasLtEpilogue_t value() const {
+    if (gelu) return bias ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU;
+    return bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+  }
+};
+
 struct Plan {
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
   cublasLtMatmulAlgo_t algo{};
-  bool fused_gelu = false;
+  Epilogue epilogue;  // what this plan's epilogue actually does (may be less than asked: see make_plan)
 };
+
+void destroy(Plan& p) {
+  if (p.a) cublasLtMatrixLayoutDestroy(p.a);
+  if (p.b) cublasLtMatrixLayoutDestroy(p.b);
+  if (p.c) cublasLtMatrixLayoutDestroy(p.c);
+  if (p.desc) cublasLtMatmulDescDestroy(p.desc);
+  p = Plan{};
+}
+
+// (kind, M, N, K, ldx, ldy, asked epilogue, min alignment of x / w / y in bytes)
+using PlanKey = std::tuple<int, int64_t, int64_t, int64_t, int64_t, int64_t, int, int>;
 
 }  // namespace
 
@@ -38,51 +86,144 @@ struct CudaGemm::Impl {
   cublasLtHandle_t handle = nullptr;
   void* workspace = nullptr;
   bool tf32 = false;
-  // (M, N, K, ldx, ldy, act, has bias)
-  std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int, bool>, Plan> plans;
+  std::map<PlanKey, Plan> plans;
+  int32_t* accumulator = nullptr;  // the int8 path's int32 [M, N], sized for the largest planned int8 shape
+  size_t accumulator_elems = 0;
 
   ~Impl() {
-    for (auto& [key, p] : plans) {
-      cublasLtMatrixLayoutDestroy(p.a), cublasLtMatrixLayoutDestroy(p.b), cublasLtMatrixLayoutDestroy(p.c);
-      cublasLtMatmulDescDestroy(p.desc);
-    }
+    for (auto& [key, p] : plans) destroy(p);
+    device_free(accumulator);
     device_free(workspace);
     if (handle) cublasLtDestroy(handle);
   }
 
   // Row-major y = x W^T is, in cuBLASLt's column-major terms, y^T [N, M] = op(A) B where A is W seen
-  // as column-major [K, N] (transposed by op), B is x seen as [K, M] and C is y seen as [N, M].
-  const Plan* plan(const LinearArgs& l, int64_t ldx, int64_t ldy) {
-    auto key = std::make_tuple(l.M, l.N, l.K, ldx, ldy, static_cast<int>(l.act), l.bias != nullptr);
+  // as column-major [K, N] (transposed by op: TRANSA = T), B is x seen as column-major [K, M] and C / D
+  // is y seen as column-major [N, M] (leading dimension ldy). This "TN" form is also the one cuBLASLt's
+  // IMMA (int8) kernels take in plain column-major order. cuBLASLt's (m, n, k) are our (N, M, K).
+  //
+  // Tries the asked epilogue first; if the heuristic has no algorithm for it, a plain GEMM (the caller then
+  // applies bias and activation in its bias_activation pass, see Plan::epilogue). nullptr (with a message
+  // naming the shape) if there is no algorithm at all.
+  const Plan* plan(GemmKind kind, int64_t M, int64_t N, int64_t K, int64_t ldx, int64_t ldy, Epilogue asked,
+                   int align) {
+    const PlanKey key{static_cast<int>(kind), M, N, K, ldx, ldy, static_cast<int>(asked.value()), align};
     if (auto it = plans.find(key); it != plans.end()) return &it->second;
-    Plan p;
-    const cublasComputeType_t compute = tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-    if (!lt_ok(cublasLtMatmulDescCreate(&p.desc, compute, CUDA_R_32F), "cublasLtMatmulDescCreate")) return nullptr;
+
+    Epilogue candidates[3] = {asked, asked, Epilogue{}};
+    int n_candidates = 1;
+    if (asked.gelu && asked.bias) candidates[n_candidates++] = Epilogue{true, false};  // bias fused, GELU after
+    if (asked.bias || asked.gelu) candidates[n_candidates++] = Epilogue{};
+    for (int i = 0; i < n_candidates; ++i) {
+      Plan p;
+      bool found = false;
+      if (!make_plan(kind, M, N, K, ldx, ldy, candidates[i], align, &p, &found)) {
+        destroy(p);
+        return nullptr;
+      }
+      if (found) return &plans.emplace(key, p).first->second;
+      destroy(p);
+    }
+    const std::string what = std::string("CudaGemm: cuBLASLt has no algorithm for ") + kind_name(kind) +
+                             " M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K) +
+                             " ldx=" + std::to_string(ldx) + " ldy=" + std::to_string(ldy) +
+                             " pointer alignment=" + std::to_string(align) + " bytes";
+    record(cudaErrorNotSupported, what.c_str());
+    return nullptr;
+  }
+
+  // Fills *p (the caller destroys it on failure); *found says whether the heuristic returned an algorithm.
+  // false only when a cuBLASLt call itself failed.
+  bool make_plan(GemmKind kind, int64_t M, int64_t N, int64_t K, int64_t ldx, int64_t ldy, Epilogue epilogue,
+                 int align, Plan* p, bool* found) {
+    *found = false;
+    p->epilogue = epilogue;
+    const cudaDataType_t in_type = kind == GemmKind::kF32   ? CUDA_R_32F
+                                   : kind == GemmKind::kF16 ? CUDA_R_16F
+                                                            : CUDA_R_8I;
+    const cudaDataType_t out_type = kind == GemmKind::kI8 ? CUDA_R_32I : in_type;
+    const cudaDataType_t scale_type = kind == GemmKind::kI8 ? CUDA_R_32I : CUDA_R_32F;
+    const cublasComputeType_t compute = kind == GemmKind::kI8                ? CUBLAS_COMPUTE_32I
+                                        : (kind == GemmKind::kF32 && tf32) ? CUBLAS_COMPUTE_32F_FAST_TF32
+                                                                           : CUBLAS_COMPUTE_32F;
+    if (!lt_ok(cublasLtMatmulDescCreate(&p->desc, compute, scale_type), "cublasLtMatmulDescCreate")) return false;
     const cublasOperation_t transa = CUBLAS_OP_T, transb = CUBLAS_OP_N;
-    cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &transa, sizeof transa);
-    cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &transb, sizeof transb);
-    cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
-    p.fused_gelu = l.act == Activation::kGeluTanh;
-    if (l.bias) epilogue = p.fused_gelu ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_BIAS;
-    else if (p.fused_gelu) epilogue = CUBLASLT_EPILOGUE_GELU;
-    cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue);
-    if (!lt_ok(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_32F, l.K, l.N, l.K), "layout A") ||
-        !lt_ok(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_32F, l.K, l.M, ldx), "layout B") ||
-        !lt_ok(cublasLtMatrixLayoutCreate(&p.c, CUDA_R_32F, l.N, l.M, ldy), "layout C"))
-      return nullptr;
+    const cublasLtEpilogue_t epilogue_value = epilogue.value();
+    if (!lt_ok(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &transa, sizeof transa),
+               "cublasLtMatmulDescSetAttribute(TRANSA)") ||
+        !lt_ok(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &transb, sizeof transb),
+               "cublasLtMatmulDescSetAttribute(TRANSB)") ||
+        !lt_ok(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue_value,
+                                              sizeof epilogue_value),
+               "cublasLtMatmulDescSetAttribute(EPILOGUE)"))
+      return false;
+    if (epilogue.bias) {
+      // The bias has the output's element type. The heuristic reads the bias pointer's VALUE to infer its
+      // alignment: promise exactly kBiasAlignment (an address inside our workspace, never dereferenced by
+      // the heuristic), and the run uses the epilogue only for biases at least that aligned.
+      const int32_t bias_type = out_type;
+      const void* representative_bias = static_cast<const char*>(workspace) + kBiasAlignment;
+      if (!lt_ok(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type,
+                                                sizeof bias_type),
+                 "cublasLtMatmulDescSetAttribute(BIAS_DATA_TYPE)") ||
+          !lt_ok(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &representative_bias,
+                                                sizeof representative_bias),
+                 "cublasLtMatmulDescSetAttribute(BIAS_POINTER)"))
+        return false;
+    }
+    if (!lt_ok(cublasLtMatrixLayoutCreate(&p->a, in_type, K, N, K), "cublasLtMatrixLayoutCreate(A = W)") ||
+        !lt_ok(cublasLtMatrixLayoutCreate(&p->b, in_type, K, M, ldx), "cublasLtMatrixLayoutCreate(B = x)") ||
+        !lt_ok(cublasLtMatrixLayoutCreate(&p->c, out_type, N, M, ldy), "cublasLtMatrixLayoutCreate(C = D = y)"))
+      return false;
+
     cublasLtMatmulPreference_t pref = nullptr;
-    cublasLtMatmulPreferenceCreate(&pref);
-    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &kWorkspaceBytes,
-                                         sizeof kWorkspaceBytes);
-    cublasLtMatmulHeuristicResult_t result{};
-    int found = 0;
-    const bool ok = lt_ok(cublasLtMatmulAlgoGetHeuristic(handle, p.desc, p.a, p.b, p.c, p.c, pref, 1, &result, &found),
-                          "cublasLtMatmulAlgoGetHeuristic") &&
-                    found > 0;
+    if (!lt_ok(cublasLtMatmulPreferenceCreate(&pref), "cublasLtMatmulPreferenceCreate")) return false;
+    const uint64_t workspace_bytes = kWorkspaceBytes;
+    const uint32_t alignment = static_cast<uint32_t>(align);
+    bool ok = lt_ok(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                         &workspace_bytes, sizeof workspace_bytes),
+                    "cublasLtMatmulPreferenceSetAttribute(MAX_WORKSPACE_BYTES)");
+    for (auto attr : {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
+      ok = ok && lt_ok(cublasLtMatmulPreferenceSetAttribute(pref, attr, &alignment, sizeof alignment),
+                       "cublasLtMatmulPreferenceSetAttribute(MIN_ALIGNMENT)");
+    cublasLtMatmulHeuristicResult_t results[kHeuristicCandidates] = {};
+    int returned = 0;
+    // No algorithm shows as CUBLAS_STATUS_NOT_SUPPORTED (or zero results): *found stays false, not an error.
+    const cublasStatus_t s =
+        ok ? cublasLtMatmulAlgoGetHeuristic(handle, p->desc, p->a, p->b, p->c, p->c, pref, kHeuristicCandidates,
+                                            results, &returned)
+           : CUBLAS_STATUS_NOT_SUPPORTED;
     cublasLtMatmulPreferenceDestroy(pref);
-    if (!ok) return nullptr;
-    p.algo = result.algo;
-    return &plans.emplace(key, p).first->second;
+    if (!ok) return false;
+    if (s != CUBLAS_STATUS_SUCCESS)
+      return s == CUBLAS_STATUS_NOT_SUPPORTED || lt_ok(s, "cublasLtMatmulAlgoGetHeuristic");
+    for (int i = 0; i < returned; ++i)
+      if (results[i].state == CUBLAS_STATUS_SUCCESS && results[i].workspaceSize <= kWorkspaceBytes) {
+        p->algo = results[i].algo;
+        *found = true;
+        break;
+      }
+    return true;
+  }
+
+  // Grows (never shrinks) the int8 accumulator; allocates only when a newly planned shape needs more.
+  bool reserve_accumulator(size_t elems) {
+    if (elems <= accumulator_elems) return true;
+    if (accumulator) {
+      if (!synchronize()) return false;  // earlier launches may still read the old buffer
+      device_free(accumulator);
+      accumulator = nullptr, accumulator_elems = 0;
+    }
+    accumulator = static_cast<int32_t*>(device_alloc(elems * sizeof(int32_t)));
+    if (!accumulator) return false;
+    accumulator_elems = elems;
+    return true;
+  }
+
+  bool ready() const {
+    if (handle && workspace) return true;
+    return record(cudaErrorNoDevice, "CudaGemm: no cuBLASLt handle or workspace (no GPU?)");
   }
 };
 
@@ -98,30 +239,81 @@ CudaGemm::~CudaGemm() = default;
 size_t CudaGemm::plan_count() const { return impl_->plans.size(); }
 
 bool CudaGemm::linear(const LinearArgs& l, void* stream) {
-  if (!impl_->handle || !impl_->workspace) {
-    record(cudaErrorNoDevice, "CudaGemm: no cuBLASLt handle (no GPU?)");
-    return false;
-  }
   if (l.groups != 1) {
     record(cudaErrorNotSupported, "CudaGemm: grouped linears are not implemented on CUDA yet");
     return false;
   }
+  DevLinearArgs d;
+  d.x = l.x, d.w = l.w, d.bias = l.bias, d.y = l.y;
+  d.M = l.M, d.N = l.N, d.K = l.K, d.ldx = l.ldx, d.ldy = l.ldy;
+  d.act = l.act;
+  d.dtype = Elem::kF32;
+  return linear(d, stream);
+}
+
+bool CudaGemm::linear(const DevLinearArgs& l, void* stream) {
+  if (!impl_->ready()) return false;
+  if (l.dtype != Elem::kF32 && l.dtype != Elem::kF16) return invalid("CudaGemm::linear: dtype must be fp32 or fp16");
   const int64_t ldx = l.ldx ? l.ldx : l.K, ldy = l.ldy ? l.ldy : l.N;
-  const Plan* p = impl_->plan(l, ldx, ldy);
+  if (l.M < 0 || l.N < 0 || l.K < 1 || ldx < l.K || ldy < l.N)
+    return invalid("CudaGemm::linear: bad shape M=" + std::to_string(l.M) + " N=" + std::to_string(l.N) +
+                   " K=" + std::to_string(l.K) + " ldx=" + std::to_string(ldx) + " ldy=" + std::to_string(ldy));
+  if (l.M == 0 || l.N == 0) return true;
+  if (!l.x || !l.w || !l.y) return invalid("CudaGemm::linear: x, w and y must be device pointers (null given)");
+  const GemmKind kind = l.dtype == Elem::kF16 ? GemmKind::kF16 : GemmKind::kF32;
+
+  // Bias in the epilogue when it is aligned enough, tanh-GELU with it (only when the bias, if any, is there too).
+  Epilogue asked;
+  asked.bias = l.bias && alignment_of(l.bias) >= kBiasAlignment;
+  asked.gelu = l.act == Activation::kGeluTanh && (!l.bias || asked.bias);
+  const int align = std::min({alignment_of(l.x), alignment_of(l.w), alignment_of(l.y)});
+  const Plan* p = impl_->plan(kind, l.M, l.N, l.K, ldx, ldy, asked, align);
   if (!p) return false;
-  if (l.bias)
-    cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &l.bias, sizeof l.bias);
-  const float one = 1.f, zero = 0.f;
+  if (p->epilogue.bias &&
+      !lt_ok(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &l.bias, sizeof l.bias),
+             "cublasLtMatmulDescSetAttribute(BIAS_POINTER)"))
+    return false;
+  const float one = 1.f, zero = 0.f;  // beta = 0: y is not read
   if (!lt_ok(cublasLtMatmul(impl_->handle, p->desc, &one, l.w, p->a, l.x, p->b, &zero, l.y, p->c, l.y, p->c, &p->algo,
                             impl_->workspace, kWorkspaceBytes, static_cast<cudaStream_t>(stream)),
              "cublasLtMatmul"))
     return false;
   if (!check_launch("cublasLtMatmul")) return false;
-  if (l.act != Activation::kIdentity && !p->fused_gelu) {  // the activation as its own kernel, row by row
-    for (int64_t m = 0; m < l.M; ++m)
-      if (!activation_f32({l.y + m * ldy, l.N, l.act}, stream)) return false;
-  }
-  return true;
+  // Whatever the epilogue did not do, as one pass over the [M, N] block.
+  const void* rest_bias = p->epilogue.bias ? nullptr : l.bias;
+  const Activation rest_act = p->epilogue.gelu ? Activation::kIdentity : l.act;
+  if (!rest_bias && rest_act == Activation::kIdentity) return true;
+  return bias_activation(l.y, rest_bias, l.M, l.N, ldy, rest_act, l.dtype, stream);
+}
+
+bool CudaGemm::linear_i8(const Int8LinearArgs& l, void* stream) {
+  if (!impl_->ready()) return false;
+  if (l.y_dtype != Elem::kF32 && l.y_dtype != Elem::kF16)
+    return invalid("CudaGemm::linear_i8: y_dtype must be fp32 or fp16");
+  const int64_t ldy = l.ldy ? l.ldy : l.N;
+  const std::string shape = " (M=" + std::to_string(l.M) + " N=" + std::to_string(l.N) + " K=" + std::to_string(l.K) +
+                            " ldy=" + std::to_string(ldy) + ")";
+  if (l.M < 0 || l.N < 0 || l.K < 1 || ldy < l.N) return invalid("CudaGemm::linear_i8: bad shape" + shape);
+  if (l.M == 0 || l.N == 0) return true;
+  // cuBLASLt's IMMA kernels in plain column-major order: "TN" form, m (= N) and k (= K) and every leading
+  // dimension (K for W and x, N for the accumulator) multiples of 4, pointers 4-byte aligned (16 is faster).
+  if (l.K % 4 != 0) return invalid("CudaGemm::linear_i8: K must be a multiple of 4 for int8 tensor cores" + shape);
+  if (l.N % 4 != 0) return invalid("CudaGemm::linear_i8: N must be a multiple of 4 for int8 tensor cores" + shape);
+  if (!l.x || !l.w || !l.x_scale || !l.w_scales || !l.y)
+    return invalid("CudaGemm::linear_i8: x, w, x_scale, w_scales and y must be device pointers (null given)");
+  const int align = std::min(alignment_of(l.x), alignment_of(l.w));
+  if (align < 4) return invalid("CudaGemm::linear_i8: x and w must be 4-byte aligned for int8 tensor cores" + shape);
+
+  const Plan* p = impl_->plan(GemmKind::kI8, l.M, l.N, l.K, l.K, l.N, Epilogue{}, align);
+  if (!p || !impl_->reserve_accumulator(size_t(l.M) * size_t(l.N))) return false;
+  const int32_t one = 1, zero = 0;  // scale type int32 with CUBLAS_COMPUTE_32I
+  int32_t* acc = impl_->accumulator;
+  if (!lt_ok(cublasLtMatmul(impl_->handle, p->desc, &one, l.w, p->a, l.x, p->b, &zero, acc, p->c, acc, p->c, &p->algo,
+                            impl_->workspace, kWorkspaceBytes, static_cast<cudaStream_t>(stream)),
+             "cublasLtMatmul(int8)"))
+    return false;
+  if (!check_launch("cublasLtMatmul(int8)")) return false;
+  return dequantize_i32(acc, l.M, l.N, l.x_scale, l.w_scales, l.bias, l.act, l.y, ldy, l.y_dtype, stream);
 }
 
 }  // namespace bert::kernels::cuda

@@ -23,10 +23,19 @@ namespace bert {
 
 enum class Device { kCpu, kCuda };
 
+// What the model computes in. The CPU runs fp32 only. On CUDA: fp32 (TF32 tensor cores only with
+// allow_tf32), fp16 (fp16 storage and tensor cores, fp32 accumulation and LayerNorm / softmax
+// statistics), or int8 (the encoder's linear layers in int8 with per-channel weight scales and
+// per-tensor activation scales from Session::Calibrate; everything else fp16).
+enum class Precision { kF32, kF16, kInt8 };
+const char* precision_name(Precision p);  // "fp32", "fp16", "int8"
+
 struct LoadOptions {
   Device device = Device::kCpu;
-  // Reorder the GEMM weights once into oneDNN's blocked layout (faster; a second copy of them).
+  Precision precision = Precision::kF32;
+  // Reorder the GEMM weights once into oneDNN's blocked layout (CPU; faster; a second copy of them).
   bool pack_weights = true;
+  bool allow_tf32 = false;  // CUDA fp32: let cuBLASLt use TF32 tensor cores (about 1e-3 relative error)
 };
 
 // What a loaded model is, as config.json described it.
@@ -44,6 +53,9 @@ struct ModelInfo {
   std::vector<std::string> labels;  // id2label
   std::string weights_dtype;        // as stored in the file: "F32", "F16", "BF16"
   std::string cpu_isa;              // kernels chosen at load: "avx512", "avx2", "scalar"
+  std::string device;               // "cpu", or "cuda: <GPU name>"
+  std::string precision;            // "fp32", "fp16", "int8"
+  size_t device_weight_bytes = 0;   // weights uploaded to the GPU (CUDA)
 };
 
 class Model {
@@ -88,6 +100,12 @@ struct SessionOptions {
   bool profile = false;             // accumulate wall time per op (see Session::Profile)
   Pooling pooling = Pooling::kNone; // also output sentence_embedding [batch, hidden]
   bool normalize = false;           // L2-normalise sentence_embedding (needs pooling)
+  // CUDA only. remove_padding: run the position-wise layers on the real tokens of the batch only
+  // (attention per sequence on the packed rows); outputs at padded positions are then 0 instead of
+  // what a padded run computes there. copy_outputs = false keeps the outputs on the GPU (for
+  // benchmarks: Output() then says so).
+  bool remove_padding = false;
+  bool copy_outputs = true;
 };
 
 // Wall time spent in one kind of op over all profiled runs.
@@ -133,8 +151,16 @@ class Session {
   Result<OutputView> Output(std::string_view name) const;
   std::vector<std::string> OutputNames() const;
 
-  // Per-op times accumulated since creation (empty unless SessionOptions.profile).
+  // int8 sessions (CUDA): records the range of every quantized layer's input over a representative
+  // batch (running the fp16 path); Run quantizes with the ranges of all batches calibrated so far,
+  // and refuses to run before the first. Other sessions: an error.
+  Status Calibrate(const BatchInput& input);
+
+  // Per-op times accumulated since creation (empty unless SessionOptions.profile). On CUDA each op
+  // is synchronized for its time, so profiled runs are slower.
   std::vector<OpProfile> Profile() const;
+  // CUDA: the last Run's time on the GPU (CUDA events around the uploads, forward and copies); CPU: 0.
+  double LastRunDeviceSeconds() const;
 
   const SessionOptions& options() const;
   // Bytes of activation workspace planned at creation.

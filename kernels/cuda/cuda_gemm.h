@@ -1,0 +1,77 @@
+// Linear layers on the GPU through cuBLASLt (kernels/cuda/gemm_cublaslt.cu): fp32, fp16 (fp32
+// accumulation, tensor cores) and int8 (int32 accumulation, IMMA tensor cores); no CUDA types here.
+// NEVER RUN ON A GPU YET.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "kernels/activation.h"
+#include "kernels/cuda/device_types.h"
+#include "kernels/gemm.h"
+
+namespace bert::kernels::cuda {
+
+// y[M, N] (row stride ldy) = act(x[M, K] (row stride ldx) W[N, K]^T + bias[N]), every pointer a device
+// pointer of element type `dtype` (fp16 as its bits). ldx / ldy 0 = dense (K / N).
+//  fp32: CUBLAS_COMPUTE_32F (TF32 tensor cores only if the CudaGemm was made with allow_tf32).
+//  fp16: fp16 x / w / bias / y, fp32 accumulation and scale, tensor cores.
+// The bias is added in the GEMM's epilogue (at accumulator precision, before the output is rounded);
+// tanh-GELU is fused there too; the other activations (erf GELU, quick GELU, ReLU, tanh) run as one
+// bias_activation pass over [M, N] afterwards (kernels/cuda/precision.h). y must not overlap x or w.
+struct DevLinearArgs {
+  const void* x = nullptr;
+  const void* w = nullptr;
+  const void* bias = nullptr;  // [N] or nullptr
+  void* y = nullptr;
+  int64_t M = 0, N = 0, K = 0, ldx = 0, ldy = 0;
+  Activation act = Activation::kIdentity;
+  Elem dtype = Elem::kF32;
+};
+
+// int8 linear with int32 accumulation and per-output-channel weight scales:
+//   y[m, n] = act(acc[m, n] * (*x_scale) * w_scales[n] + bias[n]),  acc = x_q[M, K] W_q[N, K]^T in int32
+// x: dense int8 [M, K] (already quantized by the caller); w: int8 [N, K]; x_scale: ONE device float;
+// w_scales: device float [N]; bias: device fp32 [N] or null; y: element type y_dtype, row stride ldy (0 = dense).
+// cuBLASLt's IMMA kernels (plain column-major "TN" form) need K % 4 == 0, N % 4 == 0 (N is their m and the
+// accumulator's leading dimension) and 4-byte aligned x and w; otherwise linear_i8 returns false with a message.
+struct Int8LinearArgs {
+  const int8_t* x = nullptr;
+  const int8_t* w = nullptr;
+  const float* x_scale = nullptr;
+  const float* w_scales = nullptr;
+  const float* bias = nullptr;
+  void* y = nullptr;
+  int64_t M = 0, N = 0, K = 0, ldy = 0;
+  Activation act = Activation::kIdentity;
+  Elem y_dtype = Elem::kF16;
+};
+
+// Linear layers through cuBLASLt. One plan per (element type, M, N, K, ldx, ldy, epilogue, pointer
+// alignment class), made on first use and cached: the matmul descriptor, the layouts and the algorithm
+// cuBLASLt's heuristic picks. Running a planned shape only sets pointers and launches (no allocation),
+// so a caller may time linear() repeatedly on one shape. The int8 path's int32 accumulator [M, N] is
+// owned here, sized when a plan is made (grown, never shrunk). One CudaGemm per stream / thread (plans
+// and the accumulator are shared state), like the CPU GemmPlanner; make plans before any CUDA graph
+// capture (planning may allocate).
+class CudaGemm {
+ public:
+  explicit CudaGemm(bool allow_tf32 = false);
+  ~CudaGemm();
+  CudaGemm(const CudaGemm&) = delete;
+  CudaGemm& operator=(const CudaGemm&) = delete;
+
+  // The CPU's LinearArgs on device fp32 pointers (groups must be 1; `packed` is ignored).
+  bool linear(const LinearArgs& a, void* stream = nullptr);
+  bool linear(const DevLinearArgs& a, void* stream = nullptr);
+  bool linear_i8(const Int8LinearArgs& a, void* stream = nullptr);
+
+  size_t plan_count() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace bert::kernels::cuda

@@ -1,0 +1,290 @@
+// The engine on device cuda (built only with CUDA): every HF fixture through the API and through
+// bert_run --device cuda in fp32 (1e-4 relative L2) and fp16 (1e-2); padding removal against padded
+// runs and against each sequence run alone; int8 against fp32 on bert-base shapes (cosine >= 0.999);
+// the error values. GPU tests skip with a message without a GPU; the no-GPU error test runs only there.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "bert/engine.h"
+#include "engine/src/model_impl.h"
+#include "tests/cuda_test_util.h"
+#include "tests/test_util.h"
+#include "weights/model_config.h"
+#include "weights/safetensors.h"
+#include "weights/synthetic.h"
+
+namespace bert {
+namespace {
+
+const std::vector<std::string> kFixtures = {
+    "bert-base-model",  "bert-pretraining",      "bert-mlm",          "bert-seqcls",
+    "bert-qa",          "bert-tokcls",           "roberta-seqcls",    "distilbert-seqcls",
+    "electra-seqcls",   "electra-discriminator", "albert-pretraining", "squeezebert-seqcls"};
+
+bool is_output(const std::string& name) {
+  return name != "input_ids" && name != "attention_mask" && name != "token_type_ids" && name != "loss" &&
+         name.rfind("label.", 0) != 0 && name.rfind("grad.", 0) != 0;
+}
+
+double cosine(const float* a, const float* b, size_t n) {
+  double ab = 0, aa = 0, bb = 0;
+  for (size_t i = 0; i < n; ++i) ab += double(a[i]) * b[i], aa += double(a[i]) * a[i], bb += double(b[i]) * b[i];
+  return ab / std::sqrt(aa * bb);
+}
+
+// A synthetic model of a named shape on the given device and precision.
+Result<std::shared_ptr<const Model>> synthetic(const std::string& shape, const std::string& architecture,
+                                               LoadOptions load) {
+  BERT_ASSIGN_OR_RETURN(std::string json, synthetic_config_json(shape, architecture));
+  BERT_ASSIGN_OR_RETURN(ModelConfig config, parse_model_config(json, shape));
+  return load_model_from_source(synthetic_model(config, 7), load);
+}
+
+LoadOptions on_cuda(Precision p) {
+  LoadOptions o;
+  o.device = Device::kCuda;
+  o.precision = p;
+  return o;
+}
+
+// Random token ids (CLS first) with per-sequence lengths; the rest padding.
+struct Batch {
+  int B, S;
+  std::vector<int32_t> ids, mask, types;
+  Batch(int B, int S, const std::vector<int>& lengths, uint32_t seed, int vocab = 30522)
+      : B(B), S(S), ids(B * S, 0), mask(B * S, 0), types(B * S, 0) {
+    std::mt19937 rng(seed);
+    for (int b = 0; b < B; ++b)
+      for (int s = 0; s < lengths[b % lengths.size()] && s < S; ++s) {
+        ids[b * S + s] = s == 0 ? 101 : 1000 + int(rng() % (vocab - 1000));
+        mask[b * S + s] = 1;
+        types[b * S + s] = s >= lengths[b % lengths.size()] / 2;
+      }
+  }
+  BatchInput input() const { return {B, S, ids.data(), mask.data(), types.data()}; }
+};
+
+TEST(CudaEngine, LoadingWithoutAGpuIsAClearError) {
+  if (kernels::cuda::device_count() > 0) GTEST_SKIP() << "a GPU is present: this test is for machines without one";
+  auto model = synthetic("bert-tiny", "", on_cuda(Precision::kF16));
+  ASSERT_FALSE(model.ok());
+  EXPECT_NE(model.status().message().find("no CUDA GPU"), std::string::npos) << model.status().to_string();
+  BERT_REQUIRE_SHARED(shared);
+  auto run = test::run_command((test::tools_dir() / "bert_run").string() + " --model " +
+                               (shared / "fixtures" / "bert-seqcls").string() + " --device cuda --text hello");
+  EXPECT_NE(run.exit_code, 0);
+  EXPECT_NE(run.output.find("no CUDA GPU"), std::string::npos) << run.output;
+}
+
+struct ParityCase {
+  std::string fixture;
+  Precision precision;
+};
+
+class CudaFixtureParity : public ::testing::TestWithParam<ParityCase> {};
+
+// The API on the HF directory, every output against transformers' golden values.
+TEST_P(CudaFixtureParity, ApiMatchesTransformers) {
+  BERT_REQUIRE_GPU();
+  BERT_REQUIRE_SHARED(shared);
+  const auto& [fixture, precision] = GetParam();
+  const auto dir = shared / "fixtures" / fixture;
+  auto golden = SafetensorsFile::Open((dir / "golden.safetensors").string());
+  ASSERT_TRUE(golden.ok()) << golden.status().to_string();
+  auto model = Model::Load(dir.string(), on_cuda(precision));
+  ASSERT_TRUE(model.ok()) << model.status().to_string();
+  const Tensor* ids = golden->find("input_ids");
+  const Tensor* mask = golden->find("attention_mask");
+  const Tensor* types = golden->find("token_type_ids");
+  SessionOptions opts;
+  opts.max_batch = static_cast<int>(ids->shape[0]);
+  opts.max_seq = static_cast<int>(ids->shape[1]);
+  opts.keep_hidden_states = true;
+  auto session = Session::Create(*model, opts);
+  ASSERT_TRUE(session.ok()) << session.status().to_string();
+  BatchInput in{opts.max_batch, opts.max_seq, ids->as<int32_t>(), mask->as<int32_t>(),
+                types ? types->as<int32_t>() : nullptr};
+  ASSERT_TRUE((*session)->Run(in).ok());
+  const double tolerance = precision == Precision::kF32 ? 1e-4 : 1e-2;
+  int checked = 0;
+  for (const auto& [name, want] : golden->tensors()) {
+    if (!is_output(name)) continue;
+    auto got = (*session)->Output(name);
+    ASSERT_TRUE(got.ok()) << got.status().to_string();
+    ASSERT_EQ(got->shape, want.shape) << name;
+    const size_t n = want.numel();
+    const double rel = test::relative_l2(got->data, want.as<float>(), n);
+    std::printf("  %-22s %-5s %-24s rel L2 %.2e\n", fixture.c_str(), precision_name(precision), name.c_str(), rel);
+    EXPECT_LE(rel, tolerance) << name;
+    for (size_t i = 0; i < n; ++i) ASSERT_TRUE(std::isfinite(got->data[i])) << name << "[" << i << "]";
+    ++checked;
+  }
+  EXPECT_GE(checked, 3);
+  EXPECT_GT((*session)->LastRunDeviceSeconds(), 0.0);
+}
+
+std::vector<ParityCase> parity_cases() {
+  std::vector<ParityCase> cases;
+  for (const std::string& f : kFixtures)
+    for (Precision p : {Precision::kF32, Precision::kF16}) cases.push_back({f, p});
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, CudaFixtureParity, ::testing::ValuesIn(parity_cases()), [](const auto& info) {
+  std::string n = info.param.fixture + "_" + precision_name(info.param.precision);
+  for (char& c : n)
+    if (c == '-') c = '_';
+  return n;
+});
+
+// bert_run --device cuda end to end on every fixture (fp32), as a user runs it.
+TEST(CudaEngine, BertRunOnEveryFixture) {
+  BERT_REQUIRE_GPU();
+  BERT_REQUIRE_SHARED(shared);
+  test::TempDir tmp;
+  for (const std::string& fixture : kFixtures) {
+    SCOPED_TRACE(fixture);
+    const auto dir = shared / "fixtures" / fixture;
+    const auto golden_path = (dir / "golden.safetensors").string();
+    const auto out = tmp / (fixture + ".safetensors");
+    auto run = test::run_command((test::tools_dir() / "bert_run").string() + " --model " + dir.string() +
+                                 " --device cuda --inputs " + golden_path + " --outputs " + out.string());
+    ASSERT_EQ(run.exit_code, 0) << run.output;
+    auto golden = SafetensorsFile::Open(golden_path);
+    auto produced = SafetensorsFile::Open(out.string());
+    ASSERT_TRUE(golden.ok() && produced.ok());
+    for (const auto& [name, want] : golden->tensors()) {
+      if (!is_output(name)) continue;
+      const Tensor* got = produced->find(name);
+      ASSERT_NE(got, nullptr) << name;
+      EXPECT_LE(test::relative_l2(got->as<float>(), want.as<float>(), want.numel()), 1e-4) << name;
+    }
+  }
+}
+
+// Padding removal: the real tokens' outputs equal the padded run's, and each sequence run alone.
+TEST(CudaEngine, RemovingPaddingMatchesPaddedAndSingleRuns) {
+  BERT_REQUIRE_GPU();
+  for (Precision p : {Precision::kF32, Precision::kF16}) {
+    SCOPED_TRACE(precision_name(p));
+    auto model = synthetic("bert-mini", "BertForTokenClassification", on_cuda(p));
+    ASSERT_TRUE(model.ok()) << model.status().to_string();
+    const int B = 5, S = 77, H = 256;
+    Batch batch(B, S, {77, 3, 40, 1, 64}, 1);
+    SessionOptions padded_opts;
+    padded_opts.max_batch = B, padded_opts.max_seq = S;
+    SessionOptions packed_opts = padded_opts;
+    packed_opts.remove_padding = true;
+    auto padded = Session::Create(*model, padded_opts);
+    auto packed = Session::Create(*model, packed_opts);
+    auto single = Session::Create(*model, padded_opts);
+    ASSERT_TRUE(padded.ok() && packed.ok() && single.ok());
+    ASSERT_TRUE((*padded)->Run(batch.input()).ok());
+    ASSERT_TRUE((*packed)->Run(batch.input()).ok());
+    const double tol = p == Precision::kF32 ? 1e-5 : 2e-3;
+    for (const char* name : {"last_hidden_state", "logits", "pooler_output"}) {
+      auto a = (*padded)->Output(name);
+      auto b = (*packed)->Output(name);
+      ASSERT_TRUE(a.ok() && b.ok()) << name;
+      ASSERT_EQ(a->shape, b->shape);
+      const int64_t width = a->numel() / (a->shape.size() == 3 ? B * S : B);
+      std::vector<float> want, got;
+      for (int i = 0; i < (a->shape.size() == 3 ? B * S : B); ++i) {
+        if (a->shape.size() == 3 && !batch.mask[i]) {  // padding: zeros when removed
+          for (int64_t c = 0; c < width; ++c) ASSERT_EQ(b->data[i * width + c], 0.f) << name;
+          continue;
+        }
+        want.insert(want.end(), a->data + i * width, a->data + (i + 1) * width);
+        got.insert(got.end(), b->data + i * width, b->data + (i + 1) * width);
+      }
+      EXPECT_LE(test::relative_l2(got.data(), want.data(), want.size()), tol) << name;
+      ASSERT_GT(test::max_abs(got.data(), got.size()), 0.0) << name;
+    }
+    // Each sequence alone, unpadded, against its rows in the padded batch.
+    auto full = (*padded)->Output("last_hidden_state");
+    for (int b = 0; b < B; ++b) {
+      int len = 0;
+      while (len < S && batch.mask[b * S + len]) ++len;
+      BatchInput one{1, len, batch.ids.data() + b * S, batch.mask.data() + b * S, batch.types.data() + b * S};
+      ASSERT_TRUE((*single)->Run(one).ok());
+      auto alone = (*single)->Output("last_hidden_state");
+      ASSERT_TRUE(alone.ok());
+      EXPECT_LE(test::relative_l2(alone->data, full->data + size_t(b) * S * H, size_t(len) * H), tol) << "sequence " << b;
+    }
+  }
+}
+
+// int8 post-training quantization on bert-base shapes: calibrated on two batches, evaluated on a
+// third, cosine similarity of every output to fp32 on the same GPU >= 0.999.
+TEST(CudaEngine, Int8StaysCloseToFp32OnBertBaseShapes) {
+  BERT_REQUIRE_GPU();
+  auto fp32 = synthetic("bert-base", "BertForSequenceClassification", on_cuda(Precision::kF32));
+  auto int8 = synthetic("bert-base", "BertForSequenceClassification", on_cuda(Precision::kInt8));
+  ASSERT_TRUE(fp32.ok() && int8.ok()) << fp32.status().to_string() << int8.status().to_string();
+  SessionOptions opts;
+  opts.max_batch = 8, opts.max_seq = 128;
+  auto ref = Session::Create(*fp32, opts);
+  auto q = Session::Create(*int8, opts);
+  ASSERT_TRUE(ref.ok() && q.ok());
+  Batch eval(8, 128, {128, 100, 77, 128, 20, 128, 64, 128}, 3);
+  Status before = (*q)->Run(eval.input());
+  EXPECT_FALSE(before.ok());
+  EXPECT_NE(before.message().find("Calibrate"), std::string::npos) << before.to_string();
+  for (uint32_t seed : {11u, 12u}) ASSERT_TRUE((*q)->Calibrate(Batch(8, 128, {128, 90, 128, 50}, seed).input()).ok());
+  ASSERT_TRUE((*ref)->Run(eval.input()).ok());
+  ASSERT_TRUE((*q)->Run(eval.input()).ok());
+  for (const char* name : {"last_hidden_state", "pooler_output"}) {
+    auto a = (*ref)->Output(name);
+    auto b = (*q)->Output(name);
+    ASSERT_TRUE(a.ok() && b.ok());
+    const double cos = cosine(b->data, a->data, a->numel());
+    std::printf("  int8 vs fp32 %-18s cosine %.6f  rel L2 %.3e\n", name, cos,
+                test::relative_l2(b->data, a->data, a->numel()));
+    EXPECT_GE(cos, 0.999) << name;
+  }
+}
+
+TEST(CudaEngine, ErrorsAreValues) {
+  BERT_REQUIRE_GPU();
+  auto model = synthetic("bert-tiny", "", on_cuda(Precision::kF32));
+  ASSERT_TRUE(model.ok()) << model.status().to_string();
+  SessionOptions opts;
+  opts.max_batch = 2, opts.max_seq = 16;
+  auto session = Session::Create(*model, opts);
+  ASSERT_TRUE(session.ok());
+  Batch batch(2, 16, {16, 9}, 5);
+  EXPECT_FALSE((*session)->Calibrate(batch.input()).ok());  // fp32: nothing to calibrate
+  // Token id out of range: validated before anything reaches the GPU.
+  Batch bad = batch;
+  bad.ids[3] = 40000;
+  Status st = (*session)->Run(bad.input());
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("input_ids[0][3]"), std::string::npos) << st.to_string();
+  // Padding removal needs each sequence to start with a real token.
+  opts.remove_padding = true;
+  auto packed = Session::Create(*model, opts);
+  ASSERT_TRUE(packed.ok());
+  Batch left = batch;
+  left.mask[16] = 0;
+  st = (*packed)->Run(left.input());
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("attention_mask[1][0]"), std::string::npos) << st.to_string();
+  // Outputs kept on the GPU say so.
+  opts.remove_padding = false;
+  opts.copy_outputs = false;
+  auto kept = Session::Create(*model, opts);
+  ASSERT_TRUE(kept.ok());
+  ASSERT_TRUE((*kept)->Run(batch.input()).ok());
+  auto out = (*kept)->Output("last_hidden_state");
+  EXPECT_FALSE(out.ok());
+  EXPECT_NE(out.status().message().find("copy_outputs"), std::string::npos);
+  // A workspace that cannot fit.
+  opts.max_batch = 1 << 20, opts.max_seq = 512;
+  auto huge = Session::Create(*model, opts);
+  EXPECT_FALSE(huge.ok());
+}
+
+}  // namespace
+}  // namespace bert

@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""Summary table of a GPU run (tools/gpu_check.sh): bert_bench's BM_CudaGemmPeak and BM_CudaInference
+(Google Benchmark JSON) side by side with the PyTorch baseline (tools/torch_baseline.py JSON lines),
+as Markdown. Usage: gpu_summary.py bench.json torch.jsonl device.txt"""
+import json
+import sys
+
+
+def main():
+    bench_path, torch_path, device_path = sys.argv[1:4]
+    try:
+        bench = json.load(open(bench_path))["benchmarks"]
+    except (OSError, ValueError, KeyError) as e:
+        print(f"no benchmark results ({e})")
+        bench = []
+    torch_rows = []
+    try:
+        torch_rows = [json.loads(l) for l in open(torch_path) if l.strip()]
+    except OSError:
+        pass
+    print("# GPU run\n")
+    try:
+        print("```\n" + open(device_path).read().strip() + "\n```\n")
+    except OSError:
+        pass
+    peaks = {}
+    print("## GEMM peak (8192^3, engine's cuBLASLt path)\n\n| kind | TFLOP/s |\n| --- | ---: |")
+    for b in bench:
+        if b["name"].startswith("BM_CudaGemmPeak") and "TFLOP/s" in b:
+            kind = b.get("label", b["name"]).split()[0]
+            peaks[kind] = b["TFLOP/s"]
+            print(f"| {kind} | {b['TFLOP/s']:.1f} |")
+    eager = {(r["batch"], r["seq"]): r for r in torch_rows if r["mode"] == "eager"}
+    compiled = {(r["batch"], r["seq"]): r for r in torch_rows if r["mode"] == "compile"}
+    print("\n## Inference (manual time = CUDA events around Run; mean of the iterations)\n")
+    print("| model | precision | lengths | batch | seq | ms | seq/s | TFLOP/s | % GEMM peak | PyTorch eager fp16 ms | "
+          "torch.compile ms | speed-up vs eager |")
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for b in bench:
+        if not b["name"].startswith("BM_CudaInference") or b.get("error_occurred"):
+            continue
+        parts = dict(p.split(":") for p in b["name"].split("/")[1:] if ":" in p)
+        label = b.get("label", "").split()
+        model, precision, lengths = (label + ["?", "?", "?"])[:3]
+        batch, seq = int(parts.get("batch", 0)), int(parts.get("seq", 0))
+        ms = b["real_time"] if b.get("time_unit") == "ms" else b["real_time"] / 1e6
+        e = eager.get((batch, seq)) if model == "bert-base" and lengths == "full" else None
+        c = compiled.get((batch, seq)) if model == "bert-base" and lengths == "full" else None
+        fmt = lambda r: f"{r['ms']:.3f}" if r else ""
+        speedup = f"{e['ms'] / ms:.2f}x" if e else ""
+        print(f"| {model} | {precision} | {lengths} | {batch} | {seq} | {ms:.3f} | {b.get('seq/s', 0):.0f} | "
+              f"{b.get('TFLOP/s', 0):.1f} | {b.get('pct_gemm_peak', 0):.1f} | {fmt(e)} | {fmt(c)} | {speedup} |")
+
+
+if __name__ == "__main__":
+    main()
