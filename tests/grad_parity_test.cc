@@ -5,14 +5,20 @@
 // biases (softmax ignores a constant added to a row of scores), and for QA the qa_outputs bias and
 // the last LayerNorm's bias (a softmax over positions). A relative error against ~1e-17 means
 // nothing, so those are held to an absolute bound: norm <= 1e-6 x the median gradient norm.
+// CUDA builds run every fixture a second time with `--device cuda` (the same fp32 tolerances); those
+// cases skip with a message without a GPU.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <tuple>
 
 #include "tests/test_util.h"
 #include "weights/safetensors.h"
+#ifdef BERT_HAVE_CUDA
+#include "kernels/cuda/cuda_kernels.h"
+#endif
 
 namespace bert {
 namespace {
@@ -22,11 +28,25 @@ const std::vector<std::string> kFixturesWithLoss = {
     "bert-tokcls",      "roberta-seqcls",    "distilbert-seqcls",     "electra-seqcls",
     "electra-discriminator", "albert-pretraining", "squeezebert-seqcls"};
 
-class GradParity : public ::testing::TestWithParam<std::string> {};
+// (fixture, device): "cpu", or "cuda" in CUDA builds.
+using Case = std::tuple<std::string, std::string>;
+class GradParity : public ::testing::TestWithParam<Case> {};
+
+std::vector<std::string> devices() {
+#ifdef BERT_HAVE_CUDA
+  return {"cpu", "cuda"};
+#else
+  return {"cpu"};
+#endif
+}
 
 TEST_P(GradParity, LossAndEveryGradientMatchTransformers) {
+  const auto& [fixture, device] = GetParam();
+#ifdef BERT_HAVE_CUDA
+  if (device == "cuda" && kernels::cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device: this GPU test was not run";
+#endif
   BERT_REQUIRE_SHARED(shared);
-  const auto dir = shared / "fixtures" / GetParam();
+  const auto dir = shared / "fixtures" / fixture;
   const std::string golden_path = (dir / "golden.safetensors").string();
   auto golden = SafetensorsFile::Open(golden_path);
   ASSERT_TRUE(golden.ok()) << golden.status().to_string();
@@ -39,7 +59,7 @@ TEST_P(GradParity, LossAndEveryGradientMatchTransformers) {
     SCOPED_TRACE(model);
     const auto out = tmp / "grads.safetensors";
     auto r = test::run_command((test::tools_dir() / "bert_run").string() + " --model " + model + " --inputs " +
-                               golden_path + " --outputs " + out.string() + " --grads --threads 2");
+                               golden_path + " --outputs " + out.string() + " --grads --threads 2 --device " + device);
     ASSERT_EQ(r.exit_code, 0) << r.output;
     auto produced = SafetensorsFile::Open(out.string());
     ASSERT_TRUE(produced.ok()) << produced.status().to_string();
@@ -85,12 +105,14 @@ TEST_P(GradParity, LossAndEveryGradientMatchTransformers) {
     EXPECT_EQ(produced_grads, checked) << "bert_run wrote gradients transformers does not have";
     EXPECT_GT(checked, 10);
     std::printf("  %-22s loss %.7g (golden %.7g), %d gradients (%d ~0), worst rel L2 %.2e (%s)\n",
-                GetParam().c_str(), gl, wl, checked, structural_zeros, worst, worst_name.c_str());
+                (fixture + "/" + device).c_str(), gl, wl, checked, structural_zeros, worst, worst_name.c_str());
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, GradParity, ::testing::ValuesIn(kFixturesWithLoss), [](const auto& info) {
-  std::string n = info.param;
+INSTANTIATE_TEST_SUITE_P(Fixtures, GradParity,
+                         ::testing::Combine(::testing::ValuesIn(kFixturesWithLoss), ::testing::ValuesIn(devices())),
+                         [](const auto& info) {
+  std::string n = std::get<0>(info.param) + "_" + std::get<1>(info.param);
   for (char& c : n)
     if (c == '-') c = '_';
   return n;

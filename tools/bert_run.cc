@@ -468,8 +468,8 @@ int main(int argc, char** argv) {
   if (opts.normalize && opts.pooling == bert::Pooling::kNone) return usage("--normalize needs --pooling");
   if (grads && (!tensor_mode || opts.pooling != bert::Pooling::kNone))
     return usage("--grads goes with --inputs and --outputs (and without --pooling)");
-  if (grads && load.device != bert::Device::kCpu)
-    return usage("--grads runs on the CPU only (CUDA training is not built yet)");
+  if (grads && load.precision != bert::Precision::kF32)
+    return usage("--grads computes in fp32 (on the CPU or with --device cuda)");
   if (!device.calibration.empty() && load.precision != bert::Precision::kInt8)
     return usage("--calibration goes with --precision int8");
   if (drift && load.device != bert::Device::kCuda) return usage("--drift goes with --device cuda");

@@ -6,7 +6,7 @@
 //              [--weight-decay 0.01] [--optimizer adamw|lamb] [--accumulate 1] [--max-grad-norm 1.0]
 //              [--dropout 0.1] [--max-seq 128] [--seed 42] [--threads N] [--log run.jsonl]
 //              [--checkpoint ckpt.bert [--checkpoint-every STEPS]] [--resume ckpt.bert]
-//              [--max-steps N] [--limit-train N] [--limit-dev N]
+//              [--max-steps N] [--limit-train N] [--limit-dev N] [--device cpu|cuda]
 //
 // classify: TSV with a header line, `sentence[<TAB>sentence2]<TAB>label` (integer labels; float for
 //   a one-label regression model). mlm: one text per line; each epoch re-masks 15% of the tokens
@@ -16,7 +16,8 @@
 //   order or swapped (SOP), then masks as mlm does. Each epoch reports train loss, dev loss, accuracy and F1 (a
 //   progress bar on a terminal, JSON lines in --log). Checkpoints are engine files plus optimizer
 //   state, written atomically; --resume continues bit-identically. --max-steps stops early without
-//   changing the schedule (which spans all epochs).
+//   changing the schedule (which spans all epochs). --device cuda trains on the GPU in fp32 (the
+//   same dropout streams as the CPU; dev evaluation runs there too).
 #include <unistd.h>
 
 #include <algorithm>
@@ -52,7 +53,7 @@ int usage(const std::string& msg) {
                "                  [--optimizer adamw|lamb] [--accumulate N] [--max-grad-norm F] [--dropout F]\n"
                "                  [--max-seq N] [--seed N] [--threads N] [--log FILE] [--checkpoint FILE\n"
                "                  [--checkpoint-every STEPS]] [--resume FILE] [--max-steps N] [--limit-train N]\n"
-               "                  [--limit-dev N]\n");
+               "                  [--limit-dev N] [--device cpu|cuda]\n");
   return 2;
 }
 
@@ -289,7 +290,7 @@ void progress(int epoch, int epochs, size_t done, size_t total, double loss, dou
 
 int main(int argc, char** argv) {
   std::string train_path, dev_path, out_path, model_path, synthetic, architecture, config_path, vocab_path;
-  std::string task = "classify", optimizer = "adamw", log_path, checkpoint_path, resume_path;
+  std::string task = "classify", optimizer = "adamw", log_path, checkpoint_path, resume_path, device = "cpu";
   int epochs = 3, batch = 32, accumulate = 1, max_seq = 128, threads = 0;
   int64_t checkpoint_every = 0, max_steps = 0, limit_train = 0, limit_dev = 0;
   double lr = 5e-5, warmup = 0.1, weight_decay = 0.01, max_grad_norm = 1.0, dropout = 0.1;
@@ -325,6 +326,7 @@ int main(int argc, char** argv) {
     else if (a == "--vocab") vocab_path = v;
     else if (a == "--task") task = v;
     else if (a == "--optimizer") optimizer = v;
+    else if (a == "--device") device = v;
     else if (a == "--log") log_path = v;
     else if (a == "--checkpoint") checkpoint_path = v;
     else if (a == "--resume") resume_path = v;
@@ -352,11 +354,15 @@ int main(int argc, char** argv) {
   if (model_path.empty() && vocab_path.empty()) return usage("--synthetic and --config need --vocab");
   if (task != "classify" && task != "mlm" && task != "pretrain") return usage("--task must be classify, mlm or pretrain");
   if (optimizer != "adamw" && optimizer != "lamb") return usage("--optimizer must be adamw or lamb");
+  if (device != "cpu" && device != "cuda") return usage("--device must be cpu or cuda");
+  bert::LoadOptions load;  // fp32 (training computes in fp32 on either device)
+  load.device = device == "cuda" ? bert::Device::kCuda : bert::Device::kCpu;
+  load.pack_weights = false;  // the trainer keeps its own copies
 
   // The model: a file to fine-tune, or a config with seeded random weights.
   std::shared_ptr<const bert::Model> model;
   if (!model_path.empty()) {
-    auto m = bert::Model::Load(model_path);
+    auto m = bert::Model::Load(model_path, load);
     if (!m.ok()) return fail(m.status());
     model = *m;
   } else {
@@ -379,7 +385,7 @@ int main(int argc, char** argv) {
       return fail(bert::invalid_argument(vocab_path + ": " + std::to_string(vocab->size()) +
                                          " tokens but the config's vocab_size is " + std::to_string(config->vocab_size)));
     src.vocab = std::move(*vocab);
-    auto m = bert::load_model_from_source(std::move(src), {.pack_weights = false});
+    auto m = bert::load_model_from_source(std::move(src), load);
     if (!m.ok()) return fail(m.status());
     model = *m;
   }

@@ -61,6 +61,9 @@ class Optimizer {
   // negative or non-finite lr) are reported before anything changes.
   Result<double> step(float lr);
 
+  // The option and lr checks step() starts with (also for the CUDA trainer's device optimizer).
+  Status check_step_arguments(float lr) const;
+
   // Sets every registered gradient to 0.
   void zero_grads();
 
@@ -86,7 +89,6 @@ class Optimizer {
     std::vector<float> m, v;  // first and second moments
   };
 
-  Status check_step_arguments(float lr) const;
   void adamw_update(Param& p, float lr, int64_t step);
   void lamb_update(Param& p, float lr, int64_t step);
 

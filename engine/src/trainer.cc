@@ -10,6 +10,10 @@
 #include <map>
 
 #include "bert/train.h"
+#ifdef BERT_HAVE_CUDA
+#include "engine/src/cuda/device_model.h"
+#include "engine/src/cuda/device_trainer.h"
+#endif
 #include "engine/src/model_impl.h"
 #include "engine/src/optimizer.h"
 #include "kernels/gemm.h"
@@ -62,6 +66,13 @@ struct Trainer::Impl {
   kernels::GemmPlanner gemm;
   Optimizer optimizer;
   uint64_t calls = 0;  // ForwardBackward calls: picks each call's dropout stream
+#ifdef BERT_HAVE_CUDA
+  // Device cuda: the parameters, gradients and optimizer live on the GPU; `params` and `grads` are
+  // host copies refreshed by pull() when something reads them.
+  std::unique_ptr<cuda::DeviceTrainer> device;
+#endif
+  // Refreshes the host copies from the GPU (device cuda; a no-op on the CPU).
+  Status pull(bool want_params, bool want_grads) const;
 
   // The current parameters as a model source (F32 views of `params`, which must outlive it).
   ModelSource source() const;
@@ -119,14 +130,25 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(std::shared_ptr<const Model> mo
   // No weight decay on biases and LayerNorm weights (transformers' no_decay = ["bias", "LayerNorm.weight"]).
   s.optimizer = Optimizer(opts.optimizer);
   for (auto& [name, value] : s.params) {
+    if (model->impl().device) break;  // device cuda keeps the moments on the GPU
     const bool decay = !(name.ends_with(".bias") || name.ends_with(".gamma") || name.ends_with(".beta"));
     BERT_RETURN_IF_ERROR(s.optimizer.add(name, value.data(), s.grads[name].data(), int64_t(value.size()), decay));
   }
 
+  s.positions.resize(T_of(opts));
+  if (model->impl().device) {  // device cuda: the GPU holds the training state and activations
+#ifdef BERT_HAVE_CUDA
+    const cuda::DeviceModel& dm = *model->impl().device;
+    if (dm.precision != Precision::kF32)
+      return unsupported(std::string("training on device cuda runs in fp32; this model was loaded in ") +
+                         precision_name(dm.precision) + " (fp16 mixed-precision training is not built yet)");
+    BERT_ASSIGN_OR_RETURN(s.device, cuda::DeviceTrainer::Create(c, s.params, opts, dm.allow_tf32));
+#endif
+    return std::unique_ptr<Trainer>(new Trainer(std::move(impl)));
+  }
   const size_t B = opts.max_batch, S = opts.max_seq, T = T_of(opts);
   const size_t H = c.hidden_size, I = c.intermediate_size, E = c.embedding_size, nh = c.num_heads;
   const size_t V = c.vocab_size, L = c.num_labels;
-  s.positions.resize(T);
   s.emb_sum.resize(T * E);
   s.emb_ln.resize(T * E);
   s.d_emb.resize(T * E);
@@ -150,7 +172,23 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(std::shared_ptr<const Model> mo
   return std::unique_ptr<Trainer>(new Trainer(std::move(impl)));
 }
 
+Status Trainer::Impl::pull(bool want_params, bool want_grads) const {
+#ifdef BERT_HAVE_CUDA
+  if (device) {
+    auto& self = const_cast<Impl&>(*this);  // the host copies are a cache of the device state
+    return device->Download(want_params ? &self.params : nullptr, want_grads ? &self.grads : nullptr);
+  }
+#endif
+  return Status::Ok();
+}
+
 void Trainer::ZeroGrad() {
+#ifdef BERT_HAVE_CUDA
+  if (impl_->device) {
+    (void)impl_->device->ZeroGrad();  // a failure here resurfaces as the next call's error
+    return;
+  }
+#endif
   for (auto& [name, grad] : impl_->grads) std::fill(grad.begin(), grad.end(), 0.f);
 }
 
@@ -197,6 +235,14 @@ Result<double> Trainer::ForwardBackward(const BatchInput& in, const TrainLabels&
   BERT_RETURN_IF_ERROR(validate_batch_values(c, in));
   BERT_RETURN_IF_ERROR(impl_->check_labels(in, labels));
   if (impl_->o.num_threads > 0) omp_set_num_threads(impl_->o.num_threads);
+#ifdef BERT_HAVE_CUDA
+  if (impl_->device) {
+    Impl& s = *impl_;
+    compute_position_ids(c, in.input_ids, in.batch, in.seq, s.positions.data());
+    const uint64_t stream = s.o.seed * 0x9E3779B97F4A7C15ull + (++s.calls);  // as run() derives it
+    return s.device->ForwardBackward(in, labels, loss_scale, s.positions.data(), stream);
+  }
+#endif
   return impl_->run(in, labels, loss_scale);
 }
 
@@ -564,13 +610,24 @@ Result<double> Trainer::Impl::run(const BatchInput& in, const TrainLabels& y, fl
 }
 
 Result<double> Trainer::Step(float lr) {
+#ifdef BERT_HAVE_CUDA
+  if (impl_->device) {
+    BERT_RETURN_IF_ERROR(impl_->optimizer.check_step_arguments(lr));
+    return impl_->device->Step(lr);
+  }
+#endif
   if (impl_->o.num_threads > 0) omp_set_num_threads(impl_->o.num_threads);
   BERT_ASSIGN_OR_RETURN(double norm, impl_->optimizer.step(lr));
   impl_->optimizer.zero_grads();
   return norm;
 }
 
-int64_t Trainer::steps() const { return impl_->optimizer.steps(); }
+int64_t Trainer::steps() const {
+#ifdef BERT_HAVE_CUDA
+  if (impl_->device) return impl_->device->steps();
+#endif
+  return impl_->optimizer.steps();
+}
 
 ModelSource Trainer::Impl::source() const {
   const ModelSource& from = model->impl().source;
@@ -590,19 +647,34 @@ ModelSource Trainer::Impl::source() const {
 }
 
 Result<std::shared_ptr<const Model>> Trainer::Snapshot() const {
+  BERT_RETURN_IF_ERROR(impl_->pull(true, false));
   ModelSource m = impl_->source();
   for (auto& [name, t] : m.tensors) {  // the snapshot owns copies: training goes on
     Tensor copy = make_owned_tensor(DType::kF32, t.shape);
     std::memcpy(mutable_data(copy), t.data, t.nbytes());
     t = copy;
   }
-  return load_model_from_source(std::move(m));
+  LoadOptions load;  // on the trainer's device (fp32), so evaluating a snapshot runs where training does
+  load.device = impl_->model->impl().device ? Device::kCuda : Device::kCpu;
+  return load_model_from_source(std::move(m), load);
 }
 
-Status Trainer::Save(const std::string& path) const { return write_engine_file(path, impl_->source(), DType::kF32); }
+Status Trainer::Save(const std::string& path) const {
+  BERT_RETURN_IF_ERROR(impl_->pull(true, false));
+  return write_engine_file(path, impl_->source(), DType::kF32);
+}
 
 Status Trainer::SaveCheckpoint(const std::string& path, const std::string& state) const {
-  std::vector<std::pair<std::string, Tensor>> extra = impl_->optimizer.state();
+  BERT_RETURN_IF_ERROR(impl_->pull(true, false));
+  std::vector<std::pair<std::string, Tensor>> extra;
+#ifdef BERT_HAVE_CUDA
+  if (impl_->device) {
+    BERT_ASSIGN_OR_RETURN(extra, impl_->device->OptimizerState());
+  } else
+#endif
+  {
+    extra = impl_->optimizer.state();
+  }
   Tensor calls = make_owned_tensor(DType::kI64, {1});
   *static_cast<int64_t*>(mutable_data(calls)) = static_cast<int64_t>(impl_->calls);
   extra.emplace_back("trainer.calls", calls);
@@ -624,10 +696,18 @@ Result<std::string> Trainer::LoadCheckpoint(const std::string& path) {
                           shape_string(t->shape) + "; this model needs F32 with " + std::to_string(value.size()) +
                           " values");
   }
-  BERT_RETURN_IF_ERROR(impl_->optimizer.load_state(f.tensors()).with_context(path));
-  for (auto& [name, value] : impl_->params) {
-    const Tensor* t = f.find(name);
-    std::memcpy(value.data(), t->data, t->nbytes());
+#ifdef BERT_HAVE_CUDA
+  if (impl_->device) {
+    for (auto& [name, value] : impl_->params) std::memcpy(value.data(), f.find(name)->data, value.size() * 4);
+    BERT_RETURN_IF_ERROR(impl_->device->Restore(impl_->params, f.tensors()).with_context(path));
+  } else
+#endif
+  {
+    BERT_RETURN_IF_ERROR(impl_->optimizer.load_state(f.tensors()).with_context(path));
+    for (auto& [name, value] : impl_->params) {
+      const Tensor* t = f.find(name);
+      std::memcpy(value.data(), t->data, t->nbytes());
+    }
   }
   impl_->calls = static_cast<uint64_t>(calls->as<int64_t>()[0]);
   ZeroGrad();
@@ -636,6 +716,7 @@ Result<std::string> Trainer::LoadCheckpoint(const std::string& path) {
 
 std::vector<NamedArray> Trainer::Gradients() const {
   const ModelConfig& c = *impl_->c;
+  if (Status st = impl_->pull(false, true); !st.ok()) return {};  // (device cuda) nothing to report
   std::vector<NamedArray> out;
   const std::string prefix = c.head == HeadKind::kNone ? "" : hf_base_prefix(c);
   for (const ParamSpec& spec : param_specs(c, prefix)) {

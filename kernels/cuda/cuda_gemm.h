@@ -1,5 +1,6 @@
 // Linear layers on the GPU through cuBLASLt (kernels/cuda/gemm_cublaslt.cu): fp32, fp16 (fp32
-// accumulation, tensor cores) and int8 (int32 accumulation, IMMA tensor cores); no CUDA types here.
+// accumulation, tensor cores) and int8 (int32 accumulation, IMMA tensor cores), and fp32 strided batched
+// matmuls (the trainer's gradients and attention); no CUDA types here.
 // NEVER RUN ON A GPU YET.
 #pragma once
 
@@ -49,7 +50,8 @@ struct Int8LinearArgs {
 };
 
 // Linear layers through cuBLASLt. One plan per (element type, M, N, K, ldx, ldy, epilogue, pointer
-// alignment class), made on first use and cached: the matmul descriptor, the layouts and the algorithm
+// alignment class) (batched matmuls: per shape, transposes, strides and alignment class), made on first
+// use and cached: the matmul descriptor, the layouts and the algorithm
 // cuBLASLt's heuristic picks. Running a planned shape only sets pointers and launches (no allocation),
 // so a caller may time linear() repeatedly on one shape. The int8 path's int32 accumulator [M, N] is
 // owned here, sized when a plan is made (grown, never shrunk). One CudaGemm per stream / thread (plans
@@ -66,6 +68,19 @@ class CudaGemm {
   bool linear(const LinearArgs& a, void* stream = nullptr);
   bool linear(const DevLinearArgs& a, void* stream = nullptr);
   bool linear_i8(const Int8LinearArgs& a, void* stream = nullptr);
+
+  // The CPU's BatchedMatmulArgs (its reference batched_matmul_f32_ref is the spec) on device fp32 pointers:
+  // C[i0, i1] (=, or += with accumulate) A[i0, i1] B[i0, i1] for i0 < batch0, i1 < batch1, every matrix
+  // addressed through its four element strides (batch0, batch1, row, column). Runs as cuBLASLt strided
+  // batched GEMMs (TF32 only if the CudaGemm was made with allow_tf32), one plan per layout.
+  // Each of A, B and C needs a unit row or column stride (row-major or column-major view) whose other
+  // stride is at least the matrix's width in that view (a dimension of extent 1 takes any stride); the
+  // strides of batch dimensions of extent > 1 must be >= 0. C matrices of distinct batches must not
+  // overlap, except through a batch stride of 0, which runs that batch dimension as sequential GEMMs on
+  // the stream (so `accumulate` sums over it, as the reference does). Without accumulate C is not read
+  // (it may hold NaN); K == 0 zeroes it. Zero M, N or batch is a no-op. Bad arguments return false with
+  // a message (cuda_last_error()).
+  bool batched_matmul(const BatchedMatmulArgs& a, void* stream = nullptr);
 
   size_t plan_count() const;
 

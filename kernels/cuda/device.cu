@@ -102,6 +102,14 @@ bool memset_async(void* p, int value, size_t bytes, void* stream) {
   return record(cudaMemsetAsync(p, value, bytes, static_cast<cudaStream_t>(stream)), "cudaMemsetAsync");
 }
 
+bool copy_2d_async(void* dst, size_t dst_pitch, const void* src, size_t src_pitch, size_t width_bytes, size_t rows,
+                   void* stream) {
+  if (rows == 0 || width_bytes == 0) return true;
+  return record(cudaMemcpy2DAsync(dst, dst_pitch, src, src_pitch, width_bytes, rows, cudaMemcpyDeviceToDevice,
+                                  static_cast<cudaStream_t>(stream)),
+                "cudaMemcpy2DAsync D2D");
+}
+
 void* event_create() {
   cudaEvent_t e = nullptr;
   return record(cudaEventCreate(&e), "cudaEventCreate") ? e : nullptr;

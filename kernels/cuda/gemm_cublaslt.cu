@@ -5,15 +5,20 @@
 // three layouts and the algorithm cuBLASLt's heuristic picks, made on first use and cached; running a
 // planned shape only sets pointers. The bias is a cuBLASLt epilogue (with tanh-GELU fused when that is
 // the activation); the other activations run as ONE bias_activation pass over [M, N] afterwards.
+// Strided batched fp32 matmuls (the trainer's gradients, attention) run as column-major C = op(A) op(B) or,
+// for a row-major C, C^T = op(B^T) op(A^T), with cuBLASLt's strided batch plus a host loop for what it cannot take.
 // TF32 only when asked. NEVER RUN ON A GPU YET.
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <array>
+#include <climits>
 #include <cstdint>
 #include <map>
 #include <string>
 #include <tuple>
+#include <utility>
 
 #include "kernels/cuda/cuda_gemm.h"
 #include "kernels/cuda/cuda_kernels.h"
@@ -80,6 +85,88 @@ void destroy(Plan& p) {
 // (kind, M, N, K, ldx, ldy, asked epilogue, min alignment of x / w / y in bytes)
 using PlanKey = std::tuple<int, int64_t, int64_t, int64_t, int64_t, int64_t, int, int>;
 
+// The alignment class (as alignment_of) of a byte offset: what adding it to an aligned pointer keeps.
+int alignment_of_offset(int64_t bytes) { return alignment_of(reinterpret_cast<const void*>(uintptr_t(bytes))); }
+
+// One operand of a batched matmul: element (r, c) of batch (i0, i1) at p + i0*s[0] + i1*s[1] + r*s[2] + c*s[3].
+struct StridedMatrix {
+  const float* p = nullptr;
+  int64_t rows = 0, cols = 0;
+  int64_t s[4] = {0, 0, 0, 0};
+
+  StridedMatrix(const float* ptr, int64_t r, int64_t c, const int64_t strides[4]) : p(ptr), rows(r), cols(c) {
+    std::copy(strides, strides + 4, s);
+  }
+  // The same elements read as the transposed matrix (batch strides unchanged).
+  StridedMatrix transposed() const {
+    StridedMatrix t = *this;
+    std::swap(t.rows, t.cols);
+    std::swap(t.s[2], t.s[3]);
+    return t;
+  }
+};
+
+// Whether m is a plain cuBLASLt column-major matrix: unit row stride (any for a single row) and a column stride of
+// at least its row count (any for a single column). Sets *ld, the leading dimension to give cuBLASLt.
+bool column_major(const StridedMatrix& m, int64_t* ld) {
+  if (m.rows != 1 && m.s[2] != 1) return false;
+  *ld = m.cols == 1 ? m.rows : m.s[3];
+  return *ld >= m.rows;
+}
+
+// An operand as cuBLASLt takes it: a column-major (rows, cols, ld) layout and the op that turns it into the matrix.
+struct LtOperand {
+  int64_t rows = 0, cols = 0, ld = 0;
+  cublasOperation_t op = CUBLAS_OP_N;
+};
+
+// A column-major matrix is its own layout (op N); a row-major one is the column-major layout of its transpose,
+// transposed back by the matmul (op T). false when neither view is a plain column-major matrix. Succeeds for m
+// exactly when it does for m.transposed().
+bool lt_operand(const StridedMatrix& m, LtOperand* o) {
+  if (column_major(m, &o->ld)) {
+    o->rows = m.rows, o->cols = m.cols, o->op = CUBLAS_OP_N;
+    return true;
+  }
+  const StridedMatrix t = m.transposed();
+  if (column_major(t, &o->ld)) {
+    o->rows = t.rows, o->cols = t.cols, o->op = CUBLAS_OP_T;
+    return true;
+  }
+  return false;
+}
+
+// One batch dimension: its extent and the element strides of the (possibly swapped) A, B and C along it.
+struct BatchDim {
+  int64_t count = 1, a = 0, b = 0, c = 0;
+};
+
+// Calls f(offset of A, of B, of C) for every index of up to two batch dimensions in order (the first outermost),
+// stopping at the first false.
+template <typename F>
+bool for_each_batch(const BatchDim* dims, int n, F&& f) {
+  const BatchDim outer = n > 1 ? dims[0] : BatchDim{}, inner = n > 0 ? dims[n - 1] : BatchDim{};
+  for (int64_t i = 0; i < outer.count; ++i)
+    for (int64_t j = 0; j < inner.count; ++j)
+      if (!f(i * outer.a + j * inner.a, i * outer.b + j * inner.b, i * outer.c + j * inner.c)) return false;
+  return true;
+}
+
+// Sizes and strides of a batched matmul, for messages.
+std::string batched_shape(const BatchedMatmulArgs& g) {
+  auto strides = [](const int64_t* s) {
+    return "{" + std::to_string(s[0]) + ", " + std::to_string(s[1]) + ", " + std::to_string(s[2]) + ", " +
+           std::to_string(s[3]) + "}";
+  };
+  return " (batch " + std::to_string(g.batch0) + "x" + std::to_string(g.batch1) + " M=" + std::to_string(g.M) +
+         " N=" + std::to_string(g.N) + " K=" + std::to_string(g.K) + ", strides a " + strides(g.a_strides) + " b " +
+         strides(g.b_strides) + " c " + strides(g.c_strides) + ")";
+}
+
+// (m, n, k, op A, op B, lda, ldb, ldc, cuBLASLt batch count, its batch strides of A / B / C, min alignment in bytes).
+// beta (accumulate or not) is a run-time argument of cublasLtMatmul, not part of a plan.
+using BatchedPlanKey = std::array<int64_t, 13>;
+
 }  // namespace
 
 struct CudaGemm::Impl {
@@ -87,11 +174,13 @@ struct CudaGemm::Impl {
   void* workspace = nullptr;
   bool tf32 = false;
   std::map<PlanKey, Plan> plans;
+  std::map<BatchedPlanKey, Plan> batched_plans;
   int32_t* accumulator = nullptr;  // the int8 path's int32 [M, N], sized for the largest planned int8 shape
   size_t accumulator_elems = 0;
 
   ~Impl() {
     for (auto& [key, p] : plans) destroy(p);
+    for (auto& [key, p] : batched_plans) destroy(p);
     device_free(accumulator);
     device_free(workspace);
     if (handle) cublasLtDestroy(handle);
@@ -175,7 +264,14 @@ struct CudaGemm::Impl {
         !lt_ok(cublasLtMatrixLayoutCreate(&p->b, in_type, K, M, ldx), "cublasLtMatrixLayoutCreate(B = x)") ||
         !lt_ok(cublasLtMatrixLayoutCreate(&p->c, out_type, N, M, ldy), "cublasLtMatrixLayoutCreate(C = D = y)"))
       return false;
+    return choose_algo(p, align, found);
+  }
 
+  // Asks the heuristic for an algorithm for p's descriptor and layouts (D = C's layout), promising pointers
+  // `align` bytes aligned and at most kWorkspaceBytes of workspace; *found says whether one was usable.
+  // false only when a cuBLASLt call itself failed.
+  bool choose_algo(Plan* p, int align, bool* found) {
+    *found = false;
     cublasLtMatmulPreference_t pref = nullptr;
     if (!lt_ok(cublasLtMatmulPreferenceCreate(&pref), "cublasLtMatmulPreferenceCreate")) return false;
     const uint64_t workspace_bytes = kWorkspaceBytes;
@@ -207,6 +303,61 @@ struct CudaGemm::Impl {
     return true;
   }
 
+  // The plan for D = C (column-major m x n, leading dimension ldc) = op(A) op(B) in fp32 over a strided batch of
+  // batch.count matrices (1: no batch attributes), made on first use and cached. nullptr with a message if
+  // cuBLASLt has no algorithm for it or a cuBLASLt call failed.
+  const Plan* batched_plan(const LtOperand& a, const LtOperand& b, int64_t m, int64_t n, int64_t k, int64_t ldc,
+                           const BatchDim& batch, int align) {
+    const BatchedPlanKey key{m,    n,    k,   static_cast<int64_t>(a.op), static_cast<int64_t>(b.op),
+                             a.ld, b.ld, ldc, batch.count, batch.a, batch.b, batch.c, align};
+    if (auto it = batched_plans.find(key); it != batched_plans.end()) return &it->second;
+    Plan p;
+    bool found = false;
+    const bool ok = make_batched_plan(a, b, m, n, ldc, batch, align, &p, &found);
+    if (ok && found) return &batched_plans.emplace(key, p).first->second;
+    destroy(p);
+    if (ok) {
+      const std::string what = "CudaGemm::batched_matmul: cuBLASLt has no algorithm for m=" + std::to_string(m) +
+                               " n=" + std::to_string(n) + " k=" + std::to_string(k) + " lda=" + std::to_string(a.ld) +
+                               " ldb=" + std::to_string(b.ld) + " ldc=" + std::to_string(ldc) +
+                               " batch=" + std::to_string(batch.count) + " pointer alignment=" +
+                               std::to_string(align) + " bytes";
+      record(cudaErrorNotSupported, what.c_str());
+    }
+    return nullptr;
+  }
+
+  // Fills *p for batched_plan (the caller destroys it on failure): fp32 in and out, CUBLAS_COMPUTE_32F (or its
+  // TF32 variant when allowed), the operands' ops and layouts (k is their inner extent), D sharing C's layout.
+  // false only when a cuBLASLt call failed; *found says whether the heuristic had an algorithm.
+  bool make_batched_plan(const LtOperand& a, const LtOperand& b, int64_t m, int64_t n, int64_t ldc,
+                         const BatchDim& batch, int align, Plan* p, bool* found) {
+    *found = false;
+    const cublasComputeType_t compute = tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    if (!lt_ok(cublasLtMatmulDescCreate(&p->desc, compute, CUDA_R_32F), "cublasLtMatmulDescCreate")) return false;
+    if (!lt_ok(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &a.op, sizeof a.op),
+               "cublasLtMatmulDescSetAttribute(TRANSA)") ||
+        !lt_ok(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &b.op, sizeof b.op),
+               "cublasLtMatmulDescSetAttribute(TRANSB)"))
+      return false;
+    if (!lt_ok(cublasLtMatrixLayoutCreate(&p->a, CUDA_R_32F, a.rows, a.cols, a.ld), "cublasLtMatrixLayoutCreate(A)") ||
+        !lt_ok(cublasLtMatrixLayoutCreate(&p->b, CUDA_R_32F, b.rows, b.cols, b.ld), "cublasLtMatrixLayoutCreate(B)") ||
+        !lt_ok(cublasLtMatrixLayoutCreate(&p->c, CUDA_R_32F, m, n, ldc), "cublasLtMatrixLayoutCreate(C = D)"))
+      return false;
+    if (batch.count > 1) {
+      const int32_t count = static_cast<int32_t>(batch.count);
+      const std::pair<cublasLtMatrixLayout_t, int64_t> batched[3] = {{p->a, batch.a}, {p->b, batch.b}, {p->c, batch.c}};
+      for (const auto& [layout, stride] : batched)
+        if (!lt_ok(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof count),
+                   "cublasLtMatrixLayoutSetAttribute(BATCH_COUNT)") ||
+            !lt_ok(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride,
+                                                    sizeof stride),
+                   "cublasLtMatrixLayoutSetAttribute(STRIDED_BATCH_OFFSET)"))
+          return false;
+    }
+    return choose_algo(p, align, found);
+  }
+
   // Grows (never shrinks) the int8 accumulator; allocates only when a newly planned shape needs more.
   bool reserve_accumulator(size_t elems) {
     if (elems <= accumulator_elems) return true;
@@ -236,7 +387,7 @@ CudaGemm::CudaGemm(bool allow_tf32) : impl_(new Impl) {
 
 CudaGemm::~CudaGemm() = default;
 
-size_t CudaGemm::plan_count() const { return impl_->plans.size(); }
+size_t CudaGemm::plan_count() const { return impl_->plans.size() + impl_->batched_plans.size(); }
 
 bool CudaGemm::linear(const LinearArgs& l, void* stream) {
   if (l.groups != 1) {
@@ -314,6 +465,94 @@ bool CudaGemm::linear_i8(const Int8LinearArgs& l, void* stream) {
     return false;
   if (!check_launch("cublasLtMatmul(int8)")) return false;
   return dequantize_i32(acc, l.M, l.N, l.x_scale, l.w_scales, l.bias, l.act, l.y, ldy, l.y_dtype, stream);
+}
+
+// Validates, picks the layouts (C column-major as given, or the transposed problem C^T = B^T A^T for a row-major C),
+// splits the batch between cuBLASLt's strided batch and a host loop, then runs the cached plan once per host index.
+bool CudaGemm::batched_matmul(const BatchedMatmulArgs& g, void* stream) {
+  if (!impl_->ready()) return false;
+  const std::string shape = batched_shape(g);
+  if (g.batch0 < 0 || g.batch1 < 0 || g.M < 0 || g.N < 0 || g.K < 0)
+    return invalid("CudaGemm::batched_matmul: negative size" + shape);
+  if (g.batch0 == 0 || g.batch1 == 0 || g.M == 0 || g.N == 0 || (g.K == 0 && g.accumulate)) return true;
+  if (!g.c || (g.K > 0 && (!g.a || !g.b)))
+    return invalid("CudaGemm::batched_matmul: a, b and c must be device pointers (null given)" + shape);
+  for (int d = 0; d < 2; ++d)  // (the stride of a batch dimension of extent 1 is never used)
+    if ((d == 0 ? g.batch0 : g.batch1) > 1 && (g.a_strides[d] < 0 || g.b_strides[d] < 0 || g.c_strides[d] < 0))
+      return invalid("CudaGemm::batched_matmul: batch strides must be >= 0" + shape);
+
+  StridedMatrix A(g.a, g.M, g.K, g.a_strides), B(g.b, g.K, g.N, g.b_strides), C(g.c, g.M, g.N, g.c_strides);
+  LtOperand oa, ob;
+  if (g.K > 0 && !lt_operand(A, &oa))
+    return invalid("CudaGemm::batched_matmul: a (M x K) needs a unit row or column stride, the other stride at least "
+                   "K or M respectively" + shape);
+  if (g.K > 0 && !lt_operand(B, &ob))
+    return invalid("CudaGemm::batched_matmul: b (K x N) needs a unit row or column stride, the other stride at least "
+                   "N or K respectively" + shape);
+  int64_t ldc = 0;
+  if (!column_major(C, &ldc)) {
+    // Row-major C: cuBLASLt cannot transpose its output, so compute C^T = B^T A^T, whose output is column-major.
+    const StridedMatrix a = A;
+    A = B.transposed(), B = a.transposed(), C = C.transposed();
+    if (!column_major(C, &ldc))
+      return invalid("CudaGemm::batched_matmul: c (M x N) needs a unit row or column stride, the other stride at "
+                     "least N or M respectively" + shape);
+  }
+
+  // The batch dimensions of extent > 1 (outer first), the two folded into one when both are one uniform stride.
+  BatchDim dims[2];
+  int n_dims = 0;
+  for (int d = 0; d < 2; ++d) {
+    const int64_t count = d == 0 ? g.batch0 : g.batch1;
+    if (count > 1) dims[n_dims++] = BatchDim{count, A.s[d], B.s[d], C.s[d]};
+  }
+  if (n_dims == 2 && dims[0].a == dims[1].count * dims[1].a && dims[0].b == dims[1].count * dims[1].b &&
+      dims[0].c == dims[1].count * dims[1].c) {
+    dims[0] = BatchDim{dims[0].count * dims[1].count, dims[1].a, dims[1].b, dims[1].c};
+    n_dims = 1;
+  }
+
+  if (g.K == 0) {  // C = (empty sum) = 0: clear each [rows, cols] column-major block
+    return for_each_batch(dims, n_dims, [&](int64_t, int64_t, int64_t oc) {
+      return record(cudaMemset2DAsync(g.c + oc, size_t(ldc) * sizeof(float), 0, size_t(C.rows) * sizeof(float),
+                                      size_t(C.cols), static_cast<cudaStream_t>(stream)),
+                    "CudaGemm::batched_matmul: cudaMemset2DAsync");
+    });
+  }
+  // The views of the operands as they now stand (transposing keeps them valid: checked above).
+  lt_operand(A, &oa);
+  lt_operand(B, &ob);
+
+  // cuBLASLt's batch: the innermost dimension along which C moves (distinct batches of one call must not share
+  // C). A dimension with C stride 0 (a sum over it with accumulate) runs as sequential GEMMs on the stream.
+  BatchDim lt, loops[2];
+  int n_loops = 0;
+  int lt_dim = -1;
+  for (int d = n_dims - 1; d >= 0 && lt_dim < 0; --d)
+    if (dims[d].c != 0) lt_dim = d;
+  for (int d = 0; d < n_dims; ++d) {
+    if (d == lt_dim) lt = dims[d];
+    else loops[n_loops++] = dims[d];
+  }
+  if (lt.count > INT32_MAX) return invalid("CudaGemm::batched_matmul: batch count over INT32_MAX" + shape);
+
+  // One alignment class for every matrix of every batch: the pointers' and what each batch stride keeps of it.
+  int align = std::min({alignment_of(g.a), alignment_of(g.b), alignment_of(g.c)});
+  for (int d = 0; d < n_dims; ++d)
+    for (int64_t stride : {dims[d].a, dims[d].b, dims[d].c})
+      align = std::min(align, alignment_of_offset(stride * int64_t(sizeof(float))));
+
+  const Plan* p = impl_->batched_plan(oa, ob, C.rows, C.cols, g.K, ldc, lt, align);
+  if (!p) return false;
+  const float one = 1.f, beta = g.accumulate ? 1.f : 0.f;  // beta = 0: C is not read
+  return for_each_batch(loops, n_loops, [&](int64_t offset_a, int64_t offset_b, int64_t offset_c) {
+    float* c = g.c + offset_c;
+    return lt_ok(cublasLtMatmul(impl_->handle, p->desc, &one, A.p + offset_a, p->a, B.p + offset_b, p->b, &beta, c,
+                                p->c, c, p->c, &p->algo, impl_->workspace, kWorkspaceBytes,
+                                static_cast<cudaStream_t>(stream)),
+                 "cublasLtMatmul(batched)") &&
+           check_launch("cublasLtMatmul(batched)");
+  });
 }
 
 }  // namespace bert::kernels::cuda

@@ -742,6 +742,42 @@ bool dropout_f32(const DropoutArgs& a, void* stream) {
   return check_launch("dropout_f32");
 }
 
+// ---- element-wise sums (the trainer's residual sums and gradient accumulation) -----------------
+
+__global__ void __launch_bounds__(kThreads) add_kernel(const float* a, const float* b, float* out, int64_t n) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
+    out[i] = a[i] + b[i];
+}
+
+__global__ void __launch_bounds__(kThreads) add_rows_kernel(const float* src, int64_t src_ld, float* dst,
+                                                            int64_t dst_ld, int64_t rows, int64_t cols) {
+  const int64_t n = rows * cols, stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
+    const int64_t r = i / cols, c = i % cols;
+    dst[r * dst_ld + c] += src[r * src_ld + c];
+  }
+}
+
+bool add_f32(const float* a, const float* b, float* out, int64_t n, void* stream) {
+  if (n < 0) return invalid("add_f32: negative n");
+  if (n == 0) return true;
+  if (!a || !b || !out) return invalid("add_f32: null pointer");
+  add_kernel<<<elementwise_blocks(n), kThreads, 0, as_stream(stream)>>>(a, b, out, n);
+  return check_launch("add_f32");
+}
+
+bool add_rows_f32(const float* src, int64_t src_ld, float* dst, int64_t dst_ld, int64_t rows, int64_t cols,
+                  void* stream) {
+  if (rows < 0 || cols < 0) return invalid("add_rows_f32: negative rows or cols");
+  if (rows == 0 || cols == 0) return true;
+  if (!src || !dst) return invalid("add_rows_f32: null pointer");
+  if (src_ld < cols || dst_ld < cols) return invalid("add_rows_f32: a row stride is below cols");
+  add_rows_kernel<<<elementwise_blocks(rows * cols), kThreads, 0, as_stream(stream)>>>(src, src_ld, dst, dst_ld,
+                                                                                      rows, cols);
+  return check_launch("add_rows_f32");
+}
+
 // ==== losses =====================================================================================
 
 size_t loss_workspace_bytes(int64_t rows_or_elements) {

@@ -73,6 +73,12 @@ bool column_sum_f32(const ColumnSumArgs& a, void* stream = nullptr, Workspace ws
 // the same seed and offset give the bit-identical mask and output the CPU variant gives.
 bool dropout_f32(const DropoutArgs& a, void* stream = nullptr);
 
+// out[i] = a[i] + b[i] (out may alias a or b): the residual sums the LayerNorm backward needs.
+bool add_f32(const float* a, const float* b, float* out, int64_t n, void* stream = nullptr);
+// dst[r * dst_ld + c] += src[r * src_ld + c] for r < rows, c < cols (gradient accumulation into strided rows).
+bool add_rows_f32(const float* src, int64_t src_ld, float* dst, int64_t dst_ld, int64_t rows, int64_t cols,
+                  void* stream = nullptr);
+
 // ==== losses =====================================================================================
 // One fused pass per row (cross-entropy) or per element (BCE, MSE) computes the loss terms and the
 // gradient; the log-softmax of a row is never stored (an online max / sum-of-exp per thread, combined

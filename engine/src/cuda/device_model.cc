@@ -18,6 +18,12 @@ namespace kc = kernels::cuda;
 
 DeviceModel::~DeviceModel() { kc::device_free(arena); }
 
+DeviceWorkspace::~DeviceWorkspace() { kc::device_free(base_); }
+bool DeviceWorkspace::allocate() {
+  base_ = static_cast<char*>(kc::device_alloc(size_ ? size_ : 256));
+  return base_ != nullptr;
+}
+
 namespace {
 
 constexpr size_t kAlign = 256;

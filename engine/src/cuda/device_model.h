@@ -21,6 +21,30 @@ namespace cuda {
 
 using kernels::cuda::Elem;
 
+// Carves one device allocation into 256-byte aligned buffers: add() them all, then allocate() once.
+class DeviceWorkspace {
+ public:
+  DeviceWorkspace() = default;
+  DeviceWorkspace(const DeviceWorkspace&) = delete;
+  DeviceWorkspace& operator=(const DeviceWorkspace&) = delete;
+  ~DeviceWorkspace();
+  size_t add(size_t bytes) {
+    size_t at = size_;
+    size_ += (bytes + 255) / 256 * 256;
+    return at;
+  }
+  bool allocate();  // false on failure (cuda_last_error says why)
+  template <typename T = void>
+  T* at(size_t offset) const {
+    return reinterpret_cast<T*>(base_ + offset);
+  }
+  size_t bytes() const { return size_; }
+
+ private:
+  char* base_ = nullptr;
+  size_t size_ = 0;
+};
+
 // One linear layer on the device: W [N, K / groups] and bias [N] in the model's element type; int8
 // layers also hold W quantized per output channel, its scales and an fp32 bias.
 struct DeviceLinear {

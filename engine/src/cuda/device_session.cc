@@ -38,30 +38,6 @@ Activation to_activation(HiddenAct a) {
   return Activation::kGeluErf;
 }
 
-// Carves one device allocation into 256-byte aligned buffers.
-class DeviceWorkspace {
- public:
-  size_t add(size_t bytes) {
-    size_t at = size_;
-    size_ += (bytes + 255) / 256 * 256;
-    return at;
-  }
-  bool allocate() {
-    base_ = static_cast<char*>(kc::device_alloc(size_ ? size_ : 256));
-    return base_ != nullptr;
-  }
-  ~DeviceWorkspace() { kc::device_free(base_); }
-  template <typename T = void>
-  T* at(size_t offset) const {
-    return reinterpret_cast<T*>(base_ + offset);
-  }
-  size_t bytes() const { return size_; }
-
- private:
-  char* base_ = nullptr;
-  size_t size_ = 0;
-};
-
 // The encoder's quantized linear layers per layer, in the order of their activation-scale slots.
 enum QuantSlot { kSlotQkv, kSlotOut, kSlotFfnIn, kSlotFfnOut, kSlotsPerLayer };
 
