@@ -9,14 +9,25 @@
 //                  2 = the same batch with padding removal. Counters: seq/s, TFLOP/s of useful work
 //                  (FLOPs of the real tokens only, so 1 and 2 are comparable), pct_gemm_peak against
 //                  BM_CudaGemmPeak of the same precision measured in this process.
+// BM_CudaTrainStep one training step (ForwardBackward + Step, AdamW or LAMB, dropout 0.1) of
+//                  bert-base fine-tuning (sequence classification) or BERT-large pre-training (MLM +
+//                  NSP) x batch x seq x precision (fp32, tf32, fp16 with loss scaling, bf16) x
+//                  memory mode (0 materialised attention probabilities, 1 fused attention, 2 fused
+//                  attention + recomputed activations). Wall time of the step (it ends
+//                  with a host synchronization) as manual time. Counters: samples/s, TFLOP/s (3 x the
+//                  forward FLOPs), MFU against BM_CudaGemmPeak of the GEMMs' precision, and device
+//                  memory in use before the trainer exists, after its first step (everything it
+//                  allocates is planned up front, so this is its peak) and after it is destroyed.
 #include <benchmark/benchmark.h>
 
+#include <chrono>
 #include <map>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "bert/engine.h"
+#include "bert/train.h"
 #include "engine/src/model_impl.h"
 #include "weights/synthetic.h"
 
@@ -188,6 +199,102 @@ void cuda_inference_args(benchmark::internal::Benchmark* b) {
   b->UseManualTime()->Unit(benchmark::kMillisecond);
 }
 
+// Device memory in use (MiB): total - free, as cudaMemGetInfo sees it (other processes included).
+double device_used_mib() {
+  size_t free_bytes = 0, total_bytes = 0;
+  if (!kc::device_memory(&free_bytes, &total_bytes)) return -1;
+  return double(total_bytes - free_bytes) / (1 << 20);
+}
+
+// 0: bert-base fine-tuning (sequence classification, AdamW); 1: BERT-large pre-training (MLM + NSP, LAMB).
+const char* const kTrainShapes[] = {"bert-base", "bert-large"};
+const char* const kTrainArchitectures[] = {"BertForSequenceClassification", "BertForPreTraining"};
+const bert::TrainPrecision kTrainPrecisions[] = {bert::TrainPrecision::kF32, bert::TrainPrecision::kTF32,
+                                                 bert::TrainPrecision::kF16, bert::TrainPrecision::kBF16};
+
+void BM_CudaTrainStep(benchmark::State& state) {
+  const int which = static_cast<int>(state.range(0));
+  const int batch = static_cast<int>(state.range(1)), seq = static_cast<int>(state.range(2));
+  const bert::TrainPrecision precision = kTrainPrecisions[state.range(3)];
+  const int memory_mode = static_cast<int>(state.range(4));
+  const double mem_pre = device_used_mib();
+  auto json = bert::synthetic_config_json(kTrainShapes[which], kTrainArchitectures[which]);
+  if (!json.ok()) return state.SkipWithError(json.status().to_string().c_str());
+  auto config = bert::parse_model_config(*json, kTrainShapes[which]);
+  if (!config.ok()) return state.SkipWithError(config.status().to_string().c_str());
+  bert::LoadOptions load;
+  load.device = bert::Device::kCuda;
+  auto model = bert::load_model_from_source(bert::synthetic_model(*config, 1234), load);
+  if (!model.ok()) return state.SkipWithError(model.status().to_string().c_str());
+  bert::TrainerOptions o;
+  o.max_batch = batch, o.max_seq = seq, o.dropout = 0.1f, o.seed = 1;
+  o.precision = precision, o.fused_attention = memory_mode >= 1, o.recompute_activations = memory_mode == 2;
+  if (which == 1) o.optimizer.kind = bert::OptimizerKind::kLamb, o.optimizer.eps = 1e-6f;
+  auto trainer = bert::Trainer::Create(*model, o);
+  if (!trainer.ok()) return state.SkipWithError(trainer.status().to_string().c_str());
+
+  // Full-length random sequences; MLM labels on 15% of the tokens; NSP / class labels at random.
+  std::mt19937 rng(42);
+  const int32_t vocab = static_cast<int32_t>((*model)->info().vocab_size);
+  std::vector<int32_t> ids(size_t(batch) * seq), mask(ids.size(), 1), types(ids.size(), 0), mlm(ids.size(), -100);
+  std::vector<int32_t> labels(batch);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    ids[i] = i % seq == 0 ? 101 : 1000 + int32_t(rng() % uint32_t(vocab - 1000));
+    types[i] = int32_t(i % seq) >= seq / 2;
+    if (rng() % 100 < 15) mlm[i] = int32_t(rng() % uint32_t(vocab));
+  }
+  for (int32_t& l : labels) l = int32_t(rng() % 2);
+  bert::BatchInput in{batch, seq, ids.data(), mask.data(), types.data()};
+  bert::TrainLabels y;
+  if (which == 0) y.labels = labels.data();
+  else y.labels = mlm.data(), y.sentence_labels = labels.data();
+
+  auto step = [&]() -> bert::Status {
+    auto loss = (*trainer)->ForwardBackward(in, y);
+    if (!loss.ok()) return loss.status();
+    auto norm = (*trainer)->Step(1e-5f);
+    return norm.ok() ? bert::Status() : norm.status();
+  };
+  if (auto st = step(); !st.ok()) return state.SkipWithError(st.to_string().c_str());  // plans, warm-up
+  const double mem_max = device_used_mib();
+  for (auto _ : state) {
+    const auto start = std::chrono::steady_clock::now();
+    if (auto st = step(); !st.ok()) return state.SkipWithError(st.to_string().c_str());
+    state.SetIterationTime(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  const double flops = 3.0 * (*model)->forward_flops(batch, seq);
+  state.SetLabel(std::string(kTrainShapes[which]) + (which == 0 ? " fine-tune " : " pre-train ") +
+                 bert::train_precision_name(precision) +
+                 (memory_mode == 0 ? "" : memory_mode == 1 ? " fused-attention" : " fused-attention+recompute"));
+  state.counters["samples/s"] = benchmark::Counter(double(batch), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["TFLOP/s"] = benchmark::Counter(flops / 1e12, benchmark::Counter::kIsIterationInvariantRate);
+  const int peak_kind = precision == bert::TrainPrecision::kF32    ? 0
+                        : precision == bert::TrainPrecision::kTF32 ? 3
+                                                                   : 1;  // fp16 / bf16 tensor cores
+  std::string error;
+  if (double peak = gemm_peak_tflops(peak_kind, &error); peak > 0)
+    state.counters["mfu_pct"] =
+        benchmark::Counter(flops / 1e12 / peak * 100, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["loss_scale"] = (*trainer)->loss_scale();
+  trainer->reset();
+  model->reset();
+  state.counters["mem_pre_MiB"] = mem_pre;
+  state.counters["mem_max_MiB"] = mem_max;
+  state.counters["mem_post_MiB"] = device_used_mib();
+}
+
+void cuda_train_args(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"model", "batch", "seq", "precision", "memory"});
+  for (int p = 0; p < 4; ++p)
+    for (int memory : {0, 1, 2}) {
+      b->Args({0, 32, 128, p, memory});  // bert-base fine-tuning, seed 001's shapes
+      b->Args({0, 16, 512, p, memory});
+      b->Args({1, 64, 128, p, memory});  // BERT-large pre-training phase 1 and 2 (per-GPU batches)
+      b->Args({1, 16, 512, p, memory});
+    }
+  b->UseManualTime()->Unit(benchmark::kMillisecond)->MinWarmUpTime(0)->Iterations(10);
+}
+
 void BM_Cuda(benchmark::State& state) {
   for (auto _ : state) {
   }
@@ -207,6 +314,7 @@ void register_cuda_benchmarks() {
       ->Iterations(1)
       ->UseManualTime();
   benchmark::RegisterBenchmark("BM_CudaInference", BM_CudaInference)->Apply(cuda_inference_args);
+  benchmark::RegisterBenchmark("BM_CudaTrainStep", BM_CudaTrainStep)->Apply(cuda_train_args);
   benchmark::AddCustomContext("gpu", kc::device_name());
 }
 

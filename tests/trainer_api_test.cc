@@ -153,5 +153,27 @@ TEST(TrainerApi, BadLabelsAndInputsAreNamed) {
   EXPECT_FALSE(Trainer::Create(tiny("BertModel"), bad_dropout).ok());
 }
 
+TEST(TrainerApi, CudaOnlyOptionsAreRefusedOnTheCpu) {
+  TrainerOptions o;
+  o.max_batch = Data::B, o.max_seq = Data::S;
+  o.precision = TrainPrecision::kF16;
+  auto fp16 = Trainer::Create(tiny("BertForSequenceClassification"), o);
+  ASSERT_FALSE(fp16.ok());
+  EXPECT_NE(fp16.status().to_string().find("precision fp16 needs device cuda"), std::string::npos)
+      << fp16.status().to_string();
+  o.precision = TrainPrecision::kF32, o.fused_attention = true;
+  auto fused = Trainer::Create(tiny("BertForSequenceClassification"), o);
+  ASSERT_FALSE(fused.ok());
+  EXPECT_NE(fused.status().to_string().find("fused_attention is a CUDA option"), std::string::npos);
+  o.fused_attention = false, o.loss_scaling.backoff = 2.f;
+  auto scaling = Trainer::Create(tiny("BertForSequenceClassification"), o);
+  ASSERT_FALSE(scaling.ok());
+  EXPECT_NE(scaling.status().to_string().find("loss_scaling"), std::string::npos);
+  o.loss_scaling = {};
+  auto ok = Trainer::Create(tiny("BertForSequenceClassification"), o);
+  ASSERT_TRUE(ok.ok()) << ok.status().to_string();
+  EXPECT_EQ((*ok)->loss_scale(), 1.f);
+}
+
 }  // namespace
 }  // namespace bert

@@ -7,6 +7,7 @@
 //              [--dropout 0.1] [--max-seq 128] [--seed 42] [--threads N] [--log run.jsonl]
 //              [--checkpoint ckpt.bert [--checkpoint-every STEPS]] [--resume ckpt.bert]
 //              [--max-steps N] [--limit-train N] [--limit-dev N] [--device cpu|cuda]
+//              [--precision fp32|tf32|fp16|bf16] [--attention matmul|fused] [--recompute no|yes]
 //
 // classify: TSV with a header line, `sentence[<TAB>sentence2]<TAB>label` (integer labels; float for
 //   a one-label regression model). mlm: one text per line; each epoch re-masks 15% of the tokens
@@ -16,8 +17,11 @@
 //   order or swapped (SOP), then masks as mlm does. Each epoch reports train loss, dev loss, accuracy and F1 (a
 //   progress bar on a terminal, JSON lines in --log). Checkpoints are engine files plus optimizer
 //   state, written atomically; --resume continues bit-identically. --max-steps stops early without
-//   changing the schedule (which spans all epochs). --device cuda trains on the GPU in fp32 (the
-//   same dropout streams as the CPU; dev evaluation runs there too).
+//   changing the schedule (which spans all epochs). --device cuda trains on the GPU (the same dropout
+//   streams as the CPU; dev evaluation runs there too) with fp32 master weights; --precision picks
+//   how its GEMMs compute (fp16 with dynamic loss scaling) and --attention fused keeps O(seq) memory
+//   per attention head instead of the [seq, seq] probabilities; --recompute yes keeps one layer's
+//   activations and recomputes each layer in the backward.
 #include <unistd.h>
 
 #include <algorithm>
@@ -53,7 +57,8 @@ int usage(const std::string& msg) {
                "                  [--optimizer adamw|lamb] [--accumulate N] [--max-grad-norm F] [--dropout F]\n"
                "                  [--max-seq N] [--seed N] [--threads N] [--log FILE] [--checkpoint FILE\n"
                "                  [--checkpoint-every STEPS]] [--resume FILE] [--max-steps N] [--limit-train N]\n"
-               "                  [--limit-dev N] [--device cpu|cuda]\n");
+               "                  [--limit-dev N] [--device cpu|cuda] [--precision fp32|tf32|fp16|bf16]\n"
+               "                  [--attention matmul|fused] [--recompute no|yes]\n");
   return 2;
 }
 
@@ -291,6 +296,7 @@ void progress(int epoch, int epochs, size_t done, size_t total, double loss, dou
 int main(int argc, char** argv) {
   std::string train_path, dev_path, out_path, model_path, synthetic, architecture, config_path, vocab_path;
   std::string task = "classify", optimizer = "adamw", log_path, checkpoint_path, resume_path, device = "cpu";
+  std::string precision = "fp32", attention = "matmul", recompute = "no";
   int epochs = 3, batch = 32, accumulate = 1, max_seq = 128, threads = 0;
   int64_t checkpoint_every = 0, max_steps = 0, limit_train = 0, limit_dev = 0;
   double lr = 5e-5, warmup = 0.1, weight_decay = 0.01, max_grad_norm = 1.0, dropout = 0.1;
@@ -327,6 +333,9 @@ int main(int argc, char** argv) {
     else if (a == "--task") task = v;
     else if (a == "--optimizer") optimizer = v;
     else if (a == "--device") device = v;
+    else if (a == "--precision") precision = v;
+    else if (a == "--attention") attention = v;
+    else if (a == "--recompute") recompute = v;
     else if (a == "--log") log_path = v;
     else if (a == "--checkpoint") checkpoint_path = v;
     else if (a == "--resume") resume_path = v;
@@ -355,6 +364,12 @@ int main(int argc, char** argv) {
   if (task != "classify" && task != "mlm" && task != "pretrain") return usage("--task must be classify, mlm or pretrain");
   if (optimizer != "adamw" && optimizer != "lamb") return usage("--optimizer must be adamw or lamb");
   if (device != "cpu" && device != "cuda") return usage("--device must be cpu or cuda");
+  if (precision != "fp32" && precision != "tf32" && precision != "fp16" && precision != "bf16")
+    return usage("--precision must be fp32, tf32, fp16 or bf16");
+  if (attention != "matmul" && attention != "fused") return usage("--attention must be matmul or fused");
+  if (recompute != "no" && recompute != "yes") return usage("--recompute must be yes or no");
+  if (device == "cpu" && (precision != "fp32" || attention != "matmul" || recompute != "no"))
+    return usage("--precision other than fp32, --attention fused and --recompute yes need --device cuda");
   bert::LoadOptions load;  // fp32 (training computes in fp32 on either device)
   load.device = device == "cuda" ? bert::Device::kCuda : bert::Device::kCpu;
   load.pack_weights = false;  // the trainer keeps its own copies
@@ -436,6 +451,12 @@ int main(int argc, char** argv) {
   to.optimizer.weight_decay = static_cast<float>(weight_decay);
   to.optimizer.max_grad_norm = static_cast<float>(max_grad_norm);
   if (optimizer == "lamb") to.optimizer.eps = 1e-6f;
+  to.precision = precision == "tf32"   ? bert::TrainPrecision::kTF32
+                 : precision == "fp16" ? bert::TrainPrecision::kF16
+                 : precision == "bf16" ? bert::TrainPrecision::kBF16
+                                       : bert::TrainPrecision::kF32;
+  to.fused_attention = attention == "fused";
+  to.recompute_activations = recompute == "yes";
   auto trainer = bert::Trainer::Create(model, to);
   if (!trainer.ok()) return fail(trainer.status());
 
@@ -525,7 +546,10 @@ int main(int argc, char** argv) {
                 {"step", (*trainer)->steps()},
                 {"train_loss", loss_batches ? loss_sum / loss_batches : 0.0},
                 {"samples_per_s", samples / std::max(secs, 1e-9)},
-                {"seconds", secs}};
+                {"seconds", secs},
+                {"device", device},
+                {"precision", precision}};
+    if (precision == "fp16") rec["loss_scale"] = (*trainer)->loss_scale();
     if (!dev.empty()) {
       auto snapshot = (*trainer)->Snapshot();
       if (!snapshot.ok()) return fail(snapshot.status());

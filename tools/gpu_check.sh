@@ -44,7 +44,7 @@ tail -5 "$OUT/tests.log"
 
 log "benchmarks"
 FILTER='BM_Cuda'
-[ "$MODE" = quick ] && FILTER='BM_Cuda(GemmPeak|Inference/model:0/batch:(1|32|128)/seq:128/)'
+[ "$MODE" = quick ] && FILTER='BM_Cuda(GemmPeak|Inference/model:0/batch:(1|32|128)/seq:128/|TrainStep/model:0/batch:32/seq:128/precision:(0|2)/|TrainStep/model:1/batch:64/seq:128/precision:2/memory:1)'
 build-gpu/bench/bert_bench --benchmark_filter="$FILTER" --benchmark_min_time=0.2s \
   --benchmark_format=json --benchmark_out="$OUT/bench.json" >"$OUT/bench.log" 2>&1
 tail -3 "$OUT/bench.log"
@@ -54,6 +54,10 @@ SHAPES="1x128,8x128,32x128,128x128,8x384,32x384,8x512,32x512,128x512"
 [ "$MODE" = quick ] && SHAPES="1x128,32x128,128x128"
 PYTHONUNBUFFERED=1 python3 tools/torch_baseline.py --shapes "$SHAPES" --out "$OUT/torch.jsonl" >"$OUT/torch.log" 2>&1
 tail -3 "$OUT/torch.log"
+PYTHONUNBUFFERED=1 python3 tools/torch_baseline.py --train --reps 10 --out "$OUT/torch_train.jsonl" \
+  >"$OUT/torch_train.log" 2>&1
+tail -3 "$OUT/torch_train.log"
 
 log "summary"
-python3 tools/gpu_summary.py "$OUT/bench.json" "$OUT/torch.jsonl" "$OUT/device.txt" | tee "$OUT/summary.md"
+python3 tools/gpu_summary.py "$OUT/bench.json" "$OUT/torch.jsonl" "$OUT/device.txt" "$OUT/torch_train.jsonl" \
+  | tee "$OUT/summary.md"

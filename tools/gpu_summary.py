@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
-"""Summary table of a GPU run (tools/gpu_check.sh): bert_bench's BM_CudaGemmPeak and BM_CudaInference
-(Google Benchmark JSON) side by side with the PyTorch baseline (tools/torch_baseline.py JSON lines),
-as Markdown. Usage: gpu_summary.py bench.json torch.jsonl device.txt"""
+"""Summary table of a GPU run (tools/gpu_check.sh): bert_bench's BM_CudaGemmPeak, BM_CudaInference and
+BM_CudaTrainStep (Google Benchmark JSON) side by side with the PyTorch baselines (tools/torch_baseline.py
+JSON lines), as Markdown. Usage: gpu_summary.py bench.json torch.jsonl device.txt [torch_train.jsonl]"""
 import json
 import sys
 
 
 def main():
     bench_path, torch_path, device_path = sys.argv[1:4]
+    train_path = sys.argv[4] if len(sys.argv) > 4 else None
     try:
         bench = json.load(open(bench_path))["benchmarks"]
     except (OSError, ValueError, KeyError) as e:
@@ -50,6 +51,41 @@ def main():
         speedup = f"{e['ms'] / ms:.2f}x" if e else ""
         print(f"| {model} | {precision} | {lengths} | {batch} | {seq} | {ms:.3f} | {b.get('seq/s', 0):.0f} | "
               f"{b.get('TFLOP/s', 0):.1f} | {b.get('pct_gemm_peak', 0):.1f} | {fmt(e)} | {fmt(c)} | {speedup} |")
+    train_summary(bench, train_path)
+
+
+def train_summary(bench, train_path):
+    """The training steps beside PyTorch (AMP fp16 and fp32) at the same model, batch and seq."""
+    rows = []
+    try:
+        rows = [json.loads(l) for l in open(train_path) if l.strip()] if train_path else []
+    except OSError:
+        pass
+    torch_at = {(r["model"], r["batch"], r["seq"], r["dtype"]): r for r in rows}
+    print("\n## Training step (wall time of ForwardBackward + Step; mean of the iterations)\n")
+    print("| model | precision | attention / activations | batch | seq | ms | samples/s | TFLOP/s | MFU % | mem pre / max / post MiB | "
+          "PyTorch AMP samples/s | PyTorch AMP mem max MiB | PyTorch fp32 samples/s | speed-up vs AMP |")
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |")
+    for b in bench:
+        if not b["name"].startswith("BM_CudaTrainStep") or b.get("error_occurred"):
+            continue
+        parts = dict(p.split(":") for p in b["name"].split("/")[1:] if ":" in p)
+        label = b.get("label", "").split()
+        model, task, precision = (label + ["?", "?", "?"])[:3]
+        attention = {"0": "matmul", "1": "fused", "2": "fused+recompute"}.get(parts.get("memory"), "?")
+        batch, seq = int(parts.get("batch", 0)), int(parts.get("seq", 0))
+        ms = b["real_time"] if b.get("time_unit") == "ms" else b["real_time"] / 1e6
+        kind = f"{model}-{'finetune' if task == 'fine-tune' else 'pretrain'}"
+        amp = torch_at.get((kind, batch, seq, "amp-fp16"))
+        fp32 = torch_at.get((kind, batch, seq, "fp32"))
+        mem = f"{b.get('mem_pre_MiB', 0):.0f} / {b.get('mem_max_MiB', 0):.0f} / {b.get('mem_post_MiB', 0):.0f}"
+        sps = b.get("samples/s", 0)
+        cells = [f"{model} {task}", precision, attention, str(batch), str(seq), f"{ms:.2f}", f"{sps:.1f}",
+                 f"{b.get('TFLOP/s', 0):.1f}", f"{b.get('mfu_pct', 0):.1f}", mem,
+                 f"{amp['samples_per_s']:.1f}" if amp else "", f"{amp['mem_max_MiB']:.0f}" if amp else "",
+                 f"{fp32['samples_per_s']:.1f}" if fp32 else "",
+                 f"{sps / amp['samples_per_s']:.2f}x" if amp else ""]
+        print("| " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

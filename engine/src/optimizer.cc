@@ -49,6 +49,16 @@ Tensor copy_to_tensor(const std::vector<float>& values) {
 
 }  // namespace
 
+const char* train_precision_name(TrainPrecision p) {
+  switch (p) {
+    case TrainPrecision::kF32: return "fp32";
+    case TrainPrecision::kTF32: return "tf32";
+    case TrainPrecision::kF16: return "fp16";
+    case TrainPrecision::kBF16: return "bf16";
+  }
+  return "?";
+}
+
 float LinearSchedule::lr_factor(int64_t step) const {
   if (step < warmup_steps) {
     return static_cast<float>(static_cast<double>(step) / static_cast<double>(std::max<int64_t>(1, warmup_steps)));

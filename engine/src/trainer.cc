@@ -110,6 +110,18 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(std::shared_ptr<const Model> mo
                         std::to_string(c.max_sequence_length()));
   if (!(opts.dropout >= 0.f && opts.dropout < 1.f))
     return invalid_argument("TrainerOptions.dropout must be in [0, 1), got " + std::to_string(opts.dropout));
+  const LossScaling& ls = opts.loss_scaling;
+  if (!(ls.init_scale > 0.f && std::isfinite(ls.init_scale)) || !(ls.growth >= 1.f && std::isfinite(ls.growth)) ||
+      !(ls.backoff > 0.f && ls.backoff <= 1.f) || ls.growth_interval < 1)
+    return invalid_argument("TrainerOptions.loss_scaling needs init_scale > 0, growth >= 1, backoff in (0, 1] and "
+                            "growth_interval >= 1");
+  if (!model->impl().device && opts.precision != TrainPrecision::kF32)
+    return unsupported(std::string("TrainerOptions.precision ") + train_precision_name(opts.precision) +
+                       " needs device cuda; the CPU trainer computes in fp32");
+  if (!model->impl().device && (opts.fused_attention || opts.recompute_activations))
+    return unsupported(std::string("TrainerOptions.") +
+                       (opts.fused_attention ? "fused_attention" : "recompute_activations") +
+                       " is a CUDA option; this model is on the CPU");
   auto impl = std::make_unique<Impl>();
   Impl& s = *impl;
   s.model = model;
@@ -140,8 +152,9 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(std::shared_ptr<const Model> mo
 #ifdef BERT_HAVE_CUDA
     const cuda::DeviceModel& dm = *model->impl().device;
     if (dm.precision != Precision::kF32)
-      return unsupported(std::string("training on device cuda runs in fp32; this model was loaded in ") +
-                         precision_name(dm.precision) + " (fp16 mixed-precision training is not built yet)");
+      return unsupported(std::string("training on device cuda keeps fp32 parameters: load the model in fp32 (this "
+                                     "one is ") + precision_name(dm.precision) +
+                         ") and pick the compute with TrainerOptions.precision (fp32, tf32, fp16, bf16)");
     BERT_ASSIGN_OR_RETURN(s.device, cuda::DeviceTrainer::Create(c, s.params, opts, dm.allow_tf32));
 #endif
     return std::unique_ptr<Trainer>(new Trainer(std::move(impl)));
@@ -620,6 +633,13 @@ Result<double> Trainer::Step(float lr) {
   BERT_ASSIGN_OR_RETURN(double norm, impl_->optimizer.step(lr));
   impl_->optimizer.zero_grads();
   return norm;
+}
+
+float Trainer::loss_scale() const {
+#ifdef BERT_HAVE_CUDA
+  if (impl_->device) return impl_->device->loss_scale();
+#endif
+  return 1.f;
 }
 
 int64_t Trainer::steps() const {

@@ -16,7 +16,7 @@ namespace bert::kernels::cuda {
 
 // y[M, N] (row stride ldy) = act(x[M, K] (row stride ldx) W[N, K]^T + bias[N]), every pointer a device
 // pointer of element type `dtype` (fp16 as its bits). ldx / ldy 0 = dense (K / N).
-//  fp32: CUBLAS_COMPUTE_32F (TF32 tensor cores only if the CudaGemm was made with allow_tf32).
+//  fp32: CUBLAS_COMPUTE_32F, or the tensor-core mode of the CudaGemm's F32Compute (TF32 with allow_tf32).
 //  fp16: fp16 x / w / bias / y, fp32 accumulation and scale, tensor cores.
 // The bias is added in the GEMM's epilogue (at accumulator precision, before the output is rounded);
 // tanh-GELU is fused there too; the other activations (erf GELU, quick GELU, ReLU, tanh) run as one
@@ -57,9 +57,16 @@ struct Int8LinearArgs {
 // owned here, sized when a plan is made (grown, never shrunk). One CudaGemm per stream / thread (plans
 // and the accumulator are shared state), like the CPU GemmPlanner; make plans before any CUDA graph
 // capture (planning may allocate).
+// How GEMMs on fp32 operands compute: exactly (CUBLAS_COMPUTE_32F), or on tensor cores with the
+// operands rounded to TF32, fp16 or bf16 inside cuBLASLt and fp32 accumulation (its 32F_FAST_* modes).
+// Storage stays fp32 either way. fp16 operands and int8 are unaffected.
+enum class F32Compute { kExact, kTF32, kF16, kBF16 };
+const char* f32_compute_name(F32Compute c);  // "fp32", "tf32", "fp16", "bf16"
+
 class CudaGemm {
  public:
   explicit CudaGemm(bool allow_tf32 = false);
+  explicit CudaGemm(F32Compute f32_compute);
   ~CudaGemm();
   CudaGemm(const CudaGemm&) = delete;
   CudaGemm& operator=(const CudaGemm&) = delete;
@@ -72,7 +79,7 @@ class CudaGemm {
   // The CPU's BatchedMatmulArgs (its reference batched_matmul_f32_ref is the spec) on device fp32 pointers:
   // C[i0, i1] (=, or += with accumulate) A[i0, i1] B[i0, i1] for i0 < batch0, i1 < batch1, every matrix
   // addressed through its four element strides (batch0, batch1, row, column). Runs as cuBLASLt strided
-  // batched GEMMs (TF32 only if the CudaGemm was made with allow_tf32), one plan per layout.
+  // batched GEMMs (computing as the CudaGemm's F32Compute says), one plan per layout.
   // Each of A, B and C needs a unit row or column stride (row-major or column-major view) whose other
   // stride is at least the matrix's width in that view (a dimension of extent 1 takes any stride); the
   // strides of batch dimensions of extent > 1 must be >= 0. C matrices of distinct batches must not

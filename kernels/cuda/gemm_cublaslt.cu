@@ -7,7 +7,8 @@
 // the activation); the other activations run as ONE bias_activation pass over [M, N] afterwards.
 // Strided batched fp32 matmuls (the trainer's gradients, attention) run as column-major C = op(A) op(B) or,
 // for a row-major C, C^T = op(B^T) op(A^T), with cuBLASLt's strided batch plus a host loop for what it cannot take.
-// TF32 only when asked. NEVER RUN ON A GPU YET.
+// fp32 operands compute exactly unless the CudaGemm was made with a tensor-core F32Compute (TF32, fp16,
+// bf16 rounding inside cuBLASLt). NEVER RUN ON A GPU YET.
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
@@ -172,7 +173,7 @@ using BatchedPlanKey = std::array<int64_t, 13>;
 struct CudaGemm::Impl {
   cublasLtHandle_t handle = nullptr;
   void* workspace = nullptr;
-  bool tf32 = false;
+  F32Compute f32 = F32Compute::kExact;
   std::map<PlanKey, Plan> plans;
   std::map<BatchedPlanKey, Plan> batched_plans;
   int32_t* accumulator = nullptr;  // the int8 path's int32 [M, N], sized for the largest planned int8 shape
@@ -232,9 +233,9 @@ struct CudaGemm::Impl {
                                                             : CUDA_R_8I;
     const cudaDataType_t out_type = kind == GemmKind::kI8 ? CUDA_R_32I : in_type;
     const cudaDataType_t scale_type = kind == GemmKind::kI8 ? CUDA_R_32I : CUDA_R_32F;
-    const cublasComputeType_t compute = kind == GemmKind::kI8                ? CUBLAS_COMPUTE_32I
-                                        : (kind == GemmKind::kF32 && tf32) ? CUBLAS_COMPUTE_32F_FAST_TF32
-                                                                           : CUBLAS_COMPUTE_32F;
+    const cublasComputeType_t compute = kind == GemmKind::kI8    ? CUBLAS_COMPUTE_32I
+                                        : kind == GemmKind::kF32 ? f32_compute_type()
+                                                                 : CUBLAS_COMPUTE_32F;
     if (!lt_ok(cublasLtMatmulDescCreate(&p->desc, compute, scale_type), "cublasLtMatmulDescCreate")) return false;
     const cublasOperation_t transa = CUBLAS_OP_T, transb = CUBLAS_OP_N;
     const cublasLtEpilogue_t epilogue_value = epilogue.value();
@@ -327,13 +328,24 @@ struct CudaGemm::Impl {
     return nullptr;
   }
 
+  // The compute type of GEMMs on fp32 operands.
+  cublasComputeType_t f32_compute_type() const {
+    switch (f32) {
+      case F32Compute::kExact: return CUBLAS_COMPUTE_32F;
+      case F32Compute::kTF32: return CUBLAS_COMPUTE_32F_FAST_TF32;
+      case F32Compute::kF16: return CUBLAS_COMPUTE_32F_FAST_16F;
+      case F32Compute::kBF16: return CUBLAS_COMPUTE_32F_FAST_16BF;
+    }
+    return CUBLAS_COMPUTE_32F;
+  }
+
   // Fills *p for batched_plan (the caller destroys it on failure): fp32 in and out, CUBLAS_COMPUTE_32F (or its
   // TF32 variant when allowed), the operands' ops and layouts (k is their inner extent), D sharing C's layout.
   // false only when a cuBLASLt call failed; *found says whether the heuristic had an algorithm.
   bool make_batched_plan(const LtOperand& a, const LtOperand& b, int64_t m, int64_t n, int64_t ldc,
                          const BatchDim& batch, int align, Plan* p, bool* found) {
     *found = false;
-    const cublasComputeType_t compute = tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    const cublasComputeType_t compute = f32_compute_type();
     if (!lt_ok(cublasLtMatmulDescCreate(&p->desc, compute, CUDA_R_32F), "cublasLtMatmulDescCreate")) return false;
     if (!lt_ok(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &a.op, sizeof a.op),
                "cublasLtMatmulDescSetAttribute(TRANSA)") ||
@@ -378,8 +390,20 @@ struct CudaGemm::Impl {
   }
 };
 
-CudaGemm::CudaGemm(bool allow_tf32) : impl_(new Impl) {
-  impl_->tf32 = allow_tf32;
+const char* f32_compute_name(F32Compute c) {
+  switch (c) {
+    case F32Compute::kExact: return "fp32";
+    case F32Compute::kTF32: return "tf32";
+    case F32Compute::kF16: return "fp16";
+    case F32Compute::kBF16: return "bf16";
+  }
+  return "?";
+}
+
+CudaGemm::CudaGemm(bool allow_tf32) : CudaGemm(allow_tf32 ? F32Compute::kTF32 : F32Compute::kExact) {}
+
+CudaGemm::CudaGemm(F32Compute f32_compute) : impl_(new Impl) {
+  impl_->f32 = f32_compute;
   if (device_count() == 0) return;
   if (!lt_ok(cublasLtCreate(&impl_->handle), "cublasLtCreate")) return;
   impl_->workspace = device_alloc(kWorkspaceBytes);

@@ -45,6 +45,24 @@ struct LinearSchedule {
   float lr_factor(int64_t step) const;
 };
 
+// How a CUDA trainer's GEMMs compute (the CPU trainer runs kF32 only and refuses the others). kF32 is
+// exact fp32; kTF32, kF16 and kBF16 run the GEMMs on tensor cores with their fp32 operands rounded to
+// that type inside cuBLASLt and fp32 accumulation. Parameters (the fp32 masters), gradients, optimizer
+// moments and activations stay fp32 in memory in every mode, as do LayerNorm, softmax and the losses.
+enum class TrainPrecision { kF32, kTF32, kF16, kBF16 };
+const char* train_precision_name(TrainPrecision p);  // "fp32", "tf32", "fp16", "bf16"
+
+// Dynamic loss scaling (torch.amp.GradScaler semantics), used with TrainPrecision::kF16: the loss
+// gradient is multiplied by the current scale, Step divides it out; a step whose gradients overflow
+// is skipped (Step returns +inf, steps() does not advance) and the scale is multiplied by backoff;
+// after growth_interval clean steps in a row it is multiplied by growth.
+struct LossScaling {
+  bool enabled = true;  // (kF16 only; the other precisions never scale)
+  float init_scale = 65536.f;
+  float growth = 2.f, backoff = 0.5f;
+  int growth_interval = 2000;
+};
+
 struct TrainerOptions {
   int max_batch = 32;
   int max_seq = 128;
@@ -52,6 +70,14 @@ struct TrainerOptions {
   float dropout = 0.1f;  // hidden, attention and classifier dropout; 0 = eval mode (HF-exact gradients)
   uint64_t seed = 0;     // the dropout stream (masks are regenerated from it, never stored)
   OptimizerOptions optimizer;
+  TrainPrecision precision = TrainPrecision::kF32;  // CUDA: how the GEMMs compute
+  LossScaling loss_scaling;                          // CUDA, kF16
+  // CUDA: fused attention that keeps only each query row's log-sum-exp and recomputes the
+  // probabilities in the backward (O(seq) instead of O(seq^2) memory per head; fp32 CUDA-core math).
+  bool fused_attention = false;
+  // CUDA: keep only each encoder layer's input and recompute the layer's activations just before its
+  // backward (about one more forward pass of FLOPs for one layer's activations instead of all of them).
+  bool recompute_activations = false;
 };
 
 // Labels of one batch, named as transformers names them. Only those the model's head uses are read.
@@ -87,9 +113,12 @@ class Trainer {
 
   // One optimizer update with learning rate `lr` from the accumulated gradients (clipped by global
   // norm first), then the gradients are zeroed. Returns the global gradient norm before clipping.
-  // A NaN/Inf gradient is an error naming the first bad parameter; nothing changes then.
+  // A NaN/Inf gradient is an error naming the first bad parameter; nothing changes then. With
+  // dynamic loss scaling (CUDA, fp16) an overflow is not an error: the step is skipped, the
+  // gradients are zeroed, the scale backs off and Step returns +inf.
   Result<double> Step(float lr);
-  int64_t steps() const;  // optimizer updates so far
+  int64_t steps() const;  // optimizer updates so far (skipped overflow steps do not count)
+  float loss_scale() const;  // the current dynamic loss scale (1 unless TrainPrecision::kF16 scales)
 
   // A Model of the current parameters (to evaluate with a Session), and the same as an engine file.
   Result<std::shared_ptr<const Model>> Snapshot() const;

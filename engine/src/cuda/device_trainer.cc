@@ -3,18 +3,23 @@
 // and the attention matmuls as strided batched matmuls) and the kernels of
 // kernels/cuda/train_kernels.h; the multi-tensor optimizer step clips by the global norm on the
 // device. One host synchronization per ForwardBackward (the loss and the "all finite" flag) and one
-// per Step (the norm and the overflow flag). fp32 throughout (TF32 GEMMs only when the model was
-// loaded with allow_tf32). Attention keeps the [B, heads, S, S] probabilities per layer like the CPU
-// trainer. NEVER RUN ON A GPU YET (none was lent).
+// per Step (the norm and the overflow flag). Storage is fp32 throughout; the GEMMs compute as
+// TrainerOptions.precision says (TF32 / fp16 / bf16 tensor cores on the fp32 operands; fp16 with
+// dynamic loss scaling). Attention keeps the [B, heads, S, S] probabilities per layer like the CPU
+// trainer, or with fused_attention only a log-sum-exp per query row (kernels/cuda/attention_train.h);
+// recompute_activations keeps only the layers' inputs and recomputes each layer in the backward.
+// NEVER RUN ON A GPU YET (none was lent).
 #include "engine/src/cuda/device_trainer.h"
 
 #include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "engine/src/cuda/device_model.h"
 #include "engine/src/model_impl.h"
+#include "kernels/cuda/attention_train.h"
 #include "kernels/cuda/cuda_gemm.h"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/train_kernels.h"
@@ -46,7 +51,18 @@ constexpr int64_t kParamAlign = 64;  // floats: every parameter starts on a 256-
 // Device offsets (into the activation workspace) of one encoder layer's saved activations.
 struct LayerSaved {
   size_t qkv = 0, probs = 0, ctx = 0, s1 = 0, a = 0, f_pre = 0, f_act = 0, s2 = 0;
+  size_t lse = 0;  // fused attention: [B, heads, S] log-sum-exp instead of probs
 };
+
+kc::F32Compute gemm_compute(TrainPrecision p, bool allow_tf32) {
+  switch (p) {
+    case TrainPrecision::kF32: return allow_tf32 ? kc::F32Compute::kTF32 : kc::F32Compute::kExact;
+    case TrainPrecision::kTF32: return kc::F32Compute::kTF32;
+    case TrainPrecision::kF16: return kc::F32Compute::kF16;
+    case TrainPrecision::kBF16: return kc::F32Compute::kBF16;
+  }
+  return kc::F32Compute::kExact;
+}
 
 // Dropout sites, as trainer.cc numbers them.
 enum Site : uint64_t { kEmbed = 1, kClassifierIn = 2, kClassifierHidden = 3, kLayerBase = 16 };
@@ -70,6 +86,10 @@ struct DeviceTrainer::Impl {
   BertWeights w, g;  // device views into the parameter and gradient regions
   kc::DeviceTensorListStorage list;
   int64_t step_count = 0;
+  // Dynamic loss scaling (fp16): the scale and the clean steps since it last changed, kept on the host.
+  bool scaling = false;
+  float scale = 1.f;
+  int64_t good_steps = 0;
 
   // Activations and scratch, planned for max_batch x max_seq.
   DeviceWorkspace ws;
@@ -77,6 +97,7 @@ struct DeviceTrainer::Impl {
   size_t emb_sum = 0, emb_ln = 0, d_emb = 0;
   std::vector<size_t> hidden;
   std::vector<LayerSaved> saved;
+  size_t delta = 0;  // fused attention's [B, heads, S] scratch
   size_t probs_drop = 0, d_probs = 0, d_qkv = 0, d_ffn = 0, d_h = 0, d_a = 0, d_tmp = 0, tmp = 0;
   size_t pooled_pre = 0, pooled = 0, cls_in = 0, first_pre = 0, first = 0, head_pre = 0, head_act = 0, head_ln = 0;
   size_t logits = 0, d_logits = 0, start_logits = 0, end_logits = 0, d_x = 0, d_y = 0;
@@ -181,6 +202,7 @@ struct DeviceTrainer::Impl {
 DeviceTrainer::DeviceTrainer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 DeviceTrainer::~DeviceTrainer() = default;
 int64_t DeviceTrainer::steps() const { return impl_->step_count; }
+float DeviceTrainer::loss_scale() const { return impl_->scale; }
 size_t DeviceTrainer::state_bytes() const { return impl_->state.bytes(); }
 size_t DeviceTrainer::workspace_bytes() const { return impl_->ws.bytes(); }
 
@@ -193,7 +215,11 @@ Result<std::unique_ptr<DeviceTrainer>> DeviceTrainer::Create(const ModelConfig& 
   s.o = o;
   s.stream = kc::stream_create();
   if (!s.stream) return internal_error("device cuda: " + kc::cuda_last_error());
-  s.gemm = std::make_unique<kc::CudaGemm>(allow_tf32);
+  s.gemm = std::make_unique<kc::CudaGemm>(gemm_compute(o.precision, allow_tf32));
+  s.scaling = o.precision == TrainPrecision::kF16 && o.loss_scaling.enabled;
+  s.scale = s.scaling ? o.loss_scaling.init_scale : 1.f;
+  if (o.fused_attention && c.head_dim() > 128)
+    return unsupported("fused_attention supports head sizes up to 128; this model's is " + std::to_string(c.head_dim()));
 
   // Parameters, gradients and moments: four regions of one allocation, the same offsets in each.
   for (const auto& [name, value] : params) {
@@ -240,12 +266,15 @@ Result<std::unique_ptr<DeviceTrainer>> DeviceTrainer::Create(const ModelConfig& 
   s.d_targets = f(std::max(T, B));
   s.emb_sum = f(T * E), s.emb_ln = f(T * E), s.d_emb = f(T * E);
   for (int64_t l = 0; l <= c.num_layers; ++l) s.hidden.push_back(f(T * H));
-  s.saved.resize(c.num_layers);
+  s.saved.resize(o.recompute_activations ? 1 : c.num_layers);  // recomputing: one layer's worth, reused
   for (LayerSaved& l : s.saved) {
-    l.qkv = f(T * 3 * H), l.probs = f(B * nh * S * S), l.ctx = f(T * H), l.s1 = f(T * H);
+    l.qkv = f(T * 3 * H), l.ctx = f(T * H), l.s1 = f(T * H);
     l.a = f(T * H), l.f_pre = f(T * I), l.f_act = f(T * I), l.s2 = f(T * H);
+    if (o.fused_attention) l.lse = f(B * nh * S);
+    else l.probs = f(B * nh * S * S);
   }
-  s.probs_drop = f(B * nh * S * S), s.d_probs = f(B * nh * S * S);
+  if (o.fused_attention) s.delta = f(B * nh * S);
+  else s.probs_drop = f(B * nh * S * S), s.d_probs = f(B * nh * S * S);
   s.d_qkv = f(T * 3 * H), s.d_ffn = f(T * I);
   s.d_h = f(T * H), s.d_a = f(T * H), s.d_tmp = f(T * H), s.tmp = f(T * H);
   s.pooled_pre = f(B * H), s.pooled = f(B * H), s.first_pre = f(B * H), s.first = f(B * H);
@@ -343,6 +372,7 @@ Result<double> DeviceTrainer::Impl::run(const BatchInput& in, const TrainLabels&
   const int64_t dh = c->head_dim(), V = c->vocab_size, NL = c->num_labels;
   const Activation act = to_activation(c->hidden_act);
   const float p_drop = o.dropout;
+  loss_scale *= scale;  // the dynamic loss scale (1 unless fp16 scales)
   BERT_RETURN_IF_ERROR(upload(in, y, positions));
   const int32_t* mask = in.attention_mask ? at<int32_t>(d_mask) : nullptr;
 
@@ -375,10 +405,20 @@ Result<double> DeviceTrainer::Impl::run(const BatchInput& in, const TrainLabels&
   };
   const std::array<int64_t, 4> probs_st = {nh * S * S, S * S, S, 1}, probs_t = {nh * S * S, S * S, 1, S};
   const std::array<int64_t, 4> ctx_st = {S * H, dh, H, 1};
+  // The fused kernels' view of layer l's attention (the same dropout stream and site as the CPU's).
+  auto fused_args = [&](const float* q, const float* k, const float* v, int64_t ld, int64_t l) {
+    kc::AttentionTrainArgs a;
+    a.q = q, a.k = k, a.v = v, a.ld_qkv = ld, a.key_mask = mask, a.batch = B, a.seq = S, a.heads = nh;
+    a.head_dim = dh, a.scale = scale, a.dropout_p = p_drop, a.dropout_seed = dropout_stream;
+    a.dropout_offset = layer_site(l, 0) << 40;
+    return a;
+  };
 
-  for (int64_t l = 0; l < c->num_layers; ++l) {
+  // Layer l from hidden[l] into hidden[l + 1], keeping what its backward needs in sv. With
+  // recompute_activations the backward calls it again just before it needs sv (one set of buffers
+  // for all layers): the same inputs, GEMM plans and dropout sites give the same values.
+  auto forward_layer = [&](int64_t l, const LayerSaved& sv) {
     const LayerWeights& lw = w.layers[c->layer_weights_index(l)];
-    const LayerSaved& sv = saved[l];
     const float* x = at(hidden[l]);
     float *q, *k, *v;
     int64_t ld;
@@ -388,16 +428,21 @@ Result<double> DeviceTrainer::Impl::run(const BatchInput& in, const TrainLabels&
     } else {
       linear("q", x, lw.q, q, T), linear("k", x, lw.k, k, T), linear("v", x, lw.v, v, T);
     }
-    const std::array<int64_t, 4> qs = {S * ld, dh, ld, 1}, kt = {S * ld, dh, 1, ld};
-    attn_matmul(q, k, at(sv.probs), S, S, dh, qs, kt, probs_st);
-    check(kc::softmax_masked_f32({at(sv.probs), mask, B, nh, S, S, scale}, stream), "masked softmax");
-    const float* p_used = at(sv.probs);
-    if (p_drop > 0) {
-      copy(at(probs_drop), at(sv.probs), B * nh * S * S);
-      dropout(at(probs_drop), B * nh * S * S, layer_site(l, 0));
-      p_used = at(probs_drop);
+    if (o.fused_attention) {
+      check(kc::attention_train_forward(fused_args(q, k, v, ld, l), at(sv.ctx), H, at(sv.lse), stream),
+            "fused attention");
+    } else {
+      const std::array<int64_t, 4> qs = {S * ld, dh, ld, 1}, kt = {S * ld, dh, 1, ld};
+      attn_matmul(q, k, at(sv.probs), S, S, dh, qs, kt, probs_st);
+      check(kc::softmax_masked_f32({at(sv.probs), mask, B, nh, S, S, scale}, stream), "masked softmax");
+      const float* p_used = at(sv.probs);
+      if (p_drop > 0) {
+        copy(at(probs_drop), at(sv.probs), B * nh * S * S);
+        dropout(at(probs_drop), B * nh * S * S, layer_site(l, 0));
+        p_used = at(probs_drop);
+      }
+      attn_matmul(p_used, v, at(sv.ctx), S, dh, S, probs_st, qs, ctx_st);
     }
-    attn_matmul(p_used, v, at(sv.ctx), S, dh, S, probs_st, qs, ctx_st);
     linear("attention output", at(sv.ctx), lw.out, at(tmp), T);
     dropout(at(tmp), T * H, layer_site(l, 1));
     layernorm(at(tmp), x, lw.attn_ln, at(sv.a), at(sv.s1), T, H);
@@ -407,7 +452,9 @@ Result<double> DeviceTrainer::Impl::run(const BatchInput& in, const TrainLabels&
     linear("output", at(sv.f_act), lw.ffn_out, at(tmp), T);
     dropout(at(tmp), T * H, layer_site(l, 2));
     layernorm(at(tmp), at(sv.a), lw.ffn_ln, at(hidden[l + 1]), at(sv.s2), T, H);
-  }
+  };
+  auto saved_of = [&](int64_t l) -> const LayerSaved& { return saved[o.recompute_activations ? 0 : l]; };
+  for (int64_t l = 0; l < c->num_layers; ++l) forward_layer(l, saved_of(l));
   const float* last = at(hidden[c->num_layers]);
 
   // ---- heads: forward, loss, and the gradient of the loss wrt `last` into d_h -------------------
@@ -561,7 +608,8 @@ Result<double> DeviceTrainer::Impl::run(const BatchInput& in, const TrainLabels&
     const int64_t wi = c->layer_weights_index(l);
     const LayerWeights& lw = w.layers[wi];
     const LayerWeights& gw = g.layers[wi];
-    const LayerSaved& sv = saved[l];
+    const LayerSaved& sv = saved_of(l);
+    if (o.recompute_activations) forward_layer(l, sv);
     const float* x = at(hidden[l]);
     layernorm_backward(at(sv.s2), lw.ffn_ln, gw.ffn_ln, at(d_h), at(d_a), T, H);  // d_a = ds2
     copy(at(d_tmp), at(d_a), T * H);
@@ -578,19 +626,26 @@ Result<double> DeviceTrainer::Impl::run(const BatchInput& in, const TrainLabels&
     int64_t ld;
     qkv_views(at(sv.qkv), lw, &q, &k, &v, &ld);
     qkv_views(at(d_qkv), lw, &dq, &dk, &dv, &ld);
-    const std::array<int64_t, 4> qs = {S * ld, dh, ld, 1}, kt = {S * ld, dh, 1, ld};
-    const float* p_used = at(sv.probs);
-    if (p_drop > 0) {  // regenerate the dropped probabilities
-      copy(at(probs_drop), at(sv.probs), B * nh * S * S);
-      dropout(at(probs_drop), B * nh * S * S, layer_site(l, 0));
-      p_used = at(probs_drop);
+    if (o.fused_attention) {
+      kc::AttentionGradArgs ga;
+      ga.out = at(sv.ctx), ga.ld_out = H, ga.d_out = d_ctx, ga.ld_dout = H, ga.dq = dq, ga.dk = dk, ga.dv = dv;
+      ga.ld_dqkv = ld, ga.lse = at(sv.lse), ga.delta_workspace = at(delta);
+      check(kc::attention_train_backward(fused_args(q, k, v, ld, l), ga, stream), "fused attention backward");
+    } else {
+      const std::array<int64_t, 4> qs = {S * ld, dh, ld, 1}, kt = {S * ld, dh, 1, ld};
+      const float* p_used = at(sv.probs);
+      if (p_drop > 0) {  // regenerate the dropped probabilities
+        copy(at(probs_drop), at(sv.probs), B * nh * S * S);
+        dropout(at(probs_drop), B * nh * S * S, layer_site(l, 0));
+        p_used = at(probs_drop);
+      }
+      attn_matmul(d_ctx, v, at(d_probs), S, S, dh, ctx_st, kt, probs_st);  // dP = dctx V^T
+      attn_matmul(p_used, d_ctx, dv, S, dh, S, probs_t, ctx_st, qs);       // dV = P^T dctx
+      dropout(at(d_probs), B * nh * S * S, layer_site(l, 0));
+      check(kc::softmax_backward_f32({at(sv.probs), at(d_probs), B, nh, S, S, scale}, stream), "softmax backward");
+      attn_matmul(at(d_probs), k, dq, S, dh, S, probs_st, qs, qs);  // dQ = dS K
+      attn_matmul(at(d_probs), q, dk, S, dh, S, probs_t, qs, qs);   // dK = dS^T Q
     }
-    attn_matmul(d_ctx, v, at(d_probs), S, S, dh, ctx_st, kt, probs_st);  // dP = dctx V^T
-    attn_matmul(p_used, d_ctx, dv, S, dh, S, probs_t, ctx_st, qs);       // dV = P^T dctx
-    dropout(at(d_probs), B * nh * S * S, layer_site(l, 0));
-    check(kc::softmax_backward_f32({at(sv.probs), at(d_probs), B, nh, S, S, scale}, stream), "softmax backward");
-    attn_matmul(at(d_probs), k, dq, S, dh, S, probs_st, qs, qs);  // dQ = dS K
-    attn_matmul(at(d_probs), q, dk, S, dh, S, probs_t, qs, qs);   // dK = dS^T Q
     if (lw.qkv) {
       linear_backward("qkv", lw.qkv, gw.qkv, x, at(d_qkv), at(d_h), T, true);
     } else {
@@ -635,7 +690,8 @@ Result<double> DeviceTrainer::Impl::run(const BatchInput& in, const TrainLabels&
     if (terms[t].weight != 0 && count > 0) loss += terms[t].weight * back_sums[t].sum / double(count);
   }
   if (!std::isfinite(loss)) return invalid_argument("the loss is " + std::to_string(loss) + " (not finite)");
-  if (*back_found) return first_nonfinite_gradient().with_context("loss " + std::to_string(loss));
+  // With loss scaling an overflow is expected now and then: Step skips that update.
+  if (*back_found && !scaling) return first_nonfinite_gradient().with_context("loss " + std::to_string(loss));
   return loss;
 }
 
@@ -670,6 +726,8 @@ Result<double> DeviceTrainer::Step(float lr) {
   out.sum_squares = s.at<double>(s.norm_sq), out.norm = s.at<float>(s.norm), out.found_inf = s.at<int>(s.flags);
   out.clip_factor = s.at<float>(s.clip), out.max_norm = opt.max_grad_norm;
   s.check(kc::memset_async(out.found_inf, 0, 4, s.stream), "memset");
+  if (s.scaling)  // unscale first (a power-of-two scale: exact), so the norm and the clipping see the true gradients
+    s.check(kc::unscale_and_check_multi(list, 1.f / s.scale, nullptr, out.found_inf, s.stream), "unscale");
   s.check(kc::global_grad_norm_multi(list, out, s.stream, s.reduce_ws()), "gradient norm");
   auto* back_sq = static_cast<double*>(s.h_back);
   int* back_found = reinterpret_cast<int*>(back_sq + 1);
@@ -677,6 +735,12 @@ Result<double> DeviceTrainer::Step(float lr) {
               kc::copy_to_host_async(back_found, out.found_inf, 4, s.stream) && kc::stream_synchronize(s.stream),
           "reading the gradient norm");
   if (!s.failure.empty()) return s.failed();
+  if (*back_found && s.scaling) {  // overflow: skip the update, back off (torch.amp.GradScaler)
+    s.scale *= s.o.loss_scaling.backoff;
+    s.good_steps = 0;
+    BERT_RETURN_IF_ERROR(ZeroGrad());
+    return std::numeric_limits<double>::infinity();
+  }
   if (*back_found) return s.first_nonfinite_gradient();
   const double norm = std::sqrt(*back_sq);
   // (c): the update with the clip factor applied as the gradients are read; (d) the step count.
@@ -691,6 +755,11 @@ Result<double> DeviceTrainer::Step(float lr) {
   s.check(kc::stream_synchronize(s.stream), "optimizer step");
   if (!s.failure.empty()) return s.failed();
   ++s.step_count;
+  if (s.scaling && ++s.good_steps >= s.o.loss_scaling.growth_interval) {
+    const float grown = s.scale * s.o.loss_scaling.growth;
+    if (std::isfinite(grown)) s.scale = grown;
+    s.good_steps = 0;
+  }
   return norm;
 }
 
@@ -715,6 +784,10 @@ Result<std::vector<std::pair<std::string, Tensor>>> DeviceTrainer::OptimizerStat
   Tensor step = make_owned_tensor(DType::kI64, {1});
   *static_cast<int64_t*>(mutable_data(step)) = s.step_count;
   out.emplace_back("opt.step", step);
+  Tensor scaling = make_owned_tensor(DType::kF32, {2});  // the loss scale and its clean-step count
+  static_cast<float*>(mutable_data(scaling))[0] = s.scale;
+  static_cast<float*>(mutable_data(scaling))[1] = static_cast<float>(s.good_steps);
+  out.emplace_back("opt.loss_scaling", scaling);
   for (size_t i = 0; i < s.names.size(); ++i)
     for (auto [prefix, region] : {std::pair{"opt.m.", s.m_region}, std::pair{"opt.v.", s.v_region}}) {
       Tensor t = make_owned_tensor(DType::kF32, {s.sizes[i]});
@@ -754,6 +827,11 @@ Status DeviceTrainer::Restore(const HostParams& params, const TensorMap& state) 
   }
   if (!kc::stream_synchronize(s.stream)) return internal_error("device cuda: " + kc::cuda_last_error());
   s.step_count = step->second.as<int64_t>()[0];
+  if (auto ls = state.find("opt.loss_scaling"); ls != state.end() && ls->second.dtype == DType::kF32 &&
+                                                ls->second.numel() == 2 && s.scaling) {
+    s.scale = ls->second.as<float>()[0];
+    s.good_steps = static_cast<int64_t>(ls->second.as<float>()[1]);
+  }
   return ZeroGrad();
 }
 

@@ -38,10 +38,12 @@ class DeviceTrainer {
   Result<double> ForwardBackward(const BatchInput& in, const TrainLabels& y, float loss_scale,
                                  const int32_t* positions, uint64_t dropout_stream);
   Status ZeroGrad();
-  // Optimizer::step semantics (options and lr already checked by the caller): an error naming the first non-finite gradient (nothing changes),
-  // else the global norm before clipping; then the gradients are zeroed.
+  // Optimizer::step semantics (options and lr already checked by the caller): an error naming the
+  // first non-finite gradient (nothing changes), else the global norm before clipping; then the
+  // gradients are zeroed. With fp16 loss scaling an overflow skips the update instead (+inf).
   Result<double> Step(float lr);
   int64_t steps() const;
+  float loss_scale() const;
 
   // Copies the device parameters and / or gradients into host maps of the same names and sizes.
   Status Download(HostParams* params, HostParams* grads) const;
