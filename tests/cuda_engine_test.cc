@@ -167,51 +167,57 @@ TEST(CudaEngine, BertRunOnEveryFixture) {
 // Padding removal: the real tokens' outputs equal the padded run's, and each sequence run alone.
 TEST(CudaEngine, RemovingPaddingMatchesPaddedAndSingleRuns) {
   BERT_REQUIRE_GPU();
-  for (Precision p : {Precision::kF32, Precision::kF16}) {
-    SCOPED_TRACE(precision_name(p));
-    auto model = synthetic("bert-mini", "BertForTokenClassification", on_cuda(p));
-    ASSERT_TRUE(model.ok()) << model.status().to_string();
-    const int B = 5, S = 77, H = 256;
-    Batch batch(B, S, {77, 3, 40, 1, 64}, 1);
-    SessionOptions padded_opts;
-    padded_opts.max_batch = B, padded_opts.max_seq = S;
-    SessionOptions packed_opts = padded_opts;
-    packed_opts.remove_padding = true;
-    auto padded = Session::Create(*model, padded_opts);
-    auto packed = Session::Create(*model, packed_opts);
-    auto single = Session::Create(*model, padded_opts);
-    ASSERT_TRUE(padded.ok() && packed.ok() && single.ok());
-    ASSERT_TRUE((*padded)->Run(batch.input()).ok());
-    ASSERT_TRUE((*packed)->Run(batch.input()).ok());
-    const double tol = p == Precision::kF32 ? 1e-5 : 2e-3;
-    for (const char* name : {"last_hidden_state", "logits", "pooler_output"}) {
-      auto a = (*padded)->Output(name);
-      auto b = (*packed)->Output(name);
-      ASSERT_TRUE(a.ok() && b.ok()) << name;
-      ASSERT_EQ(a->shape, b->shape);
-      const int64_t width = a->numel() / (a->shape.size() == 3 ? B * S : B);
-      std::vector<float> want, got;
-      for (int i = 0; i < (a->shape.size() == 3 ? B * S : B); ++i) {
-        if (a->shape.size() == 3 && !batch.mask[i]) {  // padding: zeros when removed
-          for (int64_t c = 0; c < width; ++c) ASSERT_EQ(b->data[i * width + c], 0.f) << name;
-          continue;
+  // Per-token logits (token classification), and the pooler + per-sequence logits (sequence classification).
+  for (const char* architecture : {"BertForTokenClassification", "BertForSequenceClassification"}) {
+    for (Precision p : {Precision::kF32, Precision::kF16}) {
+      SCOPED_TRACE(std::string(architecture) + " " + precision_name(p));
+      auto model = synthetic("bert-mini", architecture, on_cuda(p));
+      ASSERT_TRUE(model.ok()) << model.status().to_string();
+      const int B = 5, S = 77, H = 256;
+      Batch batch(B, S, {77, 3, 40, 1, 64}, 1);
+      SessionOptions padded_opts;
+      padded_opts.max_batch = B, padded_opts.max_seq = S;
+      SessionOptions packed_opts = padded_opts;
+      packed_opts.remove_padding = true;
+      auto padded = Session::Create(*model, padded_opts);
+      auto packed = Session::Create(*model, packed_opts);
+      auto single = Session::Create(*model, padded_opts);
+      ASSERT_TRUE(padded.ok() && packed.ok() && single.ok());
+      ASSERT_TRUE((*padded)->Run(batch.input()).ok());
+      ASSERT_TRUE((*packed)->Run(batch.input()).ok());
+      const double tol = p == Precision::kF32 ? 1e-5 : 2e-3;
+      const std::vector<std::string> names = (*padded)->OutputNames();
+      ASSERT_GE(names.size(), 2u);
+      for (const std::string& name : names) {
+        auto a = (*padded)->Output(name);
+        auto b = (*packed)->Output(name);
+        ASSERT_TRUE(a.ok() && b.ok()) << name;
+        ASSERT_EQ(a->shape, b->shape);
+        const int64_t width = a->numel() / (a->shape.size() == 3 ? B * S : B);
+        std::vector<float> want, got;
+        for (int i = 0; i < (a->shape.size() == 3 ? B * S : B); ++i) {
+          if (a->shape.size() == 3 && !batch.mask[i]) {  // padding: zeros when removed
+            for (int64_t c = 0; c < width; ++c) ASSERT_EQ(b->data[i * width + c], 0.f) << name;
+            continue;
+          }
+          want.insert(want.end(), a->data + i * width, a->data + (i + 1) * width);
+          got.insert(got.end(), b->data + i * width, b->data + (i + 1) * width);
         }
-        want.insert(want.end(), a->data + i * width, a->data + (i + 1) * width);
-        got.insert(got.end(), b->data + i * width, b->data + (i + 1) * width);
+        EXPECT_LE(test::relative_l2(got.data(), want.data(), want.size()), tol) << name;
+        ASSERT_GT(test::max_abs(got.data(), got.size()), 0.0) << name;
       }
-      EXPECT_LE(test::relative_l2(got.data(), want.data(), want.size()), tol) << name;
-      ASSERT_GT(test::max_abs(got.data(), got.size()), 0.0) << name;
-    }
-    // Each sequence alone, unpadded, against its rows in the padded batch.
-    auto full = (*padded)->Output("last_hidden_state");
-    for (int b = 0; b < B; ++b) {
-      int len = 0;
-      while (len < S && batch.mask[b * S + len]) ++len;
-      BatchInput one{1, len, batch.ids.data() + b * S, batch.mask.data() + b * S, batch.types.data() + b * S};
-      ASSERT_TRUE((*single)->Run(one).ok());
-      auto alone = (*single)->Output("last_hidden_state");
-      ASSERT_TRUE(alone.ok());
-      EXPECT_LE(test::relative_l2(alone->data, full->data + size_t(b) * S * H, size_t(len) * H), tol) << "sequence " << b;
+      // Each sequence alone, unpadded, against its rows in the padded batch.
+      auto full = (*padded)->Output("last_hidden_state");
+      for (int b = 0; b < B; ++b) {
+        int len = 0;
+        while (len < S && batch.mask[b * S + len]) ++len;
+        BatchInput one{1, len, batch.ids.data() + b * S, batch.mask.data() + b * S, batch.types.data() + b * S};
+        ASSERT_TRUE((*single)->Run(one).ok());
+        auto alone = (*single)->Output("last_hidden_state");
+        ASSERT_TRUE(alone.ok());
+        EXPECT_LE(test::relative_l2(alone->data, full->data + size_t(b) * S * H, size_t(len) * H), tol)
+            << "sequence " << b;
+      }
     }
   }
 }
