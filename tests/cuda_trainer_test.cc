@@ -178,11 +178,8 @@ TEST(CudaTrainer, Fp16LossScalingSkipsOverflowingStepsAndBacksOff) {
     EXPECT_TRUE(std::isfinite(*loss));
     auto norm = (*t)->Step(1e-3f);
     ASSERT_TRUE(norm.ok()) << norm.status().to_string();
-    if (std::isinf(*norm)) {
-      ++skipped;
-      if ((*t)->steps() == 0) {
-        EXPECT_EQ(flat_parameters(**t), before) << "a skipped step changed the parameters";
-      }
+    if (std::isinf(*norm) && ++skipped == 1) {
+      EXPECT_EQ(flat_parameters(**t), before) << "a skipped step changed the parameters";
     }
   }
   EXPECT_GT(skipped, 0);

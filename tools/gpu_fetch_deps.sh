@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .device/debs .device/shared
 PACKAGES=(libdnnl-dev libdnnl2 nlohmann-json3-dev libutf8proc-dev libutf8proc2 libgtest-dev libgmock-dev
-          libbenchmark-dev libbenchmark1debian pkg-config libpkgconf3 pkgconf pkgconf-bin)
+          libbenchmark-dev libbenchmark1debian pkg-config libpkgconf3 pkgconf pkgconf-bin
+          ocl-icd-opencl-dev ocl-icd-libopencl1 opencl-c-headers)  # Debian's oneDNN CMake config wants OpenCL
 (cd .device/debs && apt-get download "${PACKAGES[@]}")
 if [ -d ../shared ]; then
   cp -r ../shared/fixtures .device/shared/

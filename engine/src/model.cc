@@ -62,6 +62,17 @@ double Model::forward_flops(int64_t batch, int64_t seq) const {
   return layers + heads;
 }
 
+kernels::Activation to_activation(HiddenAct a) {
+  switch (a) {
+    case HiddenAct::kGeluErf: return kernels::Activation::kGeluErf;
+    case HiddenAct::kGeluTanh: return kernels::Activation::kGeluTanh;
+    case HiddenAct::kRelu: return kernels::Activation::kRelu;
+    case HiddenAct::kGeluQuick: return kernels::Activation::kGeluQuick;
+    case HiddenAct::kTanh: return kernels::Activation::kTanh;
+  }
+  return kernels::Activation::kGeluErf;
+}
+
 void compute_position_ids(const ModelConfig& c, const int32_t* ids, int64_t B, int64_t S, int32_t* positions) {
   if (c.position_ids == PositionIds::kAfterPadding) {
     const int32_t pad = static_cast<int32_t>(c.pad_token_id);

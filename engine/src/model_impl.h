@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "bert/engine.h"
+#include "kernels/activation.h"
 #include "kernels/cpu/dispatch.h"
 #include "kernels/gemm.h"
 #include "weights/model_file.h"
@@ -65,6 +66,9 @@ struct BertWeights {
 // decoder falls back to embeddings.word. Fails naming the first required tensor that is missing.
 Status bind_weights(const ModelConfig& config, const std::function<const float*(const std::string&)>& lookup,
                     BertWeights& w);
+
+// The kernels' activation for a config's hidden_act (and classifier / MLM activations).
+kernels::Activation to_activation(HiddenAct a);
 
 // Position ids of a [batch, seq] batch: 0, 1, 2, ... or RoBERTa's pad + 1 + index among non-pad tokens
 // (pad tokens get pad_token_id), as transformers makes them from input_ids.

@@ -16,17 +16,6 @@ namespace bert {
 
 namespace {
 
-kernels::Activation to_activation(HiddenAct a) {
-  switch (a) {
-    case HiddenAct::kGeluErf: return kernels::Activation::kGeluErf;
-    case HiddenAct::kGeluTanh: return kernels::Activation::kGeluTanh;
-    case HiddenAct::kRelu: return kernels::Activation::kRelu;
-    case HiddenAct::kGeluQuick: return kernels::Activation::kGeluQuick;
-    case HiddenAct::kTanh: return kernels::Activation::kTanh;
-  }
-  return kernels::Activation::kGeluErf;
-}
-
 // Carves one allocation into float buffers, 64-byte aligned.
 class Workspace {
  public:

@@ -27,17 +27,6 @@ namespace {
 
 using kernels::Activation;
 
-Activation to_activation(HiddenAct a) {
-  switch (a) {
-    case HiddenAct::kGeluErf: return Activation::kGeluErf;
-    case HiddenAct::kGeluTanh: return Activation::kGeluTanh;
-    case HiddenAct::kRelu: return Activation::kRelu;
-    case HiddenAct::kGeluQuick: return Activation::kGeluQuick;
-    case HiddenAct::kTanh: return Activation::kTanh;
-  }
-  return Activation::kGeluErf;
-}
-
 // A float buffer of a fixed size, zero-initialised.
 using Buffer = std::vector<float>;
 

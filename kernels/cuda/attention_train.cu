@@ -36,6 +36,7 @@
 
 #include "kernels/cuda/attention_train.h"
 #include "kernels/cuda/launch_check.h"
+#include "kernels/cuda/train_common.cuh"
 
 namespace bert::kernels::cuda {
 
@@ -51,23 +52,6 @@ enum KeyFlag : signed char { kKeyOutside = -1, kKeyMasked = 0, kKeyAttends = 1 }
 // The scaled score of a key as the softmax sees it.
 __device__ __forceinline__ float masked_score(float raw, signed char flag, float scale) {
   return flag == kKeyAttends ? raw * scale : flag == kKeyMasked ? kMaskedScore : -INFINITY;
-}
-
-// ---- dropout hash --------------------------------------------------------------------------------------------
-// MUST MATCH kernels/ref/train_ref.cc's dropout_keep bit for bit (and kernels/cuda/train_kernels.cu's copy,
-// which lives in that file's anonymous namespace): SplitMix64's finaliser of seed ^ (golden * (index + 1)),
-// the top 24 bits as a uniform in [0, 1), kept when >= p.
-__device__ __forceinline__ uint64_t splitmix64(uint64_t z) {
-  z += 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-__device__ __forceinline__ bool dropout_keep_device(uint64_t seed, uint64_t index, float p) {
-  const uint64_t hash = splitmix64(seed ^ (0x9E3779B97F4A7C15ull * (index + 1)));
-  const float uniform = static_cast<float>(static_cast<uint32_t>(hash >> 40)) * 0x1p-24f;  // exact
-  return uniform >= p;
 }
 
 // The dropout of one attention layer call, as the kernels see it.

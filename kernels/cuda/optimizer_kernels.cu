@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "kernels/cuda/launch_check.h"
+#include "kernels/cuda/train_common.cuh"
 #include "kernels/cuda/train_kernels.h"
 
 namespace bert::kernels::cuda {
@@ -25,88 +26,12 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kReduceThreads = 1024;
-constexpr unsigned kFullMask = 0xffffffffu;
 constexpr int64_t kElementwiseMaxBlocks = 8192;
 constexpr int64_t kMaxGridX = 2147483647;
 constexpr uint32_t kExponentBits = 0x7f800000u;  // all ones: Inf or NaN
 
-cudaStream_t as_stream(void* s) { return static_cast<cudaStream_t>(s); }
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-constexpr size_t kAlign = 256;
-size_t align_up(size_t bytes) { return (bytes + kAlign - 1) / kAlign * kAlign; }
-bool invalid(const std::string& what) { return record(cudaErrorInvalidValue, what.c_str()); }
-
 int elementwise_blocks(int64_t n) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(ceil_div(n, kThreads), kElementwiseMaxBlocks)));
-}
-
-// The workspace of one launcher call (see train_kernels.cu; kept private to each file).
-class Scratch {
- public:
-  Scratch(const Workspace& ws, size_t need, cudaStream_t stream, const char* op) : stream_(stream) {
-    if (need == 0) {
-      ok_ = true;
-      return;
-    }
-    if (ws.ptr) {
-      if (ws.bytes < need) {
-        invalid(std::string(op) + ": workspace of " + std::to_string(ws.bytes) + " bytes, " + std::to_string(need) +
-                " needed");
-        return;
-      }
-      if (reinterpret_cast<uintptr_t>(ws.ptr) % 16 != 0) {
-        invalid(std::string(op) + ": workspace not 16-byte aligned");
-        return;
-      }
-      base_ = static_cast<char*>(ws.ptr);
-      ok_ = true;
-      return;
-    }
-    void* p = nullptr;
-    if (!record(cudaMallocAsync(&p, need, stream), (std::string(op) + ": cudaMallocAsync of the workspace").c_str()))
-      return;
-    base_ = static_cast<char*>(p);
-    owned_ = true;
-    ok_ = true;
-  }
-  ~Scratch() {
-    if (owned_) cudaFreeAsync(base_, stream_);
-  }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-  bool ok() const { return ok_; }
-  template <class T>
-  T* take(size_t count) {
-    T* p = reinterpret_cast<T*>(base_ + offset_);
-    offset_ += align_up(count * sizeof(T));
-    return p;
-  }
-
- private:
-  cudaStream_t stream_;
-  char* base_ = nullptr;
-  size_t offset_ = 0;
-  bool owned_ = false;
-  bool ok_ = false;
-};
-
-template <class T>
-__device__ __forceinline__ T warp_sum(T v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFullMask, v, o);
-  return v;
-}
-
-// Sum over the block (every thread gets it); warp results added in warp order. scratch: 32 Ts.
-template <class T>
-__device__ T block_sum(T v, T* scratch) {
-  v = warp_sum(v);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  __syncthreads();
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  T total = 0;
-  for (int w = 0; w < static_cast<int>(blockDim.x / 32); ++w) total += scratch[w];
-  return total;
 }
 
 __device__ __forceinline__ bool is_nonfinite(float x) { return (__float_as_uint(x) & kExponentBits) == kExponentBits; }

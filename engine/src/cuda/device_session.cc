@@ -27,17 +27,6 @@ using kernels::Activation;
 
 namespace {
 
-Activation to_activation(HiddenAct a) {
-  switch (a) {
-    case HiddenAct::kGeluErf: return Activation::kGeluErf;
-    case HiddenAct::kGeluTanh: return Activation::kGeluTanh;
-    case HiddenAct::kRelu: return Activation::kRelu;
-    case HiddenAct::kGeluQuick: return Activation::kGeluQuick;
-    case HiddenAct::kTanh: return Activation::kTanh;
-  }
-  return Activation::kGeluErf;
-}
-
 // The encoder's quantized linear layers per layer, in the order of their activation-scale slots.
 enum QuantSlot { kSlotQkv, kSlotOut, kSlotFfnIn, kSlotFfnOut, kSlotsPerLayer };
 

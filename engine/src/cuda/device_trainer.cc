@@ -33,17 +33,6 @@ using kernels::Activation;
 
 namespace {
 
-Activation to_activation(HiddenAct a) {
-  switch (a) {
-    case HiddenAct::kGeluErf: return Activation::kGeluErf;
-    case HiddenAct::kGeluTanh: return Activation::kGeluTanh;
-    case HiddenAct::kRelu: return Activation::kRelu;
-    case HiddenAct::kGeluQuick: return Activation::kGeluQuick;
-    case HiddenAct::kTanh: return Activation::kTanh;
-  }
-  return Activation::kGeluErf;
-}
-
 float* mut(const float* p) { return const_cast<float*>(p); }  // gradient views are bound as const
 
 constexpr int64_t kParamAlign = 64;  // floats: every parameter starts on a 256-byte boundary
