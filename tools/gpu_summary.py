@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 """Summary table of a GPU run (tools/gpu_check.sh): bert_bench's BM_CudaGemmPeak, BM_CudaInference and
 BM_CudaTrainStep (Google Benchmark JSON) side by side with the PyTorch baselines (tools/torch_baseline.py
-JSON lines), as Markdown. Usage: gpu_summary.py bench.json torch.jsonl device.txt [torch_train.jsonl]"""
+JSON lines: inference rows and, with "mode": "train", training rows), as Markdown.
+Usage: gpu_summary.py bench.json torch.jsonl device.txt"""
 import json
 import sys
 
 
 def main():
     bench_path, torch_path, device_path = sys.argv[1:4]
-    train_path = sys.argv[4] if len(sys.argv) > 4 else None
     try:
         bench = json.load(open(bench_path))["benchmarks"]
     except (OSError, ValueError, KeyError) as e:
@@ -51,16 +51,11 @@ def main():
         speedup = f"{e['ms'] / ms:.2f}x" if e else ""
         print(f"| {model} | {precision} | {lengths} | {batch} | {seq} | {ms:.3f} | {b.get('seq/s', 0):.0f} | "
               f"{b.get('TFLOP/s', 0):.1f} | {b.get('pct_gemm_peak', 0):.1f} | {fmt(e)} | {fmt(c)} | {speedup} |")
-    train_summary(bench, train_path)
+    train_summary(bench, [r for r in torch_rows if r.get("mode") == "train"])
 
 
-def train_summary(bench, train_path):
+def train_summary(bench, rows):
     """The training steps beside PyTorch (AMP fp16 and fp32) at the same model, batch and seq."""
-    rows = []
-    try:
-        rows = [json.loads(l) for l in open(train_path) if l.strip()] if train_path else []
-    except OSError:
-        pass
     torch_at = {(r["model"], r["batch"], r["seq"], r["dtype"]): r for r in rows}
     print("\n## Training step (wall time of ForwardBackward + Step; mean of the iterations)\n")
     print("| model | precision | attention / activations | batch | seq | ms | samples/s | TFLOP/s | MFU % | mem pre / max / post MiB | "

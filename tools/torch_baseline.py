@@ -83,8 +83,11 @@ def train_step_ms(kind, batch, seq, amp, reps):
 
 
 def main_train(args, out):
-    shapes = [("bert-base-finetune", 32, 128), ("bert-base-finetune", 16, 512), ("bert-large-pretrain", 64, 128),
-              ("bert-large-pretrain", 16, 512)]
+    shapes = []
+    for item in args.train_shapes.split(","):  # model:BxS
+        kind, shape = item.split(":")
+        batch, seq = (int(v) for v in shape.split("x"))
+        shapes.append((kind, batch, seq))
     for kind, batch, seq in shapes:
         for amp in (True, False):
             try:
@@ -108,6 +111,8 @@ def main():
     p.add_argument("--reps", type=int, default=20)
     p.add_argument("--out", required=True)
     p.add_argument("--train", action="store_true", help="time training steps instead of inference")
+    p.add_argument("--train-shapes", default="bert-base-finetune:32x128,bert-base-finetune:16x512,"
+                   "bert-large-pretrain:64x128,bert-large-pretrain:16x512", help="model:BxS list for --train")
     args = p.parse_args()
     if args.train:
         with open(args.out, "w") as out:
