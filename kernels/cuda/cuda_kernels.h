@@ -46,6 +46,15 @@ void event_destroy(void* event);
 bool event_record(void* event, void* stream);
 // Milliseconds between two recorded events (waits for `end`).
 bool event_elapsed_ms(void* start, void* end, float* ms);
+// CUDA graphs: capture what `stream` is given between begin and end (nothing runs), then replay it.
+// graph_capture_end returns the instantiated graph, or nullptr when the capture or instantiation
+// failed (the stream is usable again). launches_synchronize: BERT_CUDA_SYNC=1 is set, so launches
+// synchronize, which capture does not allow.
+bool graph_capture_begin(void* stream);
+void* graph_capture_end(void* stream);
+bool graph_launch(void* graph, void* stream);
+void graph_destroy(void* graph);
+bool launches_synchronize();
 // Free and total memory of the current device.
 bool device_memory(size_t* free_bytes, size_t* total_bytes);
 

@@ -21,13 +21,45 @@ bool record(cudaError_t e, const char* what) {
   return false;
 }
 
-bool check_launch(const char* kernel) {
-  if (!record(cudaGetLastError(), kernel)) return false;
+bool launches_synchronize() {
   static const bool sync = [] {
     const char* v = std::getenv("BERT_CUDA_SYNC");
     return v && std::strcmp(v, "0") != 0;
   }();
-  return !sync || record(cudaDeviceSynchronize(), kernel);
+  return sync;
+}
+
+bool check_launch(const char* kernel) {
+  if (!record(cudaGetLastError(), kernel)) return false;
+  return !launches_synchronize() || record(cudaDeviceSynchronize(), kernel);
+}
+
+bool graph_capture_begin(void* stream) {
+  return record(cudaStreamBeginCapture(static_cast<cudaStream_t>(stream), cudaStreamCaptureModeThreadLocal),
+                "cudaStreamBeginCapture");
+}
+
+void* graph_capture_end(void* stream) {
+  cudaGraph_t graph = nullptr;
+  const cudaError_t ended = cudaStreamEndCapture(static_cast<cudaStream_t>(stream), &graph);
+  cudaGraphExec_t exec = nullptr;
+  const bool ok = record(ended, "cudaStreamEndCapture") && graph &&
+                  record(cudaGraphInstantiate(&exec, graph, 0), "cudaGraphInstantiate");
+  if (graph) cudaGraphDestroy(graph);
+  if (!ok) {
+    cudaGetLastError();  // a failed capture leaves an error behind: the stream runs eagerly next
+    return nullptr;
+  }
+  return exec;
+}
+
+bool graph_launch(void* graph, void* stream) {
+  return record(cudaGraphLaunch(static_cast<cudaGraphExec_t>(graph), static_cast<cudaStream_t>(stream)),
+                "cudaGraphLaunch");
+}
+
+void graph_destroy(void* graph) {
+  if (graph) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(graph));
 }
 
 int device_count() {

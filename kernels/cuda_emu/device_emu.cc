@@ -67,6 +67,13 @@ using emu::fail;
 
 int device_count() { return 1; }
 
+// CUDA graphs are not emulated: capture never starts, so the engine runs everything eagerly.
+bool graph_capture_begin(void*) { return fail("CUDA graphs are not emulated"); }
+void* graph_capture_end(void*) { return nullptr; }
+bool graph_launch(void*, void*) { return fail("CUDA graphs are not emulated"); }
+void graph_destroy(void*) {}
+bool launches_synchronize() { return false; }
+
 std::string device_name() { return "CPU emulation of the CUDA device"; }
 
 std::string cuda_last_error() { return g_last_error; }

@@ -106,6 +106,9 @@ struct SessionOptions {
   // benchmarks: Output() then says so).
   bool remove_padding = false;
   bool copy_outputs = true;
+  // CUDA: a batch shape's second and later runs replay its forward as a CUDA graph (one launch
+  // instead of hundreds; off while profiling and with BERT_CUDA_SYNC=1).
+  bool cuda_graphs = true;
 };
 
 // Wall time spent in one kind of op over all profiled runs.

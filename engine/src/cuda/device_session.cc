@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstring>
 #include <map>
+#include <tuple>
 
 #include "engine/src/cuda/device_model.h"
 #include "engine/src/model_impl.h"
@@ -69,6 +70,7 @@ struct DeviceRunner::Impl {
   std::string failure;  // the first failed launch of this run
 
   ~Impl() {
+    for (auto& [key, g] : graphs) kc::graph_destroy(g.exec);
     kc::host_free_pinned(h_inputs);
     kc::host_free_pinned(h_out);
     kc::event_destroy(ev_start);
@@ -183,6 +185,17 @@ struct DeviceRunner::Impl {
   }
 
   Status forward(const BatchInput& in, const int32_t* positions, const PublishFn* publish, bool calibrating);
+  void enqueue(const BatchInput& in, int64_t B, int64_t S, int64_t T, bool calibrating);
+  void run_enqueued(const BatchInput& in, int64_t B, int64_t S, int64_t T, bool calibrating);
+
+  // Captured forwards per batch shape (batch, seq, real tokens, masked?).
+  using GraphKey = std::tuple<int64_t, int64_t, int64_t, bool>;
+  struct CapturedGraph {
+    void* exec = nullptr;
+    bool failed = false;
+  };
+  static constexpr size_t kMaxGraphs = 32;  // shapes beyond it run eagerly (packed batches vary a lot)
+  std::map<GraphKey, CapturedGraph> graphs;
 };
 
 DeviceRunner::DeviceRunner(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -309,8 +322,7 @@ Status DeviceRunner::Calibrate(const BatchInput& in, const int32_t* positions) {
 Status DeviceRunner::Impl::forward(const BatchInput& in, const int32_t* host_positions, const PublishFn* publish,
                                    bool calibrating) {
   const ModelConfig& c = *config;
-  const DeviceWeights& w = model->w;
-  const int64_t B = in.batch, S = in.seq, H = c.hidden_size, E = c.embedding_size;
+  const int64_t B = in.batch, S = in.seq, H = c.hidden_size;
   const bool packed = options.remove_padding;
   failure.clear();
 
@@ -345,6 +357,78 @@ Status DeviceRunner::Impl::forward(const BatchInput& in, const int32_t* host_pos
   for (int64_t i = 0; i < B * S; ++i) h_mask[i] = in.attention_mask ? in.attention_mask[i] : 1;
 
   if (!kc::event_record(ev_start, stream)) return internal_error("device cuda: " + kc::cuda_last_error());
+  run_enqueued(in, B, S, T, calibrating);
+  if (calibrating) {
+    if (!kc::stream_synchronize(stream)) fail("calibration");
+    if (!failure.empty()) return internal_error("device cuda: " + failure);
+    return Status();
+  }
+  if (!failure.empty()) return internal_error("device cuda: " + failure);
+  const int64_t L = c.num_labels, V = c.vocab_size;
+  const void* last = hidden_slot(static_cast<int>(c.num_layers));
+
+  if (options.copy_outputs) {
+    auto out = [&](const std::string& name) { return outputs.at(name).data.data(); };
+    auto put = [&](const std::string& name, const void* src, int64_t rows, int64_t width, bool per_token,
+                   std::initializer_list<int64_t> shape, int64_t column = -1) {
+      if (!failure.empty()) return;
+      if (!download(src, rows, width, per_token, B, S, out(name), column >= 0 ? 1 : 0, column)) return;
+      (*publish)(name, shape, out(name));
+    };
+    if (options.keep_hidden_states)
+      for (int64_t l = 0; l <= c.num_layers; ++l)
+        put(hidden_names[l], hidden_slot(static_cast<int>(l)), T, H, true, {B, S, H});
+    put("last_hidden_state", last, T, H, true, {B, S, H});
+    if (c.has_pooler) put("pooler_output", ws.at(pooled), B, H, false, {B, H});
+    switch (c.head) {
+      case HeadKind::kNone: break;
+      case HeadKind::kSequenceClassification: put("logits", ws.at(logits), B, L, false, {B, L}); break;
+      case HeadKind::kTokenClassification: put("logits", ws.at(logits), T, L, true, {B, S, L}); break;
+      case HeadKind::kQuestionAnswering:
+        put("start_logits", ws.at(logits), T, 2, true, {B, S}, 0);
+        put("end_logits", ws.at(logits), T, 2, true, {B, S}, 1);
+        break;
+      case HeadKind::kDiscriminator: put("logits", ws.at(logits), T, 1, true, {B, S}); break;
+      case HeadKind::kMaskedLM: put("logits", ws.at(logits), T, V, true, {B, S, V}); break;
+      case HeadKind::kPreTraining:
+        put("prediction_logits", ws.at(logits), T, V, true, {B, S, V});
+        put(c.sentence_head_output(), ws.at(logits2), B, 2, false, {B, 2});
+        break;
+    }
+    if (options.pooling != Pooling::kNone && failure.empty()) {
+      Timed timed(this, "pooling");
+      kernels::PoolArgs p;
+      p.hidden = out("last_hidden_state"), p.mask = in.attention_mask, p.out = out("sentence_embedding");
+      p.batch = B, p.seq = S, p.width = H;
+      p.kind = options.pooling == Pooling::kCls    ? kernels::TokenPooling::kCls
+               : options.pooling == Pooling::kMean ? kernels::TokenPooling::kMean
+                                                   : kernels::TokenPooling::kMax;
+      p.normalize = options.normalize;
+      kernels::pool_tokens_f32_ref(p);
+      (*publish)("sentence_embedding", {B, H}, out("sentence_embedding"));
+    }
+  }
+  float ms = 0;
+  if (!kc::event_record(ev_end, stream) || !kc::event_elapsed_ms(ev_start, ev_end, &ms)) fail("synchronize");
+  if (!failure.empty()) return internal_error("device cuda: " + failure);
+  last_seconds = ms * 1e-3;
+  return Status();
+}
+
+// Everything a run puts on the stream between its start event and the output copies: the input
+// uploads (from the pinned staging, already filled), embeddings, encoder, heads. Failures go to
+// `failure`. Nothing here synchronizes or allocates, so it can be captured as a CUDA graph.
+void DeviceRunner::Impl::enqueue(const BatchInput& in, int64_t B, int64_t S, int64_t T, bool calibrating) {
+  const ModelConfig& c = *config;
+  const DeviceWeights& w = model->w;
+  const int64_t H = c.hidden_size, E = c.embedding_size;
+  const bool packed = options.remove_padding;
+  int32_t* h_ids = h_inputs;
+  int32_t* h_pos = h_ids + tokens_max();
+  int32_t* h_types = h_pos + tokens_max();
+  int32_t* h_mask = h_types + tokens_max();
+  int32_t* h_starts = h_mask + tokens_max();
+  int32_t* h_first = h_starts + options.max_batch + 1;
   {
     Timed timed(this, "copy_in");
     bool ok = kc::copy_to_device_async(ws.at(d_ids), h_ids, T * 4, stream) &&
@@ -353,7 +437,7 @@ Status DeviceRunner::Impl::forward(const BatchInput& in, const int32_t* host_pos
               kc::copy_to_device_async(ws.at(d_mask), h_mask, B * S * 4, stream) &&
               kc::copy_to_device_async(ws.at(d_starts), h_starts, (B + 1) * 4, stream) &&
               kc::copy_to_device_async(ws.at(d_first), h_first, B * 4, stream);
-    if (!ok) return internal_error("device cuda: uploading the batch: " + kc::cuda_last_error());
+    if (!ok) fail("uploading the batch");
   }
 
   // Embeddings -> hidden_states.0 (through the E -> H projection when the model factorises them).
@@ -407,14 +491,9 @@ Status DeviceRunner::Impl::forward(const BatchInput& in, const int32_t* host_pos
     layernorm(ws.at(tmp), ws.at(attn), lw.ffn_ln, y, T, H);
   }
   const void* last = hidden_slot(static_cast<int>(c.num_layers));
-  if (calibrating) {
-    if (!kc::stream_synchronize(stream)) fail("calibration");
-    if (!failure.empty()) return internal_error("device cuda: " + failure);
-    return Status();
-  }
+  if (calibrating) return;
 
   // Heads. First-token rows (pooler, first-token classifiers) are gathered into [B, H] first.
-  const int64_t L = c.num_labels, V = c.vocab_size;
   void* first_rows = ws.at(first_in);
   if (c.has_pooler || (c.head == HeadKind::kSequenceClassification && !c.classifier_on_pooler)) {
     Timed timed(this, "head");
@@ -445,54 +524,46 @@ Status DeviceRunner::Impl::forward(const BatchInput& in, const int32_t* host_pos
       if (c.head == HeadKind::kPreTraining) linear("head", ws.at(pooled), 0, w.nsp, ws.at(logits2), 0, B);
       break;
   }
-  if (!failure.empty()) return internal_error("device cuda: " + failure);
+}
 
-  if (options.copy_outputs) {
-    auto out = [&](const std::string& name) { return outputs.at(name).data.data(); };
-    auto put = [&](const std::string& name, const void* src, int64_t rows, int64_t width, bool per_token,
-                   std::initializer_list<int64_t> shape, int64_t column = -1) {
-      if (!failure.empty()) return;
-      if (!download(src, rows, width, per_token, B, S, out(name), column >= 0 ? 1 : 0, column)) return;
-      (*publish)(name, shape, out(name));
-    };
-    if (options.keep_hidden_states)
-      for (int64_t l = 0; l <= c.num_layers; ++l)
-        put(hidden_names[l], hidden_slot(static_cast<int>(l)), T, H, true, {B, S, H});
-    put("last_hidden_state", last, T, H, true, {B, S, H});
-    if (c.has_pooler) put("pooler_output", ws.at(pooled), B, H, false, {B, H});
-    switch (c.head) {
-      case HeadKind::kNone: break;
-      case HeadKind::kSequenceClassification: put("logits", ws.at(logits), B, L, false, {B, L}); break;
-      case HeadKind::kTokenClassification: put("logits", ws.at(logits), T, L, true, {B, S, L}); break;
-      case HeadKind::kQuestionAnswering:
-        put("start_logits", ws.at(logits), T, 2, true, {B, S}, 0);
-        put("end_logits", ws.at(logits), T, 2, true, {B, S}, 1);
-        break;
-      case HeadKind::kDiscriminator: put("logits", ws.at(logits), T, 1, true, {B, S}); break;
-      case HeadKind::kMaskedLM: put("logits", ws.at(logits), T, V, true, {B, S, V}); break;
-      case HeadKind::kPreTraining:
-        put("prediction_logits", ws.at(logits), T, V, true, {B, S, V});
-        put(c.sentence_head_output(), ws.at(logits2), B, 2, false, {B, 2});
-        break;
+// enqueue() eagerly, or as a CUDA graph: a batch shape's first run is eager (it makes the GEMM plans
+// and sets kernel attributes, which capture does not allow), its second is captured and replayed,
+// later ones replay. A capture that fails marks the shape eager for good. Graphs are off while
+// profiling, calibrating or with BERT_CUDA_SYNC=1 (which synchronizes after every launch).
+void DeviceRunner::Impl::run_enqueued(const BatchInput& in, int64_t B, int64_t S, int64_t T, bool calibrating) {
+  if (!options.cuda_graphs || options.profile || calibrating || kc::launches_synchronize()) {
+    enqueue(in, B, S, T, calibrating);
+    return;
+  }
+  const GraphKey key{B, S, T, in.attention_mask != nullptr};
+  auto it = graphs.find(key);
+  if (it == graphs.end()) {
+    if (graphs.size() < kMaxGraphs) graphs.emplace(key, CapturedGraph{});
+    enqueue(in, B, S, T, false);
+    return;
+  }
+  CapturedGraph& g = it->second;
+  if (!g.exec && !g.failed) {
+    if (kc::graph_capture_begin(stream)) {
+      enqueue(in, B, S, T, false);
+      g.exec = kc::graph_capture_end(stream);
+      if (!failure.empty()) {  // a launch failed while capturing: do not trust the graph
+        kc::graph_destroy(g.exec);
+        g.exec = nullptr;
+      }
     }
-    if (options.pooling != Pooling::kNone && failure.empty()) {
-      Timed timed(this, "pooling");
-      kernels::PoolArgs p;
-      p.hidden = out("last_hidden_state"), p.mask = in.attention_mask, p.out = out("sentence_embedding");
-      p.batch = B, p.seq = S, p.width = H;
-      p.kind = options.pooling == Pooling::kCls    ? kernels::TokenPooling::kCls
-               : options.pooling == Pooling::kMean ? kernels::TokenPooling::kMean
-                                                   : kernels::TokenPooling::kMax;
-      p.normalize = options.normalize;
-      kernels::pool_tokens_f32_ref(p);
-      (*publish)("sentence_embedding", {B, H}, out("sentence_embedding"));
+    if (!g.exec) {  // capture unsupported or failed: this shape runs eagerly from now on
+      g.failed = true;
+      failure.clear();
+      enqueue(in, B, S, T, false);
+      return;
     }
   }
-  float ms = 0;
-  if (!kc::event_record(ev_end, stream) || !kc::event_elapsed_ms(ev_start, ev_end, &ms)) fail("synchronize");
-  if (!failure.empty()) return internal_error("device cuda: " + failure);
-  last_seconds = ms * 1e-3;
-  return Status();
+  if (g.failed) {
+    enqueue(in, B, S, T, false);
+  } else if (!kc::graph_launch(g.exec, stream)) {
+    fail("graph launch");
+  }
 }
 
 }  // namespace bert::cuda
