@@ -726,6 +726,7 @@ Result<std::string> Trainer::LoadCheckpoint(const std::string& path) {
 std::vector<NamedArray> Trainer::Gradients() const {
   const ModelConfig& c = *impl_->c;
   if (Status st = impl_->pull(false, true); !st.ok()) return {};  // (device cuda) nothing to report
+  const float unscale = 1.f / loss_scale();  // fp16 loss scaling keeps the gradients scaled until Step
   std::vector<NamedArray> out;
   const std::string prefix = c.head == HeadKind::kNone ? "" : hf_base_prefix(c);
   for (const ParamSpec& spec : param_specs(c, prefix)) {
@@ -740,6 +741,8 @@ std::vector<NamedArray> Trainer::Gradients() const {
       a.shape[0] /= static_cast<int64_t>(parts);
       if (spec.conv1d) a.shape.push_back(1);
       a.values.assign(it->second.begin() + i * per, it->second.begin() + (i + 1) * per);
+      if (unscale != 1.f)
+        for (float& v : a.values) v *= unscale;  // (a power of two: exact)
       out.push_back(std::move(a));
     }
   }

@@ -131,7 +131,7 @@ class Trainer {
   Result<std::string> LoadCheckpoint(const std::string& path);
 
   // Every parameter's gradient under its HF name and HF shape (fused Q/K/V split back; a tied MLM
-  // decoder's gradient is part of the word embeddings', as in PyTorch).
+  // decoder's gradient is part of the word embeddings', as in PyTorch), divided by loss_scale().
   std::vector<NamedArray> Gradients() const;
 
   const TrainerOptions& options() const;
