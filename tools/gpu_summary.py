@@ -7,6 +7,17 @@ import json
 import sys
 
 
+def runs(bench, prefix, fields):
+    """The successful runs of one benchmark: (run, name arguments, the first `fields` label words, ms)."""
+    for b in bench:
+        if not b["name"].startswith(prefix) or b.get("error_occurred"):
+            continue
+        parts = dict(p.split(":") for p in b["name"].split("/")[1:] if ":" in p)
+        label = (b.get("label", "").split() + ["?"] * fields)[:fields]
+        ms = b["real_time"] if b.get("time_unit") == "ms" else b["real_time"] / 1e6
+        yield b, parts, label, ms
+
+
 def main():
     bench_path, torch_path, device_path = sys.argv[1:4]
     try:
@@ -37,14 +48,8 @@ def main():
     print("| model | precision | lengths | batch | seq | ms | seq/s | TFLOP/s | % GEMM peak | PyTorch eager fp16 ms | "
           "torch.compile ms | speed-up vs eager |")
     print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for b in bench:
-        if not b["name"].startswith("BM_CudaInference") or b.get("error_occurred"):
-            continue
-        parts = dict(p.split(":") for p in b["name"].split("/")[1:] if ":" in p)
-        label = b.get("label", "").split()
-        model, precision, lengths = (label + ["?", "?", "?"])[:3]
+    for b, parts, (model, precision, lengths), ms in runs(bench, "BM_CudaInference", 3):
         batch, seq = int(parts.get("batch", 0)), int(parts.get("seq", 0))
-        ms = b["real_time"] if b.get("time_unit") == "ms" else b["real_time"] / 1e6
         e = eager.get((batch, seq)) if model == "bert-base" and lengths == "full" else None
         c = compiled.get((batch, seq)) if model == "bert-base" and lengths == "full" else None
         fmt = lambda r: f"{r['ms']:.3f}" if r else ""
@@ -61,15 +66,9 @@ def train_summary(bench, rows):
     print("| model | precision | attention / activations | batch | seq | ms | samples/s | TFLOP/s | MFU % | mem pre / max / post MiB | "
           "PyTorch AMP samples/s | PyTorch AMP mem max MiB | PyTorch fp32 samples/s | speed-up vs AMP |")
     print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |")
-    for b in bench:
-        if not b["name"].startswith("BM_CudaTrainStep") or b.get("error_occurred"):
-            continue
-        parts = dict(p.split(":") for p in b["name"].split("/")[1:] if ":" in p)
-        label = b.get("label", "").split()
-        model, task, precision = (label + ["?", "?", "?"])[:3]
+    for b, parts, (model, task, precision), ms in runs(bench, "BM_CudaTrainStep", 3):
         attention = {"0": "matmul", "1": "fused", "2": "fused+recompute"}.get(parts.get("memory"), "?")
         batch, seq = int(parts.get("batch", 0)), int(parts.get("seq", 0))
-        ms = b["real_time"] if b.get("time_unit") == "ms" else b["real_time"] / 1e6
         kind = f"{model}-{'finetune' if task == 'fine-tune' else 'pretrain'}"
         amp = torch_at.get((kind, batch, seq, "amp-fp16"))
         fp32 = torch_at.get((kind, batch, seq, "fp32"))
