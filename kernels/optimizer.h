@@ -1,7 +1,7 @@
 // Optimizer kernels: the per-tensor math of AdamW and LAMB, plus the reductions and scalings that
 // gradient clipping needs. Raw float arrays and plain argument structs (device-neutral: the CUDA
 // versions will take the same arguments); the bookkeeping (steps, trust ratios, clipping decisions)
-// lives in engine/src/optimizer.h. Each op has a `_ref` (scalar, double arithmetic: the spec) and a
+// lives in engine/train/optimizer.h. Each op has a `_ref` (scalar, double arithmetic: the spec) and a
 // CPU variant (OpenMP, float arithmetic like torch/apex). Both are deterministic: the CPU variant
 // splits work into fixed-size blocks and reduces block results serially in block order, so the
 // bits never depend on the thread count. No two array arguments of one call may overlap.

@@ -2,7 +2,7 @@
 // clipping and loss scaling) against the CPU references at awkward sizes: every launcher vs its `_ref`
 // (fp32 1e-5 relative L2, loss sums 1e-6 relative), accumulation into pre-filled gradients, dropout
 // bit-identical to the CPU, deterministic reruns, multi-tensor AdamW / LAMB steps vs the CPU Optimizer
-// (engine/src/optimizer.h), the dynamic loss-scaling state machine and inf/NaN detection.
+// (engine/train/optimizer.h), the dynamic loss-scaling state machine and inf/NaN detection.
 // Built only with CUDA; every test skips with a message when no GPU is present, which was every
 // machine this was written on (NEVER RUN ON A GPU YET).
 #include <gtest/gtest.h>
@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/src/optimizer.h"
+#include "engine/train/optimizer.h"
 #include "kernels/convert.h"
 #include "kernels/cuda/train_kernels.h"
 #include "kernels/optimizer.h"

@@ -1,4 +1,4 @@
-// Tests of the optimizers (engine/src/optimizer.h) and their kernels (kernels/optimizer.h): AdamW and
+// Tests of the optimizers (engine/train/optimizer.h) and their kernels (kernels/optimizer.h): AdamW and
 // LAMB against steps computed here in double from the formulas, the linear schedule, gradient
 // clipping, the NaN guard, the CPU kernels against the refs (and across thread counts), and the
 // checkpoint state round trip. Every test also checks that parameters actually move.
@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/src/optimizer.h"
+#include "engine/train/optimizer.h"
 #include "kernels/optimizer.h"
 #include "tests/test_util.h"
 

@@ -1,12 +1,10 @@
 // Model::Load: read a model source, bring every weight to F32 once (one arena), resolve the kernels.
 #include <algorithm>
 #include <functional>
+#include <map>
 #include <set>
 
 #include "engine/src/model_impl.h"
-#ifdef BERT_HAVE_CUDA
-#include "engine/src/cuda/device_model.h"
-#endif
 #include "weights/bert_layout.h"
 
 namespace bert {
@@ -62,29 +60,6 @@ double Model::forward_flops(int64_t batch, int64_t seq) const {
   return layers + heads;
 }
 
-kernels::Activation to_activation(HiddenAct a) {
-  switch (a) {
-    case HiddenAct::kGeluErf: return kernels::Activation::kGeluErf;
-    case HiddenAct::kGeluTanh: return kernels::Activation::kGeluTanh;
-    case HiddenAct::kRelu: return kernels::Activation::kRelu;
-    case HiddenAct::kGeluQuick: return kernels::Activation::kGeluQuick;
-    case HiddenAct::kTanh: return kernels::Activation::kTanh;
-  }
-  return kernels::Activation::kGeluErf;
-}
-
-void compute_position_ids(const ModelConfig& c, const int32_t* ids, int64_t B, int64_t S, int32_t* positions) {
-  if (c.position_ids == PositionIds::kAfterPadding) {
-    const int32_t pad = static_cast<int32_t>(c.pad_token_id);
-    for (int64_t b = 0; b < B; ++b) {
-      int32_t count = 0;
-      for (int64_t t = b * S; t < (b + 1) * S; ++t) positions[t] = ids[t] == pad ? pad : pad + ++count;
-    }
-  } else {
-    for (int64_t t = 0; t < B * S; ++t) positions[t] = static_cast<int32_t>(t % S);
-  }
-}
-
 Status validate_batch_values(const ModelConfig& c, const BatchInput& in) {
   const int64_t n = static_cast<int64_t>(in.batch) * in.seq;
   auto where = [&](const char* what, int64_t i) {
@@ -113,67 +88,13 @@ Status validate_batch_values(const ModelConfig& c, const BatchInput& in) {
   return Status::Ok();
 }
 
-Status bind_weights(const ModelConfig& c, const std::function<const float*(const std::string&)>& lookup,
-                    BertWeights& w) {
-  w = BertWeights();
-  Status missing;
-  auto get = [&](const std::string& name, bool optional = false) -> const float* {
-    const float* p = lookup(name);
-    if (!p && !optional && missing.ok()) missing = internal_error("model is missing tensor '" + name + "'");
-    return p;
-  };
-  auto linear = [&](const std::string& name, int64_t N, int64_t K, int64_t groups = 1) {
-    return Linear{get(name + ".weight"), get(name + ".bias"), N, K, groups};
-  };
-  auto layernorm = [&](const std::string& name) { return LayerNormWeights{get(name + ".gamma"), get(name + ".beta")}; };
-  const int64_t H = c.hidden_size, I = c.intermediate_size, E = c.embedding_size, V = c.vocab_size;
-  w.word = get("embeddings.word");
-  w.position = get("embeddings.position");
-  if (c.has_token_types()) w.token_type = get("embeddings.token_type");
-  w.emb_ln = layernorm("embeddings.ln");
-  if (c.embedding_projection) w.emb_project = linear("embeddings.project", H, E);
-  const LinearGroups& g = c.groups;
-  for (int64_t l = 0; l < c.num_layer_weights(); ++l) {
-    const std::string p = "layer." + std::to_string(l) + ".";
-    LayerWeights lw;
-    if (!g.any()) {
-      lw.qkv = linear(p + "attn.qkv", 3 * H, H);
-    } else {
-      lw.q = linear(p + "attn.q", H, H, g.q);
-      lw.k = linear(p + "attn.k", H, H, g.k);
-      lw.v = linear(p + "attn.v", H, H, g.v);
-    }
-    lw.out = linear(p + "attn.out", H, H, g.post_attention);
-    lw.attn_ln = layernorm(p + "attn.ln");
-    lw.ffn_in = linear(p + "ffn.in", I, H, g.intermediate);
-    lw.ffn_out = linear(p + "ffn.out", H, I, g.output);
-    lw.ffn_ln = layernorm(p + "ffn.ln");
-    w.layers.push_back(lw);
+const char* precision_name(Precision p) {
+  switch (p) {
+    case Precision::kF32: return "fp32";
+    case Precision::kF16: return "fp16";
+    case Precision::kInt8: return "int8";
   }
-  if (c.has_pooler) w.pooler = linear("pooler", H, H);
-  const int64_t L = c.num_labels;
-  switch (c.head) {
-    case HeadKind::kNone: break;
-    case HeadKind::kSequenceClassification:
-      if (!c.classifier_on_pooler) w.pre_classifier = linear("head.pre", H, H);
-      w.classifier = linear("head.classifier", L, H);
-      break;
-    case HeadKind::kTokenClassification: w.classifier = linear("head.classifier", L, H); break;
-    case HeadKind::kQuestionAnswering: w.qa = linear("head.qa", 2, H); break;
-    case HeadKind::kDiscriminator:
-      w.disc_dense = linear("head.disc.dense", H, H);
-      w.disc_out = linear("head.disc.out", 1, H);
-      break;
-    case HeadKind::kMaskedLM:
-    case HeadKind::kPreTraining:
-      w.mlm_transform = linear("head.mlm.transform", E, H);
-      w.mlm_ln = layernorm("head.mlm.ln");
-      w.mlm_decoder = Linear{get("head.mlm.decoder.weight", /*optional=*/true), get("head.mlm.decoder.bias"), V, E};
-      if (!w.mlm_decoder.w) w.mlm_decoder.w = w.word;  // tied
-      if (c.head == HeadKind::kPreTraining) w.nsp = linear("head.nsp", 2, H);
-      break;
-  }
-  return missing;
+  return "?";
 }
 
 namespace {
@@ -193,15 +114,6 @@ void pack_weights(Model::Impl& m) {
 
 }  // namespace
 
-const char* precision_name(Precision p) {
-  switch (p) {
-    case Precision::kF32: return "fp32";
-    case Precision::kF16: return "fp16";
-    case Precision::kInt8: return "int8";
-  }
-  return "?";
-}
-
 Result<std::shared_ptr<const Model>> Model::Load(const std::string& path, const LoadOptions& options) {
   BERT_ASSIGN_OR_RETURN(ModelSource source, load_model_source(path));
   return load_model_from_source(std::move(source), options);
@@ -211,16 +123,54 @@ Result<std::shared_ptr<const Model>> make_model(std::unique_ptr<Model::Impl> imp
   return std::shared_ptr<const Model>(new Model(std::move(impl)));
 }
 
+namespace {
+
+// Uploads every F32 tensor into one device arena and binds the device view of the weights.
+Status upload_weights(Model::Impl& m) {
+  runtime::Backend& be = *m.device;
+  size_t floats = 0;
+  for (const auto& [name, t] : m.f32) floats += (static_cast<size_t>(t.numel()) + 63) / 64 * 64;
+  void* p = be.allocate(floats * sizeof(float));
+  if (!p)
+    return out_of_range("cannot allocate " + std::to_string((floats * 4) >> 20) + " MiB for the weights on " +
+                        be.name());
+  m.device_arena = runtime::DeviceBuffer(&be, p);
+  std::map<std::string, const float*> placed;
+  float* next = static_cast<float*>(p);
+  for (const auto& [name, t] : m.f32) {
+    BERT_RETURN_IF_ERROR(be.upload(next, t.data, t.nbytes()).with_context("uploading " + name));
+    placed[name] = next;
+    next += (static_cast<size_t>(t.numel()) + 63) / 64 * 64;
+  }
+  m.info.device_weight_bytes = floats * sizeof(float);
+  return bind_weights(m.source.config, [&](const std::string& name) -> const float* {
+    auto it = placed.find(name);
+    return it == placed.end() ? nullptr : it->second;
+  }, m.device_w);
+}
+
+// How a CUDA model's GEMMs compute for a precision (storage is fp32 in every precision).
+runtime::GemmCompute inference_compute(const LoadOptions& o) {
+  if (o.precision == Precision::kF16) return runtime::GemmCompute::kF16;
+  return o.allow_tf32 ? runtime::GemmCompute::kTF32 : runtime::GemmCompute::kExact;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<runtime::Backend>> make_backend(const Model::Impl& m, runtime::GemmCompute compute) {
+  if (!m.device) return runtime::make_cpu_backend();
+  return runtime::make_cuda_backend(compute);
+}
+
 Result<std::shared_ptr<const Model>> load_model_from_source(ModelSource source, const LoadOptions& options) {
-#ifndef BERT_HAVE_CUDA
-  if (options.device == Device::kCuda)
-    return unsupported("device cuda is not available in this build: it was configured without a CUDA toolkit "
-                       "(install nvcc and configure with -DBERT_CUDA=ON)");
-#endif
   if (options.device == Device::kCpu && options.precision != Precision::kF32)
     return unsupported(std::string("precision ") + precision_name(options.precision) +
-                       " needs device cuda; the CPU engine computes in fp32");
+                       " on the CPU: the CPU engine computes in fp32");
+  if (options.precision == Precision::kInt8)
+    return unsupported("precision int8: the shared model has no int8 path yet (int8 storage and calibrated "
+                       "scales come with the precision policy's low-precision entries)");
   auto impl = std::make_unique<Model::Impl>();
+  impl->options = options;
   impl->source = std::move(source);
   const std::string& path = impl->source.origin;
   impl->kernels = &kernels::cpu_kernels();
@@ -262,13 +212,11 @@ Result<std::shared_ptr<const Model>> load_model_from_source(ModelSource source, 
   };
   BERT_RETURN_IF_ERROR(bind_weights(impl->source.config, lookup, impl->w).with_context(path));
   if (options.pack_weights && options.device == Device::kCpu) pack_weights(*impl);
-#ifdef BERT_HAVE_CUDA
   if (options.device == Device::kCuda) {
-    BERT_ASSIGN_OR_RETURN(impl->device, cuda::upload_model(impl->source.config, impl->w, options));
-    impl->info.device = "cuda: " + impl->device->device_name;
-    impl->info.device_weight_bytes = impl->device->arena_bytes;
+    BERT_ASSIGN_OR_RETURN(impl->device, runtime::make_cuda_backend(inference_compute(options)));
+    BERT_RETURN_IF_ERROR(upload_weights(*impl).with_context(path));
+    impl->info.device = impl->device->name();
   }
-#endif
 
   const ModelConfig& c = impl->source.config;
   ModelInfo& info = impl->info;

@@ -1,79 +1,19 @@
-// Internal view of a loaded model: its description and F32 weight pointers laid out per layer.
+// Internal view of a loaded model: its description, the F32 weights on the host (bound per layer for
+// the network) and, for device cuda, the same weights uploaded once into one device arena.
 #pragma once
 
-#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "bert/engine.h"
-#include "kernels/activation.h"
+#include "engine/model/weights.h"
+#include "engine/runtime/backend.h"
 #include "kernels/cpu/dispatch.h"
 #include "kernels/gemm.h"
 #include "weights/model_file.h"
 
 namespace bert {
-
-namespace cuda {
-struct DeviceModel;  // engine/src/cuda/device_model.h (CUDA builds)
-}
-
-// One linear layer: y = x W^T + b, W [N, K / groups] (grouped: SqueezeBERT), optionally packed.
-struct Linear {
-  const float* w = nullptr;
-  const float* b = nullptr;
-  int64_t N = 0, K = 0, groups = 1;
-  const kernels::PackedWeights* packed = nullptr;  // the same weights in oneDNN's blocked layout
-  explicit operator bool() const { return w != nullptr; }
-};
-
-struct LayerNormWeights {
-  const float* gamma = nullptr;
-  const float* beta = nullptr;
-};
-
-struct LayerWeights {
-  Linear qkv;      // Q | K | V fused, [3H, H] (when no linear is grouped)
-  Linear q, k, v;  // separate, when grouped
-  Linear out;      // attention output [H, H]
-  LayerNormWeights attn_ln;
-  Linear ffn_in;   // [I, H]
-  Linear ffn_out;  // [H, I]
-  LayerNormWeights ffn_ln;
-};
-
-struct BertWeights {
-  const float* word = nullptr;        // [V, E]
-  const float* position = nullptr;    // [P, E]
-  const float* token_type = nullptr;  // [T, E], or null (no token types)
-  LayerNormWeights emb_ln;            // [E]
-  Linear emb_project;                 // E -> H, or unset
-  std::vector<LayerWeights> layers;   // num_layer_weights sets
-  Linear pooler;                      // [H, H], or unset
-  // Heads (unset when absent).
-  Linear pre_classifier;  // first-token classifiers' dense [H, H]
-  Linear classifier;      // [num_labels, H]
-  Linear qa;              // [2, H]
-  Linear mlm_transform;   // [E, H]
-  LayerNormWeights mlm_ln;
-  Linear mlm_decoder;     // [V, E]: embeddings.word when tied
-  Linear nsp;             // [2, H]: NSP or SOP
-  Linear disc_dense;      // ELECTRA discriminator [H, H]
-  Linear disc_out;        // [1, H]
-};
-
-// Points `w` at the tensors `lookup` returns for each engine name (null: absent). The tied MLM
-// decoder falls back to embeddings.word. Fails naming the first required tensor that is missing.
-Status bind_weights(const ModelConfig& config, const std::function<const float*(const std::string&)>& lookup,
-                    BertWeights& w);
-
-// The kernels' activation for a config's hidden_act (and classifier / MLM activations).
-kernels::Activation to_activation(HiddenAct a);
-
-// Position ids of a [batch, seq] batch: 0, 1, 2, ... or RoBERTa's pad + 1 + index among non-pad tokens
-// (pad tokens get pad_token_id), as transformers makes them from input_ids.
-void compute_position_ids(const ModelConfig& config, const int32_t* input_ids, int64_t batch, int64_t seq,
-                          int32_t* positions);
 
 // Checks a batch's values against the model: token ids inside the vocab, token types inside the
 // type vocab (zeros only when the model has none), mask values 0/1. The error names the first bad
@@ -83,15 +23,25 @@ Status validate_batch_values(const ModelConfig& config, const BatchInput& batch)
 struct Model::Impl {
   ModelSource source;  // config, vocab, tensors (keeps mmaps alive)
   ModelInfo info;
+  LoadOptions options;
   std::unique_ptr<float[]> arena;  // F32 copies of weights stored as F16/BF16 (one allocation)
   TensorMap f32;                   // every tensor as F32 (zero copy where the file held F32)
-  BertWeights w;
+  BertWeights w;                   // host pointers into f32 (CPU packing attached)
   std::vector<kernels::PackedWeightsPtr> packed;  // owns the packed copies the pointers above use
   const kernels::CpuKernels* kernels = nullptr;
-  std::shared_ptr<const cuda::DeviceModel> device;  // the weights on the GPU (device cuda), else null
+  // Device cuda: the backend that owns the upload, the weights arena and the device view of it.
+  std::unique_ptr<runtime::Backend> device;
+  runtime::DeviceBuffer device_arena;
+  BertWeights device_w;
+
+  // The weights the network reads on this model's device.
+  const BertWeights& weights() const { return device ? device_w : w; }
 };
 
 // Builds a model from a source already in memory (synthetic weights, a converted checkpoint).
 Result<std::shared_ptr<const Model>> load_model_from_source(ModelSource source, const LoadOptions& options = {});
+
+// The backend a Session or Trainer of `model` runs on (a new one each: it owns GEMM plans / a stream).
+Result<std::unique_ptr<runtime::Backend>> make_backend(const Model::Impl& model, runtime::GemmCompute compute);
 
 }  // namespace bert

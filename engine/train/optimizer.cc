@@ -1,6 +1,6 @@
 // Optimizer bookkeeping: parameter registry, clipping, the AdamW / LAMB steps over the kernels of
 // kernels/optimizer.h, the linear schedule and the checkpoint state.
-#include "engine/src/optimizer.h"
+#include "engine/train/optimizer.h"
 
 #include <algorithm>
 #include <cmath>

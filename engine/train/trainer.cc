@@ -1,0 +1,263 @@
+// Trainer: the shared network (engine/model) in training mode on the model's backend, the head's
+// loss and backward into a flat gradient region (engine/train/param_arena.h), the optimizer over
+// the same regions, and checkpoints. The Model it was made from is not changed.
+#include <omp.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "bert/train.h"
+#include "engine/model/network.h"
+#include "engine/src/model_impl.h"
+#include "engine/train/optimizer.h"
+#include "engine/train/param_arena.h"
+#include "weights/bert_layout.h"
+#include "weights/safetensors.h"
+
+namespace bert {
+
+struct Trainer::Impl {
+  std::shared_ptr<const Model> model;
+  const ModelConfig* c = nullptr;
+  TrainerOptions o;
+  std::unique_ptr<runtime::Backend> backend;
+  std::unique_ptr<ParamArena> arena;  // parameters and gradients (fp32 masters)
+  std::unique_ptr<model::Network> network;
+  Optimizer optimizer;
+  uint64_t calls = 0;  // ForwardBackward calls: picks each call's dropout stream
+
+  Status check_labels(const BatchInput& in, const TrainLabels& y) const;
+  // The current parameters as a model source (F32 views of host memory that must outlive it).
+  Result<ModelSource> source();
+};
+
+Trainer::Trainer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Trainer::~Trainer() = default;
+const TrainerOptions& Trainer::options() const { return impl_->o; }
+
+Result<std::unique_ptr<Trainer>> Trainer::Create(std::shared_ptr<const Model> model, const TrainerOptions& opts) {
+  if (!model) return invalid_argument("Trainer::Create: model is null");
+  const ModelConfig& c = model->impl().source.config;
+  if (opts.max_batch <= 0) return invalid_argument("TrainerOptions.max_batch must be positive");
+  if (opts.max_seq <= 0 || opts.max_seq > c.max_sequence_length())
+    return out_of_range("TrainerOptions.max_seq " + std::to_string(opts.max_seq) + " must be in 1.." +
+                        std::to_string(c.max_sequence_length()));
+  if (opts.num_threads < 0) return invalid_argument("TrainerOptions.num_threads must be >= 0");
+  if (!(opts.dropout >= 0.f && opts.dropout < 1.f))
+    return invalid_argument("TrainerOptions.dropout must be in [0, 1), got " + std::to_string(opts.dropout));
+  const LossScaling& ls = opts.loss_scaling;
+  if (!(ls.init_scale > 0.f && std::isfinite(ls.init_scale)) || !(ls.growth >= 1.f && std::isfinite(ls.growth)) ||
+      !(ls.backoff > 0.f && ls.backoff <= 1.f) || ls.growth_interval < 1)
+    return invalid_argument("TrainerOptions.loss_scaling needs init_scale > 0, growth >= 1, backoff in (0, 1] and "
+                            "growth_interval >= 1");
+  const Model::Impl& m = model->impl();
+  if (m.options.precision != Precision::kF32)
+    return unsupported(std::string("training keeps fp32 parameters: load the model in fp32 (this one is ") +
+                       precision_name(m.options.precision) +
+                       ") and pick the GEMM compute with TrainerOptions.precision");
+  if (!m.device && opts.precision != TrainPrecision::kF32)
+    return unsupported(std::string("TrainerOptions.precision ") + train_precision_name(opts.precision) +
+                       ": the CPU backend computes GEMMs in fp32 only");
+  if (m.device)
+    return unsupported("training on device cuda: the shared model's trainer has no device optimizer yet "
+                       "(the CUDA multi-tensor AdamW / LAMB kernels are not wired to the parameter arena)");
+  runtime::GemmCompute compute = runtime::GemmCompute::kExact;
+  switch (opts.precision) {
+    case TrainPrecision::kF32: compute = m.options.allow_tf32 ? runtime::GemmCompute::kTF32 : compute; break;
+    case TrainPrecision::kTF32: compute = runtime::GemmCompute::kTF32; break;
+    case TrainPrecision::kF16: compute = runtime::GemmCompute::kF16; break;
+    case TrainPrecision::kBF16: compute = runtime::GemmCompute::kBF16; break;
+  }
+
+  auto impl = std::make_unique<Impl>();
+  Impl& s = *impl;
+  s.model = model;
+  s.c = &c;
+  s.o = opts;
+  BERT_ASSIGN_OR_RETURN(s.backend, make_backend(m, compute));
+  BERT_ASSIGN_OR_RETURN(s.arena, ParamArena::Create(*s.backend, c, m.f32));
+  model::NetworkOptions no;
+  no.max_batch = opts.max_batch, no.max_seq = opts.max_seq, no.training = true, no.dropout = opts.dropout;
+  no.recompute = opts.recompute_activations, no.fused_attention = opts.fused_attention;
+  BERT_ASSIGN_OR_RETURN(s.network, model::Network::Create(c, s.arena->weights(), *s.backend, no));
+  // No weight decay on biases and LayerNorm weights (transformers' no_decay = ["bias", "LayerNorm.weight"]).
+  s.optimizer = Optimizer(opts.optimizer);
+  for (const ParamArena::Entry& e : s.arena->entries())
+    BERT_RETURN_IF_ERROR(s.optimizer.add(e.name, s.arena->params() + e.offset, s.arena->grads() + e.offset, e.n, e.decay));
+  return std::unique_ptr<Trainer>(new Trainer(std::move(impl)));
+}
+
+void Trainer::ZeroGrad() { (void)impl_->arena->zero_grads(); }
+
+Status Trainer::Impl::check_labels(const BatchInput& in, const TrainLabels& y) const {
+  const int64_t B = in.batch, S = in.seq;
+  auto check = [&](const int32_t* v, int64_t n, int64_t classes, const char* what, const char* size_name) -> Status {
+    if (!v) return invalid_argument(std::string("the ") + head_kind_name(c->head) + " head needs labels '" + what + "'");
+    for (int64_t i = 0; i < n; ++i)
+      if (v[i] != -100 && (v[i] < 0 || v[i] >= classes))
+        return out_of_range(std::string(what) + "[" + std::to_string(i) + "] = " + std::to_string(v[i]) +
+                            " is outside 0.." + std::to_string(classes - 1) + " (" + size_name + ") and is not -100");
+    return Status::Ok();
+  };
+  switch (c->head) {
+    case HeadKind::kNone: return invalid_argument("a base model (no head) has no loss to train; use a model with a head");
+    case HeadKind::kSequenceClassification:
+      if (c->num_labels == 1) {
+        if (!y.regression) return invalid_argument("num_labels 1 is regression: it needs float labels 'labels'");
+        return Status::Ok();
+      }
+      return check(y.labels, B, c->num_labels, "labels", "num_labels");
+    case HeadKind::kTokenClassification: return check(y.labels, B * S, c->num_labels, "labels", "num_labels");
+    case HeadKind::kQuestionAnswering:
+      if (!y.start_positions || !y.end_positions)
+        return invalid_argument("the question_answering head needs 'start_positions' and 'end_positions'");
+      return Status::Ok();
+    case HeadKind::kMaskedLM: return check(y.labels, B * S, c->vocab_size, "labels", "vocab_size");
+    case HeadKind::kPreTraining:
+      BERT_RETURN_IF_ERROR(check(y.labels, B * S, c->vocab_size, "labels", "vocab_size"));
+      return check(y.sentence_labels, B, 2,
+                   c->family == ModelFamily::kAlbert ? "sentence_order_label" : "next_sentence_label", "2 classes");
+    case HeadKind::kDiscriminator: return check(y.labels, B * S, 2, "labels", "0 or 1");
+  }
+  return Status::Ok();
+}
+
+Result<double> Trainer::ForwardBackward(const BatchInput& in, const TrainLabels& labels, float loss_scale) {
+  Impl& s = *impl_;
+  const ModelConfig& c = *s.c;
+  if (!in.input_ids) return invalid_argument("input_ids is null");
+  if (in.batch < 1 || in.batch > s.o.max_batch || in.seq < 1 || in.seq > s.o.max_seq)
+    return out_of_range("batch " + std::to_string(in.batch) + " x seq " + std::to_string(in.seq) +
+                        " is outside the trainer's plan (" + std::to_string(s.o.max_batch) + " x " +
+                        std::to_string(s.o.max_seq) + ")");
+  if (!(loss_scale > 0.f && std::isfinite(loss_scale)))
+    return invalid_argument("loss_scale must be positive and finite, got " + std::to_string(loss_scale));
+  BERT_RETURN_IF_ERROR(validate_batch_values(c, in));
+  BERT_RETURN_IF_ERROR(s.check_labels(in, labels));
+  if (s.o.num_threads > 0) omp_set_num_threads(s.o.num_threads);
+  const uint64_t stream = s.o.seed * 0x9E3779B97F4A7C15ull + (++s.calls);
+  BERT_RETURN_IF_ERROR(s.network->forward(in, stream));
+  BERT_ASSIGN_OR_RETURN(double loss, s.network->backward(in, labels, loss_scale, s.arena->gradients()));
+  if (!std::isfinite(loss)) return invalid_argument("the loss is " + std::to_string(loss) + " (not finite)");
+  bool finite = true;
+  BERT_RETURN_IF_ERROR(s.backend->all_finite(s.arena->grads(), static_cast<int64_t>(s.arena->total()), &finite));
+  if (!finite) {  // name the first parameter whose gradient is not finite
+    BERT_ASSIGN_OR_RETURN(const float* g, s.arena->host_grads());
+    for (const ParamArena::Entry& e : s.arena->entries())
+      for (int64_t i = 0; i < e.n; ++i)
+        if (!std::isfinite(g[e.offset + i]))
+          return invalid_argument("the gradient of '" + e.name + "' is not finite (loss " + std::to_string(loss) + ")");
+  }
+  return loss;
+}
+
+Result<double> Trainer::Step(float lr) {
+  if (impl_->o.num_threads > 0) omp_set_num_threads(impl_->o.num_threads);
+  BERT_ASSIGN_OR_RETURN(double norm, impl_->optimizer.step(lr));
+  impl_->optimizer.zero_grads();
+  return norm;
+}
+
+float Trainer::loss_scale() const { return 1.f; }
+
+int64_t Trainer::steps() const { return impl_->optimizer.steps(); }
+
+Result<ModelSource> Trainer::Impl::source() {
+  BERT_ASSIGN_OR_RETURN(const float* host, arena->host_params());
+  const ModelSource& from = model->impl().source;
+  ModelSource m;
+  m.config = from.config;
+  m.vocab = from.vocab;
+  m.lower_case = from.lower_case;
+  m.origin = "trainer";
+  for (const ParamArena::Entry& e : arena->entries()) {
+    Tensor t;
+    t.dtype = DType::kF32;
+    t.shape = e.shape;
+    t.data = host + e.offset;
+    m.tensors[e.name] = t;
+  }
+  return m;
+}
+
+Result<std::shared_ptr<const Model>> Trainer::Snapshot() const {
+  BERT_ASSIGN_OR_RETURN(ModelSource m, impl_->source());
+  for (auto& [name, t] : m.tensors) {  // the snapshot owns copies: training goes on
+    Tensor copy = make_owned_tensor(DType::kF32, t.shape);
+    std::memcpy(mutable_data(copy), t.data, t.nbytes());
+    t = copy;
+  }
+  LoadOptions load;  // on the trainer's device (fp32), so evaluating a snapshot runs where training does
+  load.device = impl_->backend->device();
+  return load_model_from_source(std::move(m), load);
+}
+
+Status Trainer::Save(const std::string& path) const {
+  BERT_ASSIGN_OR_RETURN(ModelSource m, impl_->source());
+  return write_engine_file(path, m, DType::kF32);
+}
+
+Status Trainer::SaveCheckpoint(const std::string& path, const std::string& state) const {
+  BERT_ASSIGN_OR_RETURN(ModelSource m, impl_->source());
+  std::vector<std::pair<std::string, Tensor>> extra = impl_->optimizer.state();
+  Tensor calls = make_owned_tensor(DType::kI64, {1});
+  *static_cast<int64_t*>(mutable_data(calls)) = static_cast<int64_t>(impl_->calls);
+  extra.emplace_back("trainer.calls", calls);
+  return write_engine_file(path, m, DType::kF32, extra, {{"training_state", state}});
+}
+
+Result<std::string> Trainer::LoadCheckpoint(const std::string& path) {
+  BERT_ASSIGN_OR_RETURN(SafetensorsFile f, SafetensorsFile::Open(path));
+  auto state = f.metadata().find("training_state");
+  const Tensor* calls = f.find("trainer.calls");
+  if (state == f.metadata().end() || !calls || calls->dtype != DType::kI64 || calls->numel() != 1)
+    return format_error(path + ": not a training checkpoint (no training_state / trainer.calls)");
+  // Every parameter must be there with our shape, in F32, before anything changes.
+  ParamArena& arena = *impl_->arena;
+  for (const ParamArena::Entry& e : arena.entries()) {
+    const Tensor* t = f.find(e.name);
+    if (!t) return format_error(path + ": checkpoint has no tensor '" + e.name + "' (a different model?)");
+    if (t->dtype != DType::kF32 || t->numel() != e.n)
+      return format_error(path + ": tensor '" + e.name + "' is " + std::string(dtype_name(t->dtype)) + " " +
+                          shape_string(t->shape) + "; this model needs F32 with " + std::to_string(e.n) + " values");
+  }
+  BERT_RETURN_IF_ERROR(impl_->optimizer.load_state(f.tensors()).with_context(path));
+  std::vector<float> values(arena.total(), 0.f);
+  for (const ParamArena::Entry& e : arena.entries())
+    std::memcpy(values.data() + e.offset, f.find(e.name)->data, sizeof(float) * e.n);
+  BERT_RETURN_IF_ERROR(arena.set_params(values.data()));
+  impl_->calls = static_cast<uint64_t>(calls->as<int64_t>()[0]);
+  ZeroGrad();
+  return state->second;
+}
+
+std::vector<NamedArray> Trainer::Gradients() const {
+  const ModelConfig& c = *impl_->c;
+  auto grads = impl_->arena->host_grads();
+  if (!grads.ok()) return {};
+  const float* g = *grads;
+  const float unscale = 1.f / loss_scale();  // dynamic loss scaling keeps the gradients scaled until Step
+  std::vector<NamedArray> out;
+  const std::string prefix = c.head == HeadKind::kNone ? "" : hf_base_prefix(c);
+  for (const ParamSpec& spec : param_specs(c, prefix)) {
+    const ParamArena::Entry* e = impl_->arena->find(spec.name);
+    if (!e) continue;  // the tied decoder: its gradient is in the word embeddings'
+    const size_t parts = spec.hf_names.size();
+    const size_t per = static_cast<size_t>(e->n) / parts;
+    for (size_t i = 0; i < parts; ++i) {
+      NamedArray a;
+      a.name = spec.hf_names[i];
+      a.shape = spec.shape;
+      a.shape[0] /= static_cast<int64_t>(parts);
+      if (spec.conv1d) a.shape.push_back(1);
+      const float* from = g + e->offset + i * per;
+      a.values.assign(from, from + per);
+      if (unscale != 1.f)
+        for (float& v : a.values) v *= unscale;  // (a power of two: exact)
+      out.push_back(std::move(a));
+    }
+  }
+  return out;
+}
+
+}  // namespace bert
