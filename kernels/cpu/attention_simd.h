@@ -5,11 +5,11 @@
 // One task = (batch b, head h, block of up to kAttnBq query rows). Keys are visited in blocks of
 // kAttnBk: the block's K is packed transposed ([head_dim, kAttnBk], zero-padded) and its V row-major
 // ([kAttnBk, head_dim rounded up to W], zero-padded), then
-//   S = Q K^T          register tiles of 4 query rows x 2 key vectors, vectorised over keys
+//   S = Q K^T          register tiles of 8 (AVX2: 4) query rows x 2 key vectors, vectorised over keys
 //   online softmax     per row: running max m and sum l; the row's output accumulator is rescaled by
 //                      exp(m_old - m_new) when the max grows; masked / padding keys are -inf -> p = 0
-//   O += P V           register tiles of 4 query rows x 2 vectors of head_dim
-// and finally out = O / l. Nothing is [seq, seq]; per-task scratch is on the stack (~170 KiB at the
+//   O += P V           register tiles of 8 (AVX2: 4) query rows x 2 vectors of head_dim
+// and finally out = O / l. Nothing is [seq, seq]; per-task scratch is on the stack (~290 KiB at the
 // largest head_dim). Tasks never share outputs and each runs serially, so the bits do not depend on
 // the thread count. A sequence whose keys are all masked runs unmasked with scale 0: every score is
 // equal, so P is exactly uniform, as the spec demands.
@@ -23,7 +23,7 @@
 namespace bert::kernels::simd {
 namespace {
 
-constexpr int64_t kAttnBq = 32;  // query rows per task
+constexpr int64_t kAttnBq = 128;  // query rows per task (bert-base: one task per (batch, head) at seq 128)
 constexpr int64_t kAttnBk = 64;  // keys per block: a multiple of every W
 
 // s[r, jv + c*W .. +W) = sum_d q_r[d] * kt[d, jv + c*W ..] for R rows and C key vectors.
@@ -88,6 +88,7 @@ void attention_task(const AttentionArgs& a, int64_t b, int64_t h, int64_t q0, in
                     float scale, int64_t ld, int64_t ldo) {
   using F = typename V::F;
   constexpr int W = V::W;
+  constexpr int kRows = W >= 16 ? 8 : 4;  // rows per register tile: 8x2 accumulators need 32 registers
   const int64_t S = a.seq, dh = a.head_dim;
   const int64_t dhp = (dh + W - 1) / W * W;  // <= kAttentionMaxHeadDim (a multiple of every W)
   alignas(64) float kt[kAttentionMaxHeadDim * kAttnBk];
@@ -120,6 +121,7 @@ void attention_task(const AttentionArgs& a, int64_t b, int64_t h, int64_t q0, in
     for (int64_t j = 0; j < knv; ++j) kbias[j] = (j < kn && (mask == nullptr || mask[k0 + j] != 0)) ? 0.f : -kInf;
     // S = Q K^T
     int64_t i = 0;
+    for (; i + kRows <= qn; i += kRows) attn_qk_rows<V, kRows>(qr + i, kt, dh, sp + i * kAttnBk, knv);
     for (; i + 4 <= qn; i += 4) attn_qk_rows<V, 4>(qr + i, kt, dh, sp + i * kAttnBk, knv);
     for (; i < qn; ++i) attn_qk_rows<V, 1>(qr + i, kt, dh, sp + i * kAttnBk, knv);
     // Online softmax: sp becomes P (unnormalised, relative to the new running max).
@@ -153,7 +155,8 @@ void attention_task(const AttentionArgs& a, int64_t b, int64_t h, int64_t q0, in
       m[i] = mnew;
     }
     // O += P V
-    for (i = 0; i + 4 <= qn; i += 4) attn_pv_rows<V, 4>(sp + i * kAttnBk, vp, dhp, kn, o + i * dhp);
+    for (i = 0; i + kRows <= qn; i += kRows) attn_pv_rows<V, kRows>(sp + i * kAttnBk, vp, dhp, kn, o + i * dhp);
+    for (; i + 4 <= qn; i += 4) attn_pv_rows<V, 4>(sp + i * kAttnBk, vp, dhp, kn, o + i * dhp);
     for (; i < qn; ++i) attn_pv_rows<V, 1>(sp + i * kAttnBk, vp, dhp, kn, o + i * dhp);
   }
   for (int64_t i = 0; i < qn; ++i) {
