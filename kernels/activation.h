@@ -3,6 +3,8 @@
 
 #include <cstdint>
 
+#include "bert/status.h"
+
 namespace bert::kernels {
 
 // kGeluErf:   0.5x(1+erf(x/sqrt2))                                   HF "gelu"
@@ -19,6 +21,9 @@ struct ActivationArgs {
   int64_t n = 0;
   Activation kind = Activation::kGeluErf;
 };
+
+// x non-null when n > 0; n >= 0 and n*4 bytes representable.
+Status check(const ActivationArgs& a);
 
 void activation_f32_ref(const ActivationArgs& a);
 void activation_f32_avx2(const ActivationArgs& a);

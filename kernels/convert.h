@@ -3,7 +3,20 @@
 
 #include <cstdint>
 
+#include "bert/status.h"
+
 namespace bert::kernels {
+
+// One conversion call, for check(): to_f32 (f16 / bf16 -> f32: src 2 bytes, dst 4 bytes per element)
+// or from f32 (src 4 bytes, dst 2 bytes). The registry's convert entries keep the raw signatures below.
+struct ConvertArgs {
+  const void* src = nullptr;
+  void* dst = nullptr;
+  int64_t n = 0;
+  bool to_f32 = true;
+};
+// src and dst non-null when n > 0; n >= 0 and representable in bytes; src and dst disjoint (not in place).
+Status check(const ConvertArgs& a);
 
 // Round-to-nearest-even; inf stays inf; fp16 overflow -> inf; subnormals exact.
 // NaNs: to_f32 sets the quiet bit for fp16 (like F16C), bf16 is a plain bit shift; from_f32 keeps the

@@ -3,6 +3,8 @@
 
 #include <cstdint>
 
+#include "bert/status.h"
+
 namespace bert::kernels {
 
 struct EmbedArgs {
@@ -18,6 +20,11 @@ struct EmbedArgs {
   int64_t tokens = 0, width = 0;
   float eps = 1e-12f;
 };
+
+// input_ids, word_table, out non-null when tokens*width > 0; sizes >= 0 and representable; gamma and
+// beta both given or both null; out disjoint from the id arrays and from gamma / beta. (Table heights
+// are not in the struct: ids are the caller's to validate.)
+Status check(const EmbedArgs& a);
 
 // out[t] = LN(word[ids[t]] + pos[positions[t]] + type[types[t]]); ids are validated by the caller.
 // A position row is added only when both positions and position_table are given.

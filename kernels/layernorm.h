@@ -3,6 +3,8 @@
 
 #include <cstdint>
 
+#include "bert/status.h"
+
 namespace bert::kernels {
 
 struct LayerNormArgs {
@@ -14,6 +16,11 @@ struct LayerNormArgs {
   int64_t rows = 0, cols = 0;
   float eps = 1e-12f;
 };
+
+// What every implementation requires (kernels/checks.cc): x, gamma, beta, y non-null when rows*cols > 0;
+// rows, cols >= 0 and rows*cols*4 bytes representable; y equal to x or residual or disjoint from them
+// (no partial overlap); y disjoint from gamma and beta. OK, or InvalidArgument naming the field.
+Status check(const LayerNormArgs& a);
 
 // Biased variance like torch.nn.LayerNorm; two-pass (mean, then centred variance) for accuracy.
 // The _ref variant accumulates in double and is the specification.

@@ -4,6 +4,8 @@
 
 #include <cstdint>
 
+#include "bert/status.h"
+
 namespace bert::kernels {
 
 enum class TokenPooling { kCls, kMean, kMax };
@@ -16,6 +18,9 @@ struct PoolArgs {
   TokenPooling kind = TokenPooling::kMean;
   bool normalize = false;  // out /= max(||out||_2, 1e-12), as torch.nn.functional.normalize
 };
+
+// hidden and out non-null when there is work; sizes >= 0 and representable; out disjoint from hidden and mask.
+Status check(const PoolArgs& a);
 
 // kCls: the first position whatever the mask. kMean: sum over tokens / token count. kMax: the
 // largest value over tokens. A row without any token pools to zeros (mean and max).

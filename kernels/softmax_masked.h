@@ -3,6 +3,8 @@
 
 #include <cstdint>
 
+#include "bert/status.h"
+
 namespace bert::kernels {
 
 struct SoftmaxMaskedArgs {
@@ -11,6 +13,10 @@ struct SoftmaxMaskedArgs {
   int64_t batch = 0, heads = 0, q_len = 0, k_len = 0;
   float scale = 1.f;  // scores are multiplied by scale before the softmax
 };
+
+// scores non-null when there is work; every size >= 0 with the element count representable in bytes;
+// key_mask disjoint from scores.
+Status check(const SoftmaxMaskedArgs& a);
 
 // Masked keys get probability exactly 0; a row whose keys are ALL masked gets the uniform
 // distribution 1/k_len over all keys (what HF's additive finfo.min mask gives).

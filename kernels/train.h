@@ -7,6 +7,8 @@
 
 #include <cstdint>
 
+#include "bert/status.h"
+
 #include "kernels/activation.h"
 
 namespace bert::kernels {
@@ -24,6 +26,9 @@ struct LayerNormBackwardArgs {
   int64_t rows = 0, cols = 0;
   float eps = 1e-12f;
 };
+// s, gamma, dy, ds non-null when rows*cols > 0; ds equal to dy or disjoint from it, disjoint from s and
+// gamma; dgamma / dbeta disjoint from every other array.
+Status check(const LayerNormBackwardArgs& a);
 void layernorm_backward_f32_ref(const LayerNormBackwardArgs& a);
 void layernorm_backward_f32(const LayerNormBackwardArgs& a);
 
@@ -38,6 +43,8 @@ struct SoftmaxBackwardArgs {
   int64_t batch = 0, heads = 0, q_len = 0, k_len = 0;
   float scale = 1.f;
 };
+// probs and grad non-null when there is work, disjoint; sizes >= 0 and representable.
+Status check(const SoftmaxBackwardArgs& a);
 void softmax_backward_f32_ref(const SoftmaxBackwardArgs& a);
 void softmax_backward_f32(const SoftmaxBackwardArgs& a);
 
@@ -49,6 +56,8 @@ struct ActivationBackwardArgs {
   int64_t n = 0;
   Activation kind = Activation::kGeluErf;
 };
+// x and grad non-null when n > 0; grad equal to x or disjoint from it.
+Status check(const ActivationBackwardArgs& a);
 void activation_backward_f32_ref(const ActivationBackwardArgs& a);
 void activation_backward_f32(const ActivationBackwardArgs& a);
 
@@ -65,6 +74,8 @@ struct EmbedBackwardArgs {
   float* d_type = nullptr;               // [type_vocab, width] += or nullptr
   int64_t tokens = 0, width = 0;
 };
+// input_ids and d_out non-null when tokens*width > 0; the table gradients disjoint from d_out and the ids.
+Status check(const EmbedBackwardArgs& a);
 void embed_backward_f32_ref(const EmbedBackwardArgs& a);
 void embed_backward_f32(const EmbedBackwardArgs& a);
 
@@ -74,6 +85,8 @@ struct ColumnSumArgs {
   float* out = nullptr;
   int64_t rows = 0, cols = 0, ld = 0;
 };
+// x and out non-null when rows*cols > 0; ld == 0 or ld >= cols; out disjoint from x.
+Status check(const ColumnSumArgs& a);
 void column_sum_f32_ref(const ColumnSumArgs& a);
 void column_sum_f32(const ColumnSumArgs& a);
 
@@ -96,6 +109,9 @@ struct CrossEntropyArgs {
   int32_t ignore_index = -100;
   float grad_scale = 1.f;            // typically 1 / count, for a mean
 };
+// logits and targets non-null when rows*classes > 0; ld == 0 or ld >= classes; dlogits equal to logits
+// or disjoint from it and from targets.
+Status check(const CrossEntropyArgs& a);
 LossSum cross_entropy_f32_ref(const CrossEntropyArgs& a);
 LossSum cross_entropy_f32(const CrossEntropyArgs& a);
 
@@ -110,6 +126,8 @@ struct BceWithLogitsArgs {
   int64_t n = 0;
   float grad_scale = 1.f;
 };
+// logits and targets non-null when n > 0; dlogits equal to logits or disjoint from the inputs.
+Status check(const BceWithLogitsArgs& a);
 LossSum bce_with_logits_f32_ref(const BceWithLogitsArgs& a);
 
 // Mean squared error terms (pred - target)^2 over n entries; dpred (if set) = 2 (pred - target) * grad_scale.
@@ -120,6 +138,8 @@ struct MseArgs {
   int64_t n = 0;
   float grad_scale = 1.f;
 };
+// pred and target non-null when n > 0; dpred equal to pred or disjoint from the inputs.
+Status check(const MseArgs& a);
 LossSum mse_f32_ref(const MseArgs& a);
 
 // Inverted dropout, in place: x[i] = keep(i) ? x[i] / (1 - p) : 0, where keep(i) is a counter-based
@@ -132,6 +152,8 @@ struct DropoutArgs {
   uint64_t seed = 0;
   uint64_t offset = 0;
 };
+// x non-null when n > 0; n >= 0; 0 <= p < 1.
+Status check(const DropoutArgs& a);
 void dropout_f32_ref(const DropoutArgs& a);
 void dropout_f32(const DropoutArgs& a);
 // Whether element `index` survives (the hash both variants use; exposed for tests).

@@ -1,4 +1,5 @@
-// Tests of the hand-written CPU kernels: the scalar refs against hand-computed values, and every SIMD
+// Tests of the hand-written CPU kernels: the scalar refs against hand-computed values, every registered
+// forward entry of the op registry against its reference (the variant list drives the tests), and every SIMD
 // variant the CPU supports (plus a portable 16-lane emulation of the vector-generic bodies, standing in
 // for AVX-512 where the CPU lacks it) against the refs at awkward sizes; accuracy of exp/erfc/tanh.
 #include <gtest/gtest.h>
@@ -15,9 +16,12 @@
 #include <vector>
 
 #include "kernels/activation.h"
+#include "kernels/attention.h"
 #include "kernels/convert.h"
 #include "kernels/cpu/dispatch.h"
+#include "kernels/cpu/attention_simd.h"
 #include "kernels/cpu/simd_kernels.h"
+#include "kernels/registry.h"
 #include "kernels/embed.h"
 #include "kernels/layernorm.h"
 #include "kernels/softmax_masked.h"
@@ -981,6 +985,240 @@ TEST(Dispatch, EnvCanOnlyLower) {
     setenv("BERT_CPU_ISA", saved.c_str(), 1);
   } else {
     unsetenv("BERT_CPU_ISA");
+  }
+}
+
+// ================================ the registry's variant list =====================================
+// Every registered non-reference forward entry (kernels/registry.h) against its reference entry at
+// sizes below, at, above and between SIMD tile edges, random non-zero inputs, per-op/per-dtype
+// tolerances element-wise; the output must not be all zero. Entries the CPU cannot run skip, naming the
+// missing ISA.
+struct Tolerance {
+  double atol, rtol;
+};
+Tolerance tolerance(Op op, DType dtype) {
+  if (dtype != DType::kF32) return {0, 0};  // conversions: bit-exact with the ref
+  switch (op) {
+    case Op::kSoftmaxMasked: return {1e-7, 3e-6};
+    case Op::kActivation: return {1e-30, 2e-6};
+    case Op::kAttention: return {3e-6, 2e-5};
+    default: return {4e-6, 4e-6};
+  }
+}
+
+// Empty when the output is within tolerance of the reference and not all zero (NaN never matches).
+std::string mismatch(const std::vector<float>& got, const std::vector<float>& want, Tolerance t) {
+  if (got.size() != want.size()) return "sizes differ";
+  size_t bad = 0, first = 0;
+  bool nonzero = false;
+  for (size_t i = 0; i < got.size(); ++i) {
+    nonzero = nonzero || got[i] != 0.f;
+    const bool same_nan = std::isnan(got[i]) && std::isnan(want[i]);
+    if (!same_nan && !(std::fabs(double(got[i]) - want[i]) <= t.atol + t.rtol * std::fabs(double(want[i]))) &&
+        bad++ == 0)
+      first = i;
+  }
+  if (!nonzero) return "output is all zeros";
+  if (bad == 0) return "";
+  return std::to_string(bad) + " of " + std::to_string(got.size()) + " out of tolerance; first at " +
+         std::to_string(first) + ": got " + std::to_string(got[first]) + " want " + std::to_string(want[first]);
+}
+
+TEST(RegistryHarness, RejectsZerosNaNsAndErrors) {
+  const std::vector<float> want = {0.5f, -2.f, 1e-3f};
+  const Tolerance t = tolerance(Op::kLayerNorm, DType::kF32);
+  EXPECT_EQ(mismatch(want, want, t), "");
+  EXPECT_EQ(mismatch(std::vector<float>(3, 0.f), want, {1e9, 1e9}), "output is all zeros");
+  EXPECT_NE(mismatch({0.5f, -2.f, std::nanf("")}, want, {1e9, 1e9}), "");
+  EXPECT_NE(mismatch({0.5f, -2.00002f, 1e-3f}, want, t), "");
+}
+
+const int64_t kEdgeSizes[] = {1, 3, 7, 8, 9, 15, 16, 17, 24, 31, 32, 33, 48, 63, 64, 65, 127, 128, 129, 768, 1000};
+
+std::vector<std::string> forward_variants() {
+  std::vector<std::string> names;
+  for (const KernelEntry& e : kernel_registry()) {
+    const bool forward = e.op == Op::kLayerNorm || e.op == Op::kSoftmaxMasked || e.op == Op::kActivation ||
+                         e.op == Op::kEmbed || e.op == Op::kConvertToF32 || e.op == Op::kConvertFromF32 ||
+                         e.op == Op::kAttention || e.op == Op::kPoolTokens;
+    if (forward && e.device != Device::kRef) names.push_back(e.name);
+  }
+  return names;
+}
+
+class RegistryVariant : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    e_ = find_kernel(GetParam());
+    ASSERT_NE(e_, nullptr);
+    ref_ = reference_of(*e_);
+    ASSERT_NE(ref_, nullptr) << GetParam() << " has no reference entry";
+    if (e_->device == Device::kCuda) GTEST_SKIP() << GetParam() << ": CUDA entries are tested by the CUDA tests";
+    if (!isa_usable(e_->isa)) {
+      GTEST_SKIP() << GetParam() << " needs " << cpu_isa_name(e_->isa) << "; CPU supports "
+                   << cpu_isa_name(cpu_isa_supported()) << ", BERT_CPU_ISA limit " << cpu_isa_name(detect_cpu_isa());
+    }
+  }
+  template <class Args>
+  void both(const Args& got, const Args& want) const {
+    ASSERT_TRUE(check(got).ok()) << check(got).to_string();
+    e_->fn_as<typename OpTraits<Args>::Fn>()(got);
+    ref_->fn_as<typename OpTraits<Args>::Fn>()(want);
+  }
+  void expect_match(const std::vector<float>& got, const std::vector<float>& want, const std::string& what) {
+    const std::string m = mismatch(got, want, tolerance(e_->op, e_->dtype));
+    EXPECT_EQ(m, "") << GetParam() << " " << what;
+  }
+  const KernelEntry* e_ = nullptr;
+  const KernelEntry* ref_ = nullptr;
+};
+
+TEST_P(RegistryVariant, MatchesItsReference) {
+  int cases = 0;
+  std::mt19937 rng(2024);
+  for (int64_t n : kEdgeSizes) {
+    const uint32_t seed = 77 + static_cast<uint32_t>(n);
+    const std::string what = "size " + std::to_string(n);
+    switch (e_->op) {
+      case Op::kLayerNorm: {
+        for (int64_t rows : {1, 5}) {
+          const auto x = random_floats(static_cast<size_t>(rows * n), seed, -2.f, 2.f);
+          const auto r = random_floats(x.size(), seed + 1, -1.f, 1.f);
+          const auto g = random_floats(static_cast<size_t>(n), seed + 2, 0.5f, 1.5f);
+          const auto b = random_floats(static_cast<size_t>(n), seed + 3, -0.5f, 0.5f);
+          std::vector<float> got(x.size(), -3.f), want(x.size(), -4.f);
+          both(LayerNormArgs{x.data(), r.data(), g.data(), b.data(), got.data(), rows, n},
+               LayerNormArgs{x.data(), r.data(), g.data(), b.data(), want.data(), rows, n});
+          expect_match(got, want, what);
+        }
+        break;
+      }
+      case Op::kSoftmaxMasked: {
+        const auto s = random_floats(static_cast<size_t>(2 * 3 * 2 * n), seed, -6.f, 6.f);
+        std::vector<int32_t> mask(static_cast<size_t>(2 * n));
+        for (auto& m : mask) m = (rng() % 4) != 0;
+        mask[0] = 1;
+        std::vector<float> got = s, want = s;
+        both(SoftmaxMaskedArgs{got.data(), mask.data(), 2, 3, 2, n, 0.125f},
+             SoftmaxMaskedArgs{want.data(), mask.data(), 2, 3, 2, n, 0.125f});
+        expect_match(got, want, what);
+        break;
+      }
+      case Op::kActivation: {
+        for (Activation kind : {Activation::kGeluErf, Activation::kGeluTanh, Activation::kGeluQuick, Activation::kRelu,
+                                Activation::kTanh}) {
+          auto x = random_floats(static_cast<size_t>(n), seed, -5.f, 5.f);
+          x[0] = 0.5f + std::fabs(x[0]);  // relu of a single element is not zero
+          std::vector<float> got = x, want = x;
+          both(ActivationArgs{got.data(), n, kind}, ActivationArgs{want.data(), n, kind});
+          expect_match(got, want, what + " " + activation_name(kind));
+        }
+        break;
+      }
+      case Op::kEmbed: {
+        const int64_t vocab = 30, tokens = 9;
+        const auto word = random_floats(static_cast<size_t>(vocab * n), seed, -1.f, 1.f);
+        const auto pos = random_floats(static_cast<size_t>(tokens * n), seed + 1, -0.5f, 0.5f);
+        const auto type = random_floats(static_cast<size_t>(2 * n), seed + 2, -0.5f, 0.5f);
+        const auto g = random_floats(static_cast<size_t>(n), seed + 3, 0.5f, 1.5f);
+        const auto b = random_floats(static_cast<size_t>(n), seed + 4, -0.5f, 0.5f);
+        std::vector<int32_t> ids(tokens), positions(tokens), types(tokens);
+        for (int64_t t = 0; t < tokens; ++t) {
+          ids[size_t(t)] = int32_t(rng() % vocab), positions[size_t(t)] = int32_t(t), types[size_t(t)] = int32_t(t & 1);
+        }
+        std::vector<float> got(static_cast<size_t>(tokens * n), -1.f), want(got.size(), -2.f);
+        EmbedArgs a{ids.data(), positions.data(), types.data(), word.data(), pos.data(), type.data(), g.data(),
+                    b.data(),   got.data(),       tokens,       n};
+        EmbedArgs w = a;
+        w.out = want.data();
+        both(a, w);
+        expect_match(got, want, what);
+        break;
+      }
+      case Op::kConvertToF32: {
+        std::vector<uint16_t> src(static_cast<size_t>(n));
+        for (auto& v : src) v = static_cast<uint16_t>(rng());
+        std::vector<float> got(src.size() + 1, -1.f), want(src.size() + 1, -1.f);
+        ASSERT_TRUE(check(ConvertArgs{src.data(), got.data(), n, true}).ok());
+        e_->fn_as<ConvertToF32Fn>()(src.data(), got.data(), n);
+        ref_->fn_as<ConvertToF32Fn>()(src.data(), want.data(), n);
+        for (size_t i = 0; i < src.size(); ++i) {  // bit-exact (NaN payloads included)
+          uint32_t gb, wb;
+          std::memcpy(&gb, &got[i], 4), std::memcpy(&wb, &want[i], 4);
+          ASSERT_EQ(gb, wb) << GetParam() << " " << what << " element " << i;
+        }
+        EXPECT_EQ(got.back(), -1.f) << "wrote past the end";
+        expect_match(got, want, what);
+        break;
+      }
+      case Op::kConvertFromF32: {
+        const auto x = random_floats(static_cast<size_t>(n), seed, -70000.f, 70000.f);
+        std::vector<uint16_t> got(x.size() + 1, 0xabcd), want(x.size() + 1, 0xabcd);
+        ASSERT_TRUE(check(ConvertArgs{x.data(), got.data(), n, false}).ok());
+        e_->fn_as<ConvertFromF32Fn>()(x.data(), got.data(), n);
+        ref_->fn_as<ConvertFromF32Fn>()(x.data(), want.data(), n);
+        EXPECT_EQ(got, want) << GetParam() << " " << what;
+        bool nonzero = false;
+        for (int64_t i = 0; i < n; ++i) nonzero = nonzero || (got[size_t(i)] & 0x7fff) != 0;
+        EXPECT_TRUE(nonzero) << GetParam() << " " << what << ": all zeros";
+        break;
+      }
+      case Op::kAttention: {
+        if (n > 129) break;  // attention_test.cc covers the long sequences and head sizes in depth
+        for (int64_t dh : {32, 80}) {
+          const int64_t heads = 2, batch = 2, H = heads * dh;
+          const auto qkv = random_floats(static_cast<size_t>(batch * n * 3 * H), seed, -2.f, 2.f);
+          std::vector<int32_t> mask(static_cast<size_t>(batch * n));
+          for (auto& m : mask) m = (rng() % 5) != 0;
+          mask[0] = 1;
+          std::vector<float> got(static_cast<size_t>(batch * n * H), -1.f), want(got.size(), -2.f);
+          AttentionArgs a;
+          a.q = qkv.data(), a.k = qkv.data() + H, a.v = qkv.data() + 2 * H, a.ld = 3 * H;
+          a.key_mask = mask.data(), a.batch = batch, a.seq = n, a.heads = heads, a.head_dim = dh;
+          a.scale = static_cast<float>(1 / std::sqrt(double(dh)));
+          AttentionArgs w = a;
+          a.out = got.data(), w.out = want.data();
+          both(a, w);
+          expect_match(got, want, what + " head_dim " + std::to_string(dh));
+        }
+        break;
+      }
+      default:
+        FAIL() << GetParam() << ": no test case for op " << op_name(e_->op);
+    }
+    ++cases;
+    if (HasFailure()) return;
+  }
+  std::cout << "[ info ] " << GetParam() << " vs " << ref_->name << ": " << cases << " sizes\n";
+}
+
+INSTANTIATE_TEST_SUITE_P(Registry, RegistryVariant, ::testing::ValuesIn(forward_variants()),
+                         [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
+
+// The attention body at 16 lanes through the portable emulation (stands in for AVX-512 where the CPU
+// lacks it), against the reference.
+TEST(Emu16Attention, MatchesRef) {
+  std::mt19937 rng(5);
+  for (int64_t seq : {1, 17, 65, 129}) {
+    for (int64_t dh : {32, 80}) {
+      const int64_t heads = 2, batch = 3, H = heads * dh;
+      const auto qkv = random_floats(static_cast<size_t>(batch * seq * 3 * H), 9 + uint32_t(seq), -2.f, 2.f);
+      std::vector<int32_t> mask(static_cast<size_t>(batch * seq));
+      for (auto& m : mask) m = (rng() % 4) != 0;
+      mask[0] = 1;
+      for (int64_t j = 0; j < seq; ++j) mask[size_t(seq + j)] = 0;  // sequence 1 fully masked
+      std::vector<float> got(static_cast<size_t>(batch * seq * H), -1.f), want(got.size(), -2.f);
+      AttentionArgs a;
+      a.q = qkv.data(), a.k = qkv.data() + H, a.v = qkv.data() + 2 * H, a.ld = 3 * H;
+      a.key_mask = mask.data(), a.batch = batch, a.seq = seq, a.heads = heads, a.head_dim = dh;
+      a.scale = static_cast<float>(1 / std::sqrt(double(dh)));
+      AttentionArgs w = a;
+      a.out = got.data(), w.out = want.data();
+      simd::attention_all<Emu16>(a);
+      attention_f32_ref(w);
+      EXPECT_EQ(mismatch(got, want, tolerance(Op::kAttention, DType::kF32)), "")
+          << "seq " << seq << " head_dim " << dh;
+    }
   }
 }
 

@@ -1,7 +1,8 @@
 // Tests of the training kernels (kernels/train.h): every `_ref` against central finite differences of
 // the matching forward written here in double, every OpenMP variant against its `_ref` at awkward
 // sizes, bit-identical results across thread counts, accumulation into parameter gradients, the loss
-// bookkeeping (ignore_index, masks, counts) and the dropout stream.
+// bookkeeping (ignore_index, masks, counts) and the dropout stream; and, driven by the op registry's
+// variant list, every registered training entry against its reference entry.
 #include <gtest/gtest.h>
 #include <omp.h>
 
@@ -18,6 +19,7 @@
 #include <vector>
 
 #include "kernels/activation.h"
+#include "kernels/registry.h"
 #include "kernels/softmax_masked.h"
 #include "kernels/train.h"
 #include "tests/test_util.h"
@@ -931,6 +933,134 @@ TEST(Dropout, FastIsThreadCountInvariant) {
   const auto x = random_floats(1 << 18, 104, 0.5f, 1.5f);
   expect_thread_count_invariant([&] { return run_dropout(x, 0.1f, 9, 3, true); }, "dropout");
 }
+
+// ---- the registry's variant list -------------------------------------------------------------------
+// Every non-reference training entry (kernels/registry.h) against its reference entry, called through
+// the registry's function pointers, at sizes around SIMD tile edges; outputs must not be all zero.
+
+std::vector<std::string> training_variants() {
+  std::vector<std::string> names;
+  for (const KernelEntry& e : kernel_registry()) {
+    const bool train = e.op == Op::kLayerNormBackward || e.op == Op::kSoftmaxBackward ||
+                       e.op == Op::kActivationBackward || e.op == Op::kEmbedBackward || e.op == Op::kColumnSum ||
+                       e.op == Op::kCrossEntropy || e.op == Op::kBceWithLogits || e.op == Op::kMse ||
+                       e.op == Op::kDropout;
+    if (train && e.device == Device::kCpu) names.push_back(e.name);
+  }
+  return names;
+}
+
+class TrainingVariant : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    e_ = find_kernel(GetParam());
+    ASSERT_NE(e_, nullptr);
+    ref_ = reference_of(*e_);
+    ASSERT_NE(ref_, nullptr) << GetParam() << " has no reference";
+    if (static_cast<int>(detect_cpu_isa()) < static_cast<int>(e_->isa))
+      GTEST_SKIP() << GetParam() << " needs " << cpu_isa_name(e_->isa) << " (BERT_CPU_ISA limit "
+                   << cpu_isa_name(detect_cpu_isa()) << ")";
+  }
+  // Runs the entry on `got` args and the reference on `want` args (same op).
+  template <class Args>
+  auto both(const Args& got, const Args& want) const {
+    EXPECT_TRUE(check(got).ok()) << check(got).to_string();
+    using Fn = typename OpTraits<Args>::Fn;
+    ref_->fn_as<Fn>()(want);
+    return e_->fn_as<Fn>()(got);
+  }
+  const KernelEntry* e_ = nullptr;
+  const KernelEntry* ref_ = nullptr;
+};
+
+TEST_P(TrainingVariant, MatchesItsReference) {
+  for (int64_t n : {1, 7, 8, 9, 16, 17, 33, 65, 129, 768}) {
+    const std::string what = GetParam() + " size " + std::to_string(n);
+    const uint32_t seed = 900 + static_cast<uint32_t>(n);
+    const int64_t rows = 5;
+    switch (e_->op) {
+      case Op::kLayerNormBackward: {
+        const auto s = random_floats(rows * n, seed, -1.f, 1.5f), g = random_floats(n, seed + 1, 0.5f, 1.5f);
+        const auto dy = random_floats(rows * n, seed + 2);
+        std::vector<float> ds(dy.size()), dg(n, 0.25f), db(n, -0.5f), ds2(dy.size()), dg2 = dg, db2 = db;
+        both(LayerNormBackwardArgs{s.data(), g.data(), dy.data(), ds.data(), dg.data(), db.data(), rows, n},
+             LayerNormBackwardArgs{s.data(), g.data(), dy.data(), ds2.data(), dg2.data(), db2.data(), rows, n});
+        if (n > 1) expect_nonzero(ds, what);
+        expect_close(concat(concat(ds, dg), db), concat(concat(ds2, dg2), db2), 2e-5, what);
+        break;
+      }
+      case Op::kSoftmaxBackward: {
+        const auto probs = random_probs(2, 2, 3, n, 0.5f, seed);
+        const auto dp = random_floats(probs.size(), seed + 1);
+        std::vector<float> got = dp, want = dp;
+        both(SoftmaxBackwardArgs{probs.data(), got.data(), 2, 2, 3, n, 0.5f},
+             SoftmaxBackwardArgs{probs.data(), want.data(), 2, 2, 3, n, 0.5f});
+        if (n > 1) expect_nonzero(got, what);
+        expect_close(got, want, 1e-5, what);
+        break;
+      }
+      case Op::kActivationBackward: {
+        for (Activation kind : {Activation::kGeluErf, Activation::kGeluTanh, Activation::kTanh}) {
+          const auto x = random_floats(rows * n, seed, -4.f, 4.f), g = random_floats(rows * n, seed + 1);
+          std::vector<float> got = g, want = g;
+          both(ActivationBackwardArgs{x.data(), got.data(), rows * n, kind},
+               ActivationBackwardArgs{x.data(), want.data(), rows * n, kind});
+          expect_nonzero(got, what);
+          expect_close(got, want, 1e-5, what + " " + activation_name(kind));
+        }
+        break;
+      }
+      case Op::kEmbedBackward: {
+        const int64_t vocab = 11, tokens = 13;
+        const auto ids = random_ints(tokens, seed, 0, vocab - 1), types = random_ints(tokens, seed + 1, 0, 1);
+        const auto d_out = random_floats(tokens * n, seed + 2);
+        std::vector<float> dw(vocab * n, 0.5f), dt(2 * n, 0.f), dw2 = dw, dt2 = dt;
+        both(EmbedBackwardArgs{ids.data(), nullptr, types.data(), d_out.data(), dw.data(), nullptr, dt.data(), tokens,
+                               n},
+             EmbedBackwardArgs{ids.data(), nullptr, types.data(), d_out.data(), dw2.data(), nullptr, dt2.data(),
+                               tokens, n});
+        expect_nonzero(dt, what);
+        expect_close(concat(dw, dt), concat(dw2, dt2), 1e-6, what);
+        break;
+      }
+      case Op::kColumnSum: {
+        const auto x = random_floats(rows * (n + 3), seed);
+        std::vector<float> got(n, 1.f), want(n, 1.f);
+        both(ColumnSumArgs{x.data(), got.data(), rows, n, n + 3}, ColumnSumArgs{x.data(), want.data(), rows, n, n + 3});
+        expect_close(got, want, 1e-6, what);
+        break;
+      }
+      case Op::kCrossEntropy: {
+        const auto logits = random_floats(rows * n, seed, -6.f, 6.f);
+        auto targets = random_ints(rows, seed + 1, 0, static_cast<int32_t>(n - 1));
+        targets[1] = -100;
+        std::vector<float> got(logits.size()), want(logits.size());
+        const LossSum lg = both(CrossEntropyArgs{logits.data(), targets.data(), got.data(), rows, n},
+                                CrossEntropyArgs{logits.data(), targets.data(), want.data(), rows, n});
+        const LossSum lw = cross_entropy_f32_ref({logits.data(), targets.data(), nullptr, rows, n});
+        EXPECT_EQ(lg.count, lw.count) << what;
+        EXPECT_NEAR(lg.sum, lw.sum, 1e-5 * std::max(1.0, std::fabs(lw.sum))) << what;
+        if (n > 1) expect_nonzero(got, what);
+        expect_close(got, want, 1e-5, what);
+        break;
+      }
+      case Op::kDropout: {
+        const auto x = random_floats(rows * n, seed, 0.5f, 1.5f);
+        std::vector<float> got = x, want = x;
+        both(DropoutArgs{got.data(), rows * n, 0.3f, 42, 7}, DropoutArgs{want.data(), rows * n, 0.3f, 42, 7});
+        EXPECT_TRUE(same_bits(got, want)) << what;
+        expect_nonzero(got, what);
+        break;
+      }
+      default:
+        FAIL() << GetParam() << ": no case for op " << op_name(e_->op);
+    }
+    if (HasFailure()) return;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Registry, TrainingVariant, ::testing::ValuesIn(training_variants()),
+                         [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
 
 }  // namespace
 }  // namespace bert::kernels

@@ -1,7 +1,11 @@
-// Run-time selection of the CPU kernel table (scalar refs / AVX2 / AVX-512). Compiled for baseline
-// x86-64: it only takes the addresses of the ISA-specific functions, never runs them itself.
+// Run-time selection of the CPU kernel table (scalar refs / AVX2 / AVX-512), built from the op registry
+// (kernels/registry.cc). Compiled for baseline x86-64: it only takes the addresses of the ISA-specific
+// functions, never runs them itself.
 #include "kernels/cpu/dispatch.h"
 
+#include "kernels/registry.h"
+
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -48,29 +52,45 @@ const char* cpu_isa_name(CpuIsa isa) {
 
 namespace {
 
-constexpr CpuKernels kScalarKernels{CpuIsa::kScalar,         layernorm_f32_ref,      softmax_masked_f32_ref,
-                                    activation_f32_ref,      embed_f32_ref,          convert_f16_to_f32_ref,
-                                    convert_bf16_to_f32_ref, convert_f32_to_f16_ref, convert_f32_to_bf16_ref};
-constexpr CpuKernels kAvx2Kernels{
-    CpuIsa::kAvx2,           layernorm_f32_avx2,       softmax_masked_f32_avx2, activation_f32_avx2,     embed_f32_avx2,
-    convert_f16_to_f32_avx2, convert_bf16_to_f32_avx2, convert_f32_to_f16_avx2, convert_f32_to_bf16_avx2};
-constexpr CpuKernels kAvx512Kernels{
-    CpuIsa::kAvx512,           layernorm_f32_avx512,      softmax_masked_f32_avx512,  activation_f32_avx512,
-    embed_f32_avx512,          convert_f16_to_f32_avx512, convert_bf16_to_f32_avx512, convert_f32_to_f16_avx512,
-    convert_f32_to_bf16_avx512};
+// The function of resolve_kernel(op, kCpu, dtype, isa); every field has at least a ref entry, so a
+// failure is a broken table (a bug), reported and aborted on at first use.
+template <class F>
+F pick(Op op, DType dtype, CpuIsa isa) {
+  auto e = resolve_kernel(op, Device::kCpu, dtype, isa);
+  if (!e.ok()) {
+    std::fprintf(stderr, "bert kernels: %s\n", e.status().to_string().c_str());
+    std::abort();
+  }
+  return (*e)->fn_as<F>();
+}
+
+CpuKernels build(CpuIsa isa) {
+  CpuKernels k{};
+  k.isa = isa;
+  k.layernorm = pick<decltype(k.layernorm)>(Op::kLayerNorm, DType::kF32, isa);
+  k.softmax_masked = pick<decltype(k.softmax_masked)>(Op::kSoftmaxMasked, DType::kF32, isa);
+  k.activation = pick<decltype(k.activation)>(Op::kActivation, DType::kF32, isa);
+  k.embed = pick<decltype(k.embed)>(Op::kEmbed, DType::kF32, isa);
+  k.convert_f16_to_f32 = pick<ConvertToF32Fn>(Op::kConvertToF32, DType::kF16, isa);
+  k.convert_bf16_to_f32 = pick<ConvertToF32Fn>(Op::kConvertToF32, DType::kBF16, isa);
+  k.convert_f32_to_f16 = pick<ConvertFromF32Fn>(Op::kConvertFromF32, DType::kF16, isa);
+  k.convert_f32_to_bf16 = pick<ConvertFromF32Fn>(Op::kConvertFromF32, DType::kBF16, isa);
+  return k;
+}
 
 }  // namespace
 
 const CpuKernels& cpu_kernels(CpuIsa isa) {
+  static const CpuKernels tables[3] = {build(CpuIsa::kScalar), build(CpuIsa::kAvx2), build(CpuIsa::kAvx512)};
   switch (isa) {
     case CpuIsa::kAvx512:
-      return kAvx512Kernels;
+      return tables[2];
     case CpuIsa::kAvx2:
-      return kAvx2Kernels;
+      return tables[1];
     case CpuIsa::kScalar:
       break;
   }
-  return kScalarKernels;
+  return tables[0];
 }
 
 const CpuKernels& cpu_kernels() {

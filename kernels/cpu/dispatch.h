@@ -1,4 +1,5 @@
-// Run-time choice of the CPU kernel set (scalar refs, AVX2 or AVX-512), made once per process.
+// Run-time choice of the CPU kernel set (scalar refs, AVX2 or AVX-512), made once per process. The
+// tables are built from the op registry (kernels/registry.h): one list of implementations.
 #pragma once
 
 #include <cstdint>
@@ -6,19 +7,11 @@
 #include "kernels/activation.h"
 #include "kernels/convert.h"
 #include "kernels/embed.h"
+#include "kernels/isa.h"
 #include "kernels/layernorm.h"
 #include "kernels/softmax_masked.h"
 
 namespace bert::kernels {
-
-enum class CpuIsa { kScalar, kAvx2, kAvx512 };
-
-// Best ISA the CPU supports (avx512f+bw+dq+vl; avx2+fma+f16c). The environment variable
-// BERT_CPU_ISA=scalar|avx2|avx512 can lower it, never raise it beyond what the CPU has.
-CpuIsa detect_cpu_isa();
-// Best ISA the CPU supports, ignoring BERT_CPU_ISA.
-CpuIsa cpu_isa_supported();
-const char* cpu_isa_name(CpuIsa isa);  // "scalar", "avx2", "avx512"
 
 struct CpuKernels {
   CpuIsa isa;
@@ -32,7 +25,8 @@ struct CpuKernels {
   void (*convert_f32_to_bf16)(const float*, uint16_t*, int64_t);
 };
 
-// The table for one ISA (the scalar table is the refs). The caller must not pick an ISA the CPU lacks.
+// The table for one ISA: each op resolved through the registry as resolve_kernel(op, Device::kCpu, F32,
+// isa), so the scalar table is the refs. The caller must not pick an ISA the CPU lacks.
 const CpuKernels& cpu_kernels(CpuIsa isa);
 // The table for detect_cpu_isa(), resolved once.
 const CpuKernels& cpu_kernels();

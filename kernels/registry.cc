@@ -1,0 +1,209 @@
+// The op registry's table (every kernel implementation, one row each) and its lookups.
+#include "kernels/registry.h"
+
+#include <string>
+
+namespace bert::kernels {
+
+namespace {
+
+template <class F>
+AnyKernelFn any(F f) {
+  return reinterpret_cast<AnyKernelFn>(f);
+}
+
+bool attention_flash_supports(const void* args) {
+  const auto& a = *static_cast<const AttentionArgs*>(args);
+  return a.head_dim <= kAttentionMaxHeadDim;
+}
+
+constexpr CpuIsa kAny = CpuIsa::kScalar;
+constexpr CpuIsa kAvx2 = CpuIsa::kAvx2;
+constexpr CpuIsa kAvx512 = CpuIsa::kAvx512;
+constexpr Device kRef = Device::kRef;
+constexpr Device kCpu = Device::kCpu;
+constexpr DType kF32 = DType::kF32;
+constexpr DType kF16 = DType::kF16;
+constexpr DType kBF16 = DType::kBF16;
+
+// Refs first within an op, then by ascending ISA (resolve_kernel does not depend on this order except
+// for ties, but the tests and benches list entries in it).
+const KernelEntry kTable[] = {
+    // name                          op                      device dtype isa    variant fn
+    {"layernorm_f32_ref", Op::kLayerNorm, kRef, kF32, kAny, "", any(layernorm_f32_ref), nullptr},
+    {"layernorm_f32_avx2", Op::kLayerNorm, kCpu, kF32, kAvx2, "", any(layernorm_f32_avx2), nullptr},
+    {"layernorm_f32_avx512", Op::kLayerNorm, kCpu, kF32, kAvx512, "", any(layernorm_f32_avx512), nullptr},
+
+    {"softmax_masked_f32_ref", Op::kSoftmaxMasked, kRef, kF32, kAny, "", any(softmax_masked_f32_ref), nullptr},
+    {"softmax_masked_f32_avx2", Op::kSoftmaxMasked, kCpu, kF32, kAvx2, "", any(softmax_masked_f32_avx2), nullptr},
+    {"softmax_masked_f32_avx512", Op::kSoftmaxMasked, kCpu, kF32, kAvx512, "", any(softmax_masked_f32_avx512),
+     nullptr},
+
+    {"activation_f32_ref", Op::kActivation, kRef, kF32, kAny, "", any(activation_f32_ref), nullptr},
+    {"activation_f32_avx2", Op::kActivation, kCpu, kF32, kAvx2, "", any(activation_f32_avx2), nullptr},
+    {"activation_f32_avx512", Op::kActivation, kCpu, kF32, kAvx512, "", any(activation_f32_avx512), nullptr},
+
+    {"embed_f32_ref", Op::kEmbed, kRef, kF32, kAny, "", any(embed_f32_ref), nullptr},
+    {"embed_f32_avx2", Op::kEmbed, kCpu, kF32, kAvx2, "", any(embed_f32_avx2), nullptr},
+    {"embed_f32_avx512", Op::kEmbed, kCpu, kF32, kAvx512, "", any(embed_f32_avx512), nullptr},
+
+    {"convert_to_f32_f16_ref", Op::kConvertToF32, kRef, kF16, kAny, "", any(convert_f16_to_f32_ref), nullptr},
+    {"convert_to_f32_f16_avx2", Op::kConvertToF32, kCpu, kF16, kAvx2, "", any(convert_f16_to_f32_avx2), nullptr},
+    {"convert_to_f32_f16_avx512", Op::kConvertToF32, kCpu, kF16, kAvx512, "", any(convert_f16_to_f32_avx512),
+     nullptr},
+    {"convert_to_f32_bf16_ref", Op::kConvertToF32, kRef, kBF16, kAny, "", any(convert_bf16_to_f32_ref), nullptr},
+    {"convert_to_f32_bf16_avx2", Op::kConvertToF32, kCpu, kBF16, kAvx2, "", any(convert_bf16_to_f32_avx2), nullptr},
+    {"convert_to_f32_bf16_avx512", Op::kConvertToF32, kCpu, kBF16, kAvx512, "", any(convert_bf16_to_f32_avx512),
+     nullptr},
+    {"convert_from_f32_f16_ref", Op::kConvertFromF32, kRef, kF16, kAny, "", any(convert_f32_to_f16_ref), nullptr},
+    {"convert_from_f32_f16_avx2", Op::kConvertFromF32, kCpu, kF16, kAvx2, "", any(convert_f32_to_f16_avx2),
+     nullptr},
+    {"convert_from_f32_f16_avx512", Op::kConvertFromF32, kCpu, kF16, kAvx512, "", any(convert_f32_to_f16_avx512),
+     nullptr},
+    {"convert_from_f32_bf16_ref", Op::kConvertFromF32, kRef, kBF16, kAny, "", any(convert_f32_to_bf16_ref), nullptr},
+    {"convert_from_f32_bf16_avx2", Op::kConvertFromF32, kCpu, kBF16, kAvx2, "", any(convert_f32_to_bf16_avx2),
+     nullptr},
+    {"convert_from_f32_bf16_avx512", Op::kConvertFromF32, kCpu, kBF16, kAvx512, "", any(convert_f32_to_bf16_avx512),
+     nullptr},
+
+    {"pool_tokens_f32_ref", Op::kPoolTokens, kRef, kF32, kAny, "", any(pool_tokens_f32_ref), nullptr},
+
+    {"attention_f32_ref", Op::kAttention, kRef, kF32, kAny, "", any(attention_f32_ref), nullptr},
+    {"attention_f32_avx2_flash", Op::kAttention, kCpu, kF32, kAvx2, "flash", any(attention_f32_avx2_flash),
+     attention_flash_supports},
+    {"attention_f32_avx512_flash", Op::kAttention, kCpu, kF32, kAvx512, "flash", any(attention_f32_avx512_flash),
+     attention_flash_supports},
+
+    // Training (kernels/train.h): the CPU variants are portable OpenMP code.
+    {"layernorm_backward_f32_ref", Op::kLayerNormBackward, kRef, kF32, kAny, "", any(layernorm_backward_f32_ref),
+     nullptr},
+    {"layernorm_backward_f32_cpu", Op::kLayerNormBackward, kCpu, kF32, kAny, "", any(layernorm_backward_f32),
+     nullptr},
+    {"softmax_backward_f32_ref", Op::kSoftmaxBackward, kRef, kF32, kAny, "", any(softmax_backward_f32_ref), nullptr},
+    {"softmax_backward_f32_cpu", Op::kSoftmaxBackward, kCpu, kF32, kAny, "", any(softmax_backward_f32), nullptr},
+    {"activation_backward_f32_ref", Op::kActivationBackward, kRef, kF32, kAny, "", any(activation_backward_f32_ref),
+     nullptr},
+    {"activation_backward_f32_cpu", Op::kActivationBackward, kCpu, kF32, kAny, "", any(activation_backward_f32),
+     nullptr},
+    {"embed_backward_f32_ref", Op::kEmbedBackward, kRef, kF32, kAny, "", any(embed_backward_f32_ref), nullptr},
+    {"embed_backward_f32_cpu", Op::kEmbedBackward, kCpu, kF32, kAny, "", any(embed_backward_f32), nullptr},
+    {"column_sum_f32_ref", Op::kColumnSum, kRef, kF32, kAny, "", any(column_sum_f32_ref), nullptr},
+    {"column_sum_f32_cpu", Op::kColumnSum, kCpu, kF32, kAny, "", any(column_sum_f32), nullptr},
+    {"cross_entropy_f32_ref", Op::kCrossEntropy, kRef, kF32, kAny, "", any(cross_entropy_f32_ref), nullptr},
+    {"cross_entropy_f32_cpu", Op::kCrossEntropy, kCpu, kF32, kAny, "", any(cross_entropy_f32), nullptr},
+    {"bce_with_logits_f32_ref", Op::kBceWithLogits, kRef, kF32, kAny, "", any(bce_with_logits_f32_ref), nullptr},
+    {"mse_f32_ref", Op::kMse, kRef, kF32, kAny, "", any(mse_f32_ref), nullptr},
+    {"dropout_f32_ref", Op::kDropout, kRef, kF32, kAny, "", any(dropout_f32_ref), nullptr},
+    {"dropout_f32_cpu", Op::kDropout, kCpu, kF32, kAny, "", any(dropout_f32), nullptr},
+};
+
+const char* isa_tag(CpuIsa isa) { return isa == CpuIsa::kScalar ? "any" : cpu_isa_name(isa); }
+
+Result<const KernelEntry*> resolve_impl(Op op, Device device, DType dtype, CpuIsa max_isa, const void* args) {
+  const KernelEntry* best = nullptr;
+  const KernelEntry* ref = nullptr;
+  for (const KernelEntry& e : kTable) {
+    if (e.op != op || e.dtype != dtype) continue;
+    if (args && e.supports && !e.supports(args)) continue;
+    if (device == Device::kCpu && e.device == Device::kRef && !ref) ref = &e;
+    if (e.device != device || static_cast<int>(e.isa) > static_cast<int>(max_isa)) continue;
+    if (!best || static_cast<int>(e.isa) > static_cast<int>(best->isa)) best = &e;
+  }
+  if (!best) best = ref;
+  if (best) return best;
+  std::string have;
+  for (const KernelEntry& e : kTable) {
+    if (e.op != op) continue;
+    have += have.empty() ? "" : ", ";
+    have += e.name;
+    have += " (needs ";
+    have += isa_tag(e.isa);
+    have += ")";
+  }
+  return not_found(std::string("no kernel for op '") + op_name(op) + "' on device '" + device_name(device) +
+                   "' with dtype '" + kernel_dtype_name(dtype) + "' (CPU ISA up to " + cpu_isa_name(max_isa) +
+                   (args ? ", for these arguments" : "") + "); registered for this op: " +
+                   (have.empty() ? std::string("none") : have));
+}
+
+}  // namespace
+
+const char* op_name(Op op) {
+  switch (op) {
+    case Op::kLayerNorm: return "layernorm";
+    case Op::kSoftmaxMasked: return "softmax_masked";
+    case Op::kActivation: return "activation";
+    case Op::kEmbed: return "embed";
+    case Op::kConvertToF32: return "convert_to_f32";
+    case Op::kConvertFromF32: return "convert_from_f32";
+    case Op::kPoolTokens: return "pool_tokens";
+    case Op::kAttention: return "attention";
+    case Op::kLayerNormBackward: return "layernorm_backward";
+    case Op::kSoftmaxBackward: return "softmax_backward";
+    case Op::kActivationBackward: return "activation_backward";
+    case Op::kEmbedBackward: return "embed_backward";
+    case Op::kColumnSum: return "column_sum";
+    case Op::kCrossEntropy: return "cross_entropy";
+    case Op::kBceWithLogits: return "bce_with_logits";
+    case Op::kMse: return "mse";
+    case Op::kDropout: return "dropout";
+  }
+  return "unknown_op";
+}
+
+const char* device_name(Device device) {
+  switch (device) {
+    case Device::kRef: return "ref";
+    case Device::kCpu: return "cpu";
+    case Device::kCuda: return "cuda";
+  }
+  return "unknown_device";
+}
+
+const char* kernel_dtype_name(DType t) {
+  switch (t) {
+    case DType::kF32: return "f32";
+    case DType::kF16: return "f16";
+    case DType::kBF16: return "bf16";
+    case DType::kF64: return "f64";
+    case DType::kI64: return "i64";
+    case DType::kI32: return "i32";
+    case DType::kI16: return "i16";
+    case DType::kI8: return "i8";
+    case DType::kU8: return "u8";
+    case DType::kBool: return "bool";
+  }
+  return "unknown_dtype";
+}
+
+std::span<const KernelEntry> kernel_registry() { return kTable; }
+
+const KernelEntry* find_kernel(std::string_view name) {
+  for (const KernelEntry& e : kTable) {
+    if (name == e.name) return &e;
+  }
+  return nullptr;
+}
+
+bool cpu_has_isa(CpuIsa isa) { return static_cast<int>(cpu_isa_supported()) >= static_cast<int>(isa); }
+
+Result<const KernelEntry*> resolve_kernel(Op op, Device device, DType dtype, CpuIsa max_isa) {
+  return resolve_impl(op, device, dtype, max_isa, nullptr);
+}
+
+Result<const KernelEntry*> resolve_kernel(Op op, Device device, DType dtype) {
+  return resolve_impl(op, device, dtype, detect_cpu_isa(), nullptr);
+}
+
+Result<const KernelEntry*> resolve_kernel_for(Op op, Device device, DType dtype, CpuIsa max_isa, const void* args) {
+  return resolve_impl(op, device, dtype, max_isa, args);
+}
+
+const KernelEntry* reference_of(const KernelEntry& e) {
+  for (const KernelEntry& r : kTable) {
+    if (r.op == e.op && r.dtype == e.dtype && r.device == Device::kRef) return &r;
+  }
+  return nullptr;
+}
+
+}  // namespace bert::kernels

@@ -1,0 +1,148 @@
+// The op registry: ONE table of every kernel implementation, keyed by (op, device, dtype) with the CPU
+// ISA it needs and an optional supports(args) predicate. Lookups resolve an op to the best entry the
+// CPU can run once (the engine at model load, cpu_kernels() in kernels/cpu/dispatch.cc); the same list
+// drives the kernel tests (every entry against its reference) and the per-kernel benchmarks.
+//
+// Entry names are <op>_<dtype>_<device>[_<variant>], where <device> is "ref", "cpu" (portable OpenMP
+// code), the ISA for CPU code compiled for one ("avx2", "avx512"), or "cuda":
+//   layernorm_f32_avx512, attention_f32_avx2_flash, layernorm_backward_f32_cpu, convert_to_f32_bf16_ref.
+// For the conversions the dtype is the 16-bit side (convert_to_f32: f16|bf16 -> f32; convert_from_f32:
+// f32 -> f16|bf16).
+// Adding an op: its header (argument struct + check()), a ref, the variants, one Op value + name, and
+// its rows in the table in kernels/registry.cc (plus a test and a bench case).
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "bert/dtype.h"
+#include "bert/status.h"
+#include "kernels/activation.h"
+#include "kernels/attention.h"
+#include "kernels/convert.h"
+#include "kernels/embed.h"
+#include "kernels/isa.h"
+#include "kernels/layernorm.h"
+#include "kernels/pooling.h"
+#include "kernels/softmax_masked.h"
+#include "kernels/train.h"
+
+namespace bert::kernels {
+
+enum class Op {
+  kLayerNorm,
+  kSoftmaxMasked,
+  kActivation,
+  kEmbed,
+  kConvertToF32,    // fn: void(const uint16_t*, float*, int64_t)
+  kConvertFromF32,  // fn: void(const float*, uint16_t*, int64_t)
+  kPoolTokens,
+  kAttention,
+  kLayerNormBackward,
+  kSoftmaxBackward,
+  kActivationBackward,
+  kEmbedBackward,
+  kColumnSum,
+  kCrossEntropy,   // fn: LossSum(const CrossEntropyArgs&)
+  kBceWithLogits,  // fn: LossSum(const BceWithLogitsArgs&)
+  kMse,            // fn: LossSum(const MseArgs&)
+  kDropout,
+};
+inline constexpr int kNumOps = static_cast<int>(Op::kDropout) + 1;
+
+// kRef: the scalar double-accumulating spec (runs on any CPU); kCpu: fast CPU code; kCuda: GPU kernels
+// (none registered yet: kernels/cuda is not wired to the registry, so a CUDA lookup is a named error).
+enum class Device { kRef, kCpu, kCuda };
+
+const char* op_name(Op op);              // "layernorm", "softmax_masked", ..., "attention"
+const char* device_name(Device device);  // "ref", "cpu", "cuda"
+const char* kernel_dtype_name(DType t);  // "f32", "f16", "bf16", ... (lower case, as in entry names)
+
+using AnyKernelFn = void (*)();
+
+struct KernelEntry {
+  const char* name;      // <op>_<dtype>_<device>[_<variant>]
+  Op op;
+  Device device;
+  DType dtype;
+  CpuIsa isa;            // what the CPU must support to run it (kScalar: any x86-64)
+  const char* variant;   // "" or a short tag ("flash")
+  AnyKernelFn fn;        // the function, of the op's signature (OpTraits<Args>::Fn); use fn_as<F>()
+  bool (*supports)(const void* args);  // nullptr: every args check() accepts; else takes the op's Args*
+  template <class F>
+  F fn_as() const {
+    return reinterpret_cast<F>(fn);
+  }
+};
+
+// Every registered entry, in table order (refs first within an op, then by ascending ISA).
+std::span<const KernelEntry> kernel_registry();
+// The entry with this exact name, or nullptr.
+const KernelEntry* find_kernel(std::string_view name);
+// True when the CPU (not lowered by BERT_CPU_ISA) can run code needing `isa`.
+bool cpu_has_isa(CpuIsa isa);
+
+// The best entry for (op, device, dtype) whose ISA is <= max_isa: the highest ISA wins, the first
+// registered among equals. Device::kCpu falls back to the kRef entry (a reference runs on every CPU).
+// A missing combination is NotFound naming op, device, dtype and the ISA limit, and listing the
+// entries the op has. Pure: callers resolve once and keep the pointer.
+Result<const KernelEntry*> resolve_kernel(Op op, Device device, DType dtype, CpuIsa max_isa);
+// Same with max_isa = detect_cpu_isa() (BERT_CPU_ISA honoured).
+Result<const KernelEntry*> resolve_kernel(Op op, Device device, DType dtype);
+// As resolve_kernel, but skipping entries whose supports(args) is false (args: the op's argument struct).
+Result<const KernelEntry*> resolve_kernel_for(Op op, Device device, DType dtype, CpuIsa max_isa, const void* args);
+
+// The reference entry an entry is tested against: (op, kRef, dtype); nullptr if none.
+const KernelEntry* reference_of(const KernelEntry& e);
+
+// ---- typed access: the op and the function type of each argument struct ---------------------------
+template <class Args>
+struct OpTraits;
+#define BERT_KERNEL_OP_TRAITS(ARGS, OP, RET)         \
+  template <>                                        \
+  struct OpTraits<ARGS> {                            \
+    static constexpr Op op = OP;                     \
+    using Fn = RET (*)(const ARGS&);                 \
+  };
+BERT_KERNEL_OP_TRAITS(LayerNormArgs, Op::kLayerNorm, void)
+BERT_KERNEL_OP_TRAITS(SoftmaxMaskedArgs, Op::kSoftmaxMasked, void)
+BERT_KERNEL_OP_TRAITS(ActivationArgs, Op::kActivation, void)
+BERT_KERNEL_OP_TRAITS(EmbedArgs, Op::kEmbed, void)
+BERT_KERNEL_OP_TRAITS(PoolArgs, Op::kPoolTokens, void)
+BERT_KERNEL_OP_TRAITS(AttentionArgs, Op::kAttention, void)
+BERT_KERNEL_OP_TRAITS(LayerNormBackwardArgs, Op::kLayerNormBackward, void)
+BERT_KERNEL_OP_TRAITS(SoftmaxBackwardArgs, Op::kSoftmaxBackward, void)
+BERT_KERNEL_OP_TRAITS(ActivationBackwardArgs, Op::kActivationBackward, void)
+BERT_KERNEL_OP_TRAITS(EmbedBackwardArgs, Op::kEmbedBackward, void)
+BERT_KERNEL_OP_TRAITS(ColumnSumArgs, Op::kColumnSum, void)
+BERT_KERNEL_OP_TRAITS(CrossEntropyArgs, Op::kCrossEntropy, LossSum)
+BERT_KERNEL_OP_TRAITS(BceWithLogitsArgs, Op::kBceWithLogits, LossSum)
+BERT_KERNEL_OP_TRAITS(MseArgs, Op::kMse, LossSum)
+BERT_KERNEL_OP_TRAITS(DropoutArgs, Op::kDropout, void)
+#undef BERT_KERNEL_OP_TRAITS
+using ConvertToF32Fn = void (*)(const uint16_t*, float*, int64_t);
+using ConvertFromF32Fn = void (*)(const float*, uint16_t*, int64_t);
+
+// The function of the best entry for this argument struct's op (resolved per call: resolve once and
+// keep the function on hot paths).
+template <class Args>
+Result<typename OpTraits<Args>::Fn> resolve(Device device, DType dtype, CpuIsa max_isa) {
+  auto e = resolve_kernel(OpTraits<Args>::op, device, dtype, max_isa);
+  if (!e.ok()) return e.status();
+  return (*e)->template fn_as<typename OpTraits<Args>::Fn>();
+}
+
+// check(args), then the best entry that supports these args, then the call: for callers off the hot
+// path (tools, tests). Returns check()'s or the lookup's error, or OK.
+template <class Args>
+Status checked_call(const Args& args, Device device = Device::kCpu, DType dtype = DType::kF32) {
+  if (Status st = check(args); !st.ok()) return st;
+  auto e = resolve_kernel_for(OpTraits<Args>::op, device, dtype, detect_cpu_isa(), &args);
+  if (!e.ok()) return e.status();
+  (*e)->template fn_as<typename OpTraits<Args>::Fn>()(args);
+  return Status::Ok();
+}
+
+}  // namespace bert::kernels
