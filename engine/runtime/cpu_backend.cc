@@ -7,7 +7,9 @@
 #include <vector>
 
 #include "engine/runtime/backend.h"
+#include "kernels/attention.h"
 #include "kernels/cpu/dispatch.h"
+#include "kernels/registry.h"
 
 namespace bert::runtime {
 
@@ -37,7 +39,11 @@ int64_t counted(const int32_t* targets, int64_t rows, int32_t ignore) {
 
 class CpuBackend final : public Backend {
  public:
-  CpuBackend() : k_(kernels::cpu_kernels()) {}
+  CpuBackend() : k_(kernels::cpu_kernels()) {
+    // Resolved once: the best registered CPU attention kernel this CPU runs (null: none registered).
+    auto fn = kernels::resolve<kernels::AttentionArgs>(kernels::Device::kCpu, DType::kF32, k_.isa);
+    if (fn.ok()) attention_ = *fn;
+  }
 
   Device device() const override { return Device::kCpu; }
   std::string name() const override { return std::string("cpu (") + kernels::cpu_isa_name(k_.isa) + ")"; }
@@ -97,9 +103,18 @@ class CpuBackend final : public Backend {
     kernels::pool_tokens_f32_ref(a);
     return Status::Ok();
   }
-  bool has_fused_attention(bool training) const override { return false; }
-  Status attention(const AttentionArgs&) override {
-    return unsupported("fused attention has no CPU kernel registered");
+  // Inference only: the CPU has no fused kernel that keeps the log-sum-exp for a backward.
+  bool has_fused_attention(bool training) const override { return !training && attention_; }
+  Status attention(const AttentionArgs& a) override {
+    if (!has_fused_attention(a.lse != nullptr))
+      return unsupported(std::string("fused attention") + (a.lse ? " for training" : "") + " has no CPU kernel registered");
+    kernels::AttentionArgs k;
+    k.q = a.q, k.k = a.k, k.v = a.v, k.key_mask = a.key_mask, k.out = a.out;
+    k.batch = a.batch, k.seq = a.seq, k.heads = a.heads, k.head_dim = a.head_dim, k.ld = a.ld, k.ldo = a.ldo;
+    k.scale = a.scale;
+    BERT_RETURN_IF_ERROR(kernels::check(k));
+    attention_(k);
+    return Status::Ok();
   }
   Status attention_backward(const AttentionGradArgs&) override {
     return unsupported("fused attention backward has no CPU kernel registered");
@@ -170,6 +185,7 @@ class CpuBackend final : public Backend {
  private:
   const kernels::CpuKernels& k_;
   kernels::GemmPlanner gemm_;
+  kernels::OpTraits<kernels::AttentionArgs>::Fn attention_ = nullptr;
   std::vector<float> pad_rows_;  // embed_backward's saved padding rows (sized on first use)
 };
 
