@@ -26,18 +26,18 @@ const std::vector<std::string>& SyntheticPresets();
 
 // A model with seeded random weights (normal(0, 0.02), LayerNorm gamma 1): same spec, same weights.
 struct SyntheticSpec {
-  std::string preset;        // one of SyntheticPresets() ...
-  std::string config_json;   // ... or a config.json text (exactly one of the two)
-  std::string architecture;  // with a preset: the head, e.g. "BertForSequenceClassification" (empty: base model)
+  std::string preset{};        // one of SyntheticPresets() ...
+  std::string config_json{};   // ... or a config.json text (exactly one of the two)
+  std::string architecture{};  // with a preset: the head, e.g. "BertForSequenceClassification" (empty: base model)
   uint32_t seed = 1234;
   // Optional WordPiece vocab embedded in the model: a vocab.txt path, or the tokens in id order.
-  std::string vocab_path;
-  std::vector<std::string> vocab;
+  std::string vocab_path{};
+  std::vector<std::string> vocab{};
   bool lower_case = true;
   // true: the vocab must have exactly vocab_size tokens (training draws ids from all of them);
   // false: at most vocab_size.
   bool vocab_must_match = false;
-  std::string origin;  // names the spec in error messages (default: the preset, or "config.json text")
+  std::string origin{};  // names the spec in error messages (default: the preset, or "config.json text")
 };
 
 // The synthetic model, loaded (no file is written).
@@ -53,10 +53,10 @@ Result<std::shared_ptr<const Model>> LoadFromMemory(std::span<const uint8_t> eng
 // model.safetensors: the tensors are checked against the config, Q/K/V fused, converted to F32) or
 // already in the engine's layout (hf_names = false: the names an engine file holds).
 struct ModelParts {
-  std::string config_json;
-  std::vector<std::pair<std::string, HostTensor>> tensors;
+  std::string config_json{};
+  std::vector<std::pair<std::string, HostTensor>> tensors{};
   bool hf_names = true;
-  std::vector<std::string> vocab;  // optional WordPiece vocab, id order
+  std::vector<std::string> vocab{};  // optional WordPiece vocab, id order
   bool lower_case = true;
   std::string origin = "<memory>";  // names the parts in error messages
 };
@@ -64,18 +64,18 @@ Result<std::shared_ptr<const Model>> LoadFromMemory(const ModelParts& parts, con
 
 // What a conversion wrote.
 struct ConvertReport {
-  std::string model_type;    // config.json's model_type
-  std::string architecture;  // may be empty
-  std::string head;          // "none", "sequence_classification", ...
+  std::string model_type{};    // config.json's model_type
+  std::string architecture{};  // may be empty
+  std::string head{};          // "none", "sequence_classification", ...
   int64_t num_layers = 0, hidden_size = 0;
   int64_t parameters = 0;    // elements of every tensor written
   size_t vocab_tokens = 0;   // 0: the file cannot tokenize text
-  std::vector<std::string> unused_hf_tensors;  // checkpoint tensors the model does not use
+  std::vector<std::string> unused_hf_tensors{};  // checkpoint tensors the model does not use
 };
 
 struct ConvertOptions {
   DType dtype = DType::kF32;  // F32, F16 or BF16
-  std::string vocab_path;     // embeds (or replaces) the vocab; at most vocab_size tokens
+  std::string vocab_path{};     // embeds (or replaces) the vocab; at most vocab_size tokens
 };
 
 // An HF directory (or one weights file in it: model.safetensors, pytorch_model.bin, an index) or an
