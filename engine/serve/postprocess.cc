@@ -199,6 +199,14 @@ Result<Prediction> Predict(const Session& session, const Model& model, const Tok
   if (enc.tokens.size() != seq)
     return invalid_argument("the encoding has " + std::to_string(enc.tokens.size()) + " token strings for " +
                             std::to_string(seq) + " ids");
+  // The row and the encoding must fit the last run ([batch, seq, hidden] states).
+  BERT_ASSIGN_OR_RETURN(OutputView states, session.Output("last_hidden_state"));
+  if (row < 0 || states.shape.size() != 3 || row >= states.shape[0])
+    return out_of_range("row " + std::to_string(row) + " is outside the last run's batch of " +
+                        std::to_string(states.shape.empty() ? 0 : states.shape[0]));
+  if (static_cast<int64_t>(seq) > states.shape[1])
+    return invalid_argument("the encoding has " + std::to_string(seq) + " tokens; the last run's sequences have " +
+                            std::to_string(states.shape[1]));
   auto out = [&](const char* name) { return output_row(session, name, row); };
   if (info.head == "sequence_classification") {
     BERT_ASSIGN_OR_RETURN(auto logits, out("logits"));
