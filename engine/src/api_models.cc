@@ -34,7 +34,9 @@ Result<std::vector<std::string>> checked_vocab(const std::vector<std::string>& t
   for (size_t i = 0; i < tokens.size(); ++i)
     if (tokens[i].find('\n') != std::string::npos)
       return invalid_argument(where + ": token " + std::to_string(i) + " contains a newline");
-  return split_vocab(join_vocab(tokens));
+  auto checked = split_vocab(join_vocab(tokens));
+  if (!checked.ok()) return checked.status().with_context(where);
+  return checked;
 }
 
 // Attaches spec.vocab / vocab_path to a source.
