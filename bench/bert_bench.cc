@@ -32,8 +32,7 @@
 
 #include "bert/engine.h"
 #include "bert/train.h"
-#include "engine/src/model_impl.h"  // load_model_from_source (synthetic weights without a file)
-#include "weights/synthetic.h"
+#include "bert/model_builder.h"  // LoadSynthetic, WriteSynthetic (synthetic weights without a file)
 
 void register_cuda_benchmarks();  // bench/cuda_bench.cc (a no-op without CUDA)
 
@@ -54,11 +53,7 @@ std::shared_ptr<const bert::Model> get_model(int index, std::string* error) {
   if (!g_model_file.empty()) {
     m = bert::Model::Load(g_model_file);
   } else {
-    auto json = bert::synthetic_config_json(kShapes[index]);  // the family's base model
-    if (!json.ok()) return *error = json.status().to_string(), nullptr;
-    auto config = bert::parse_model_config(*json, kShapes[index]);
-    if (!config.ok()) return *error = config.status().to_string(), nullptr;
-    m = bert::load_model_from_source(bert::synthetic_model(*config, 1234));
+    m = bert::LoadSynthetic({.preset = kShapes[index], .seed = 1234});  // the family's base model
   }
   if (!m.ok()) return *error = m.status().to_string(), nullptr;
   return cache[index] = *m;
@@ -166,10 +161,9 @@ void BM_TrainStep(benchmark::State& state) {
   static std::map<int, std::shared_ptr<const bert::Model>> cache;
   auto& model = cache[model_index];
   if (!model) {
-    auto json = bert::synthetic_config_json(kTrainShapes[model_index], "BertForSequenceClassification");
-    auto config = bert::parse_model_config(*json, kTrainShapes[model_index]);
-    if (!config.ok()) return state.SkipWithError(config.status().to_string().c_str());
-    auto m = bert::load_model_from_source(bert::synthetic_model(*config, 1234), {.pack_weights = false});
+    auto m = bert::LoadSynthetic(
+        {.preset = kTrainShapes[model_index], .architecture = "BertForSequenceClassification", .seed = 1234},
+        {.pack_weights = false});
     if (!m.ok()) return state.SkipWithError(m.status().to_string().c_str());
     model = *m;
   }
@@ -217,9 +211,8 @@ void BM_ModelLoad(benchmark::State& state) {
       path = g_model_file;
     } else {
       path = (std::filesystem::temp_directory_path() / ("bert_bench_base_" + std::to_string(getpid()) + ".bert")).string();
-      auto config = bert::parse_model_config(*bert::synthetic_config_json("bert-base"), "bert-base");
-      if (auto st = bert::write_engine_file(path, bert::synthetic_model(*config, 1234), bert::DType::kF32); !st.ok())
-        return state.SkipWithError(st.to_string().c_str());
+      if (auto r = bert::WriteSynthetic({.preset = "bert-base", .seed = 1234}, path, bert::DType::kF32); !r.ok())
+        return state.SkipWithError(r.status().to_string().c_str());
     }
   }
   for (auto _ : state) {

@@ -28,8 +28,7 @@
 
 #include "bert/engine.h"
 #include "bert/train.h"
-#include "engine/src/model_impl.h"
-#include "weights/synthetic.h"
+#include "bert/model_builder.h"  // LoadSynthetic
 
 #ifdef BERT_HAVE_CUDA
 #include "kernels/cuda/cuda_gemm.h"
@@ -121,14 +120,10 @@ std::shared_ptr<const bert::Model> cuda_model(int shape, bert::Precision p, std:
   auto key = std::make_pair(shape, static_cast<int>(p));
   if (auto it = cache.find(key); it != cache.end()) return it->second;
   cache.clear();  // one model on the GPU at a time
-  auto json = bert::synthetic_config_json(kCudaShapes[shape]);
-  if (!json.ok()) return *error = json.status().to_string(), nullptr;
-  auto config = bert::parse_model_config(*json, kCudaShapes[shape]);
-  if (!config.ok()) return *error = config.status().to_string(), nullptr;
   bert::LoadOptions load;
   load.device = bert::Device::kCuda;
   load.precision = p;
-  auto m = bert::load_model_from_source(bert::synthetic_model(*config, 1234), load);
+  auto m = bert::LoadSynthetic({.preset = kCudaShapes[shape], .seed = 1234}, load);
   if (!m.ok()) return *error = m.status().to_string(), nullptr;
   return cache[key] = *m;
 }
@@ -218,13 +213,10 @@ void BM_CudaTrainStep(benchmark::State& state) {
   const bert::TrainPrecision precision = kTrainPrecisions[state.range(3)];
   const int memory_mode = static_cast<int>(state.range(4));
   const double mem_pre = device_used_mib();
-  auto json = bert::synthetic_config_json(kTrainShapes[which], kTrainArchitectures[which]);
-  if (!json.ok()) return state.SkipWithError(json.status().to_string().c_str());
-  auto config = bert::parse_model_config(*json, kTrainShapes[which]);
-  if (!config.ok()) return state.SkipWithError(config.status().to_string().c_str());
   bert::LoadOptions load;
   load.device = bert::Device::kCuda;
-  auto model = bert::load_model_from_source(bert::synthetic_model(*config, 1234), load);
+  auto model = bert::LoadSynthetic(
+      {.preset = kTrainShapes[which], .architecture = kTrainArchitectures[which], .seed = 1234}, load);
   if (!model.ok()) return state.SkipWithError(model.status().to_string().c_str());
   bert::TrainerOptions o;
   o.max_batch = batch, o.max_seq = seq, o.dropout = 0.1f, o.seed = 1;

@@ -17,16 +17,16 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "bert/engine.h"
-#include "bert/train.h"
+#include "bert/predict.h"
+#include "bert/tensors_file.h"
 #include "bert/tokenizer.h"
-#include "weights/safetensors.h"
+#include "bert/train.h"
 
 namespace {
 
@@ -57,32 +57,18 @@ struct IntInput {
   std::vector<int64_t> shape;
 };
 
-Result<std::optional<IntInput>> read_int_input(const bert::SafetensorsFile& f, const std::string& name, bool required) {
-  const bert::Tensor* t = f.find(name);
+Result<std::optional<IntInput>> read_int_input(const bert::TensorsFile& f, const std::string& name, bool required) {
+  const bert::HostTensor* t = f.find(name);
   if (!t) {
-    if (required) return bert::not_found(f.path() + ": no tensor '" + name + "'");
+    if (required) return bert::not_found(f.path + ": no tensor '" + name + "'");
     return std::optional<IntInput>();
   }
   if (t->shape.size() != 2 || t->shape[0] < 1 || t->shape[1] < 1)
-    return bert::invalid_argument(f.path() + ": tensor '" + name + "' has shape " + bert::shape_string(t->shape) +
+    return bert::invalid_argument(f.path + ": tensor '" + name + "' has shape " + bert::ShapeString(t->shape) +
                                   "; expected [batch, seq]");
   IntInput in;
   in.shape = t->shape;
-  in.values.resize(t->numel());
-  if (t->dtype == bert::DType::kI32) {
-    std::memcpy(in.values.data(), t->data, t->nbytes());
-  } else if (t->dtype == bert::DType::kI64) {
-    const int64_t* v = t->as<int64_t>();
-    for (int64_t i = 0; i < t->numel(); ++i) {
-      if (v[i] < INT32_MIN || v[i] > INT32_MAX)
-        return bert::invalid_argument(f.path() + ": tensor '" + name + "' holds " + std::to_string(v[i]) +
-                                      ", beyond int32");
-      in.values[i] = static_cast<int32_t>(v[i]);
-    }
-  } else {
-    return bert::invalid_argument(f.path() + ": tensor '" + name + "' has dtype " +
-                                  std::string(bert::dtype_name(t->dtype)) + "; expected I32 or I64");
-  }
+  BERT_ASSIGN_OR_RETURN(in.values, bert::TensorToInt32(*t, f.path + ": tensor '" + name + "'"));
   return std::optional<IntInput>(std::move(in));
 }
 
@@ -96,7 +82,7 @@ struct BatchTensors {
   }
 };
 
-Result<BatchTensors> read_batch(const bert::SafetensorsFile& file) {
+Result<BatchTensors> read_batch(const bert::TensorsFile& file) {
   BatchTensors b;
   BERT_ASSIGN_OR_RETURN(auto ids, read_int_input(file, "input_ids", true));
   BERT_ASSIGN_OR_RETURN(b.mask, read_int_input(file, "attention_mask", false));
@@ -104,9 +90,9 @@ Result<BatchTensors> read_batch(const bert::SafetensorsFile& file) {
   b.ids = std::move(*ids);
   for (const auto* opt : {&b.mask, &b.types})
     if (opt->has_value() && (*opt)->shape != b.ids.shape)
-      return bert::invalid_argument(file.path() + ": attention_mask/token_type_ids shape " +
-                                    bert::shape_string((*opt)->shape) + " differs from input_ids " +
-                                    bert::shape_string(b.ids.shape));
+      return bert::invalid_argument(file.path + ": attention_mask/token_type_ids shape " +
+                                    bert::ShapeString((*opt)->shape) + " differs from input_ids " +
+                                    bert::ShapeString(b.ids.shape));
   return b;
 }
 
@@ -134,7 +120,7 @@ Status calibrate(bert::Session& session, const bert::Model& model, const DeviceR
 
 int run_tensors(const std::shared_ptr<const bert::Model>& model, const std::string& inputs_path,
                 const std::string& outputs_path, bert::SessionOptions opts, const DeviceRun& device) {
-  auto file = bert::SafetensorsFile::Open(inputs_path);
+  auto file = bert::ReadTensorsFile(inputs_path);
   if (!file.ok()) return fail(file.status());
   auto batch = read_batch(*file);
   if (!batch.ok()) return fail(batch.status());
@@ -163,17 +149,13 @@ int run_tensors(const std::shared_ptr<const bert::Model>& model, const std::stri
     }
   }
 
-  std::vector<std::pair<std::string, bert::Tensor>> out;
+  std::vector<std::pair<std::string, bert::HostTensor>> out;
   for (const std::string& name : (*session)->OutputNames()) {
     auto view = (*session)->Output(name);
     if (!view.ok()) return fail(view.status());
-    bert::Tensor t;
-    t.dtype = bert::DType::kF32;
-    t.shape = view->shape;
-    t.data = view->data;
-    out.emplace_back(name, t);
+    out.emplace_back(name, bert::FloatView(view->data, view->shape));
   }
-  if (Status st = bert::write_safetensors(outputs_path, out, {{"producer", "bert_run"}}); !st.ok()) return fail(st);
+  if (Status st = bert::WriteTensorsFile(outputs_path, out, {{"producer", "bert_run"}}); !st.ok()) return fail(st);
   return 0;
 }
 
@@ -183,7 +165,7 @@ Status calibrate(bert::Session& session, const bert::Model& model, const DeviceR
                  const bert::BatchInput& own_batch) {
   if (model.info().precision != "int8") return Status();
   if (device.calibration.empty()) return session.Calibrate(own_batch);
-  auto file = bert::SafetensorsFile::Open(device.calibration);
+  auto file = bert::ReadTensorsFile(device.calibration);
   if (!file.ok()) return file.status();
   auto batch = read_batch(*file);
   if (!batch.ok()) return batch.status();
@@ -199,7 +181,7 @@ Status calibrate(bert::Session& session, const bert::Model& model, const DeviceR
 // --grads: loss and every parameter's gradient for the labels in the inputs file.
 int run_grads(const std::shared_ptr<const bert::Model>& model, const std::string& inputs_path,
               const std::string& outputs_path, int threads) {
-  auto file = bert::SafetensorsFile::Open(inputs_path);
+  auto file = bert::ReadTensorsFile(inputs_path);
   if (!file.ok()) return fail(file.status());
   auto batch = read_batch(*file);
   if (!batch.ok()) return fail(batch.status());
@@ -207,19 +189,13 @@ int run_grads(const std::shared_ptr<const bert::Model>& model, const std::string
   // A label tensor: int32/int64 of the given shape ([batch] or [batch, seq]).
   std::vector<std::vector<int32_t>> keep;
   auto int_label = [&](const std::string& name, bool per_token) -> bert::Result<const int32_t*> {
-    const bert::Tensor* t = file->find("label." + name);
+    const bert::HostTensor* t = file->find("label." + name);
     if (!t) return static_cast<const int32_t*>(nullptr);
     std::vector<int64_t> want = per_token ? std::vector<int64_t>{B, S} : std::vector<int64_t>{B};
     if (t->shape != want)
       return bert::invalid_argument(inputs_path + ": tensor 'label." + name + "' has shape " +
-                                    bert::shape_string(t->shape) + "; expected " + bert::shape_string(want));
-    std::vector<int32_t> v(t->numel());
-    if (t->dtype == bert::DType::kI32) std::memcpy(v.data(), t->data, t->nbytes());
-    else if (t->dtype == bert::DType::kI64)
-      for (int64_t i = 0; i < t->numel(); ++i) v[i] = static_cast<int32_t>(t->as<int64_t>()[i]);
-    else
-      return bert::invalid_argument(inputs_path + ": tensor 'label." + name + "' has dtype " +
-                                    std::string(bert::dtype_name(t->dtype)) + "; expected I32 or I64");
+                                    bert::ShapeString(t->shape) + "; expected " + bert::ShapeString(want));
+    BERT_ASSIGN_OR_RETURN(std::vector<int32_t> v, bert::TensorToInt32(*t, inputs_path + ": tensor 'label." + name + "'"));
     keep.push_back(std::move(v));
     return keep.back().data();
   };
@@ -229,7 +205,7 @@ int run_grads(const std::shared_ptr<const bert::Model>& model, const std::string
   bert::TrainLabels labels;
   std::vector<float> regression;
   if (info.head == "sequence_classification" && info.num_labels == 1) {
-    const bert::Tensor* t = file->find("label.labels");
+    const bert::HostTensor* t = file->find("label.labels");
     if (!t || t->dtype != bert::DType::kF32 || t->shape != std::vector<int64_t>{B})
       return fail(bert::invalid_argument(inputs_path + ": a regression model (num_labels 1) needs F32 'label.labels' [batch]"));
     regression.assign(t->as<float>(), t->as<float>() + B);
@@ -258,36 +234,49 @@ int run_grads(const std::shared_ptr<const bert::Model>& model, const std::string
   if (!loss.ok()) return fail(loss.status().with_context(inputs_path));
   const float loss_value = static_cast<float>(*loss);
   std::vector<bert::NamedArray> grads = (*trainer)->Gradients();
-  std::vector<std::pair<std::string, bert::Tensor>> out;
-  bert::Tensor lt;
-  lt.dtype = bert::DType::kF32, lt.shape = {1}, lt.data = &loss_value;
-  out.emplace_back("loss", lt);
-  for (const bert::NamedArray& g : grads) {
-    bert::Tensor t;
-    t.dtype = bert::DType::kF32, t.shape = g.shape, t.data = g.values.data();
-    out.emplace_back("grad." + g.name, t);
-  }
-  if (Status s = bert::write_safetensors(outputs_path, out, {{"producer", "bert_run --grads"}}); !s.ok()) return fail(s);
+  std::vector<std::pair<std::string, bert::HostTensor>> out;
+  out.emplace_back("loss", bert::FloatView(&loss_value, {1}));
+  for (const bert::NamedArray& g : grads) out.emplace_back("grad." + g.name, bert::FloatView(g.values.data(), g.shape));
+  if (Status s = bert::WriteTensorsFile(outputs_path, out, {{"producer", "bert_run --grads"}}); !s.ok()) return fail(s);
   return 0;
 }
 
-std::vector<double> softmax(const float* x, int64_t n) {
-  double mx = *std::max_element(x, x + n), sum = 0;
-  std::vector<double> p(n);
-  for (int64_t i = 0; i < n; ++i) sum += p[i] = std::exp(double(x[i]) - mx);
-  for (auto& v : p) v /= sum;
-  return p;
-}
-
-// Joins word pieces back into text ("un", "##able" -> "unable").
-std::string detokenize(const std::vector<std::string>& tokens, size_t begin, size_t end) {
-  std::string s;
-  for (size_t i = begin; i < end; ++i) {
-    const std::string& t = tokens[i];
-    if (t.rfind("##", 0) == 0) s += t.substr(2);
-    else s += (s.empty() ? "" : " ") + t;
+// The prediction as JSON (the keys bert_run has always printed).
+nlohmann::json prediction_json(const bert::Prediction& pr) {
+  nlohmann::json j;
+  j["tokens"] = pr.tokens;
+  if (pr.classification) {
+    j["label"] = pr.classification->label;
+    j["label_id"] = pr.classification->label_id;
+    for (const bert::LabelProbability& p : pr.classification->probabilities) j["probabilities"][p.label] = p.probability;
   }
-  return s;
+  if (pr.token_labels)
+    for (const bert::TokenLabel& t : *pr.token_labels)
+      j["entities"].push_back({{"token", t.token}, {"label", t.label}, {"score", t.score}});
+  if (pr.answer) {
+    j["answer"] = pr.answer->text;
+    j["start_token"] = pr.answer->start_token;
+    j["end_token"] = pr.answer->end_token;
+    j["score"] = pr.answer->score;
+  }
+  if (pr.masks) {
+    j["masks"] = nlohmann::json::array();
+    for (const bert::MaskFill& m : *pr.masks) {
+      nlohmann::json top = nlohmann::json::array();
+      for (const bert::TokenCandidate& c : m.candidates)
+        top.push_back({{"token", c.token}, {"id", c.id}, {"probability", c.probability}});
+      j["masks"].push_back({{"position", m.position}, {"top5", top}});
+    }
+  }
+  if (pr.in_order_probability) j["in_order_probability"] = *pr.in_order_probability;
+  if (pr.is_next_probability) j["is_next_probability"] = *pr.is_next_probability;
+  if (pr.replaced_tokens)
+    for (const bert::ReplacedToken& t : *pr.replaced_tokens)
+      j["tokens_replaced"].push_back({{"token", t.token}, {"replaced_probability", t.replaced_probability}});
+  if (pr.pooler_output) j["pooler_output"] = *pr.pooler_output;
+  if (pr.sentence_embedding) j["sentence_embedding"] = *pr.sentence_embedding;
+  if (!pr.note.empty()) j["note"] = pr.note;
+  return j;
 }
 
 int run_text(const std::shared_ptr<const bert::Model>& model, const std::string& text,
@@ -319,79 +308,9 @@ int run_text(const std::shared_ptr<const bert::Model>& model, const std::string&
   if (Status st = calibrate(**session, *model, device, in); !st.ok()) return fail(st);
   if (Status st = (*session)->Run(in); !st.ok()) return fail(st);
 
-  const bert::ModelInfo& info = model->info();
-  nlohmann::json j;
-  j["tokens"] = enc->tokens;
-  auto out = [&](const char* name) { return (*session)->Output(name).value(); };
-  if (info.head == "sequence_classification") {
-    auto logits = out("logits");
-    auto p = softmax(logits.data, info.num_labels);
-    int64_t best = std::max_element(p.begin(), p.end()) - p.begin();
-    j["label"] = info.labels[best];
-    j["label_id"] = best;
-    for (int64_t i = 0; i < info.num_labels; ++i) j["probabilities"][info.labels[i]] = p[i];
-  } else if (info.head == "token_classification") {
-    auto logits = out("logits");
-    for (int s = 0; s < seq; ++s) {
-      auto p = softmax(logits.data + s * info.num_labels, info.num_labels);
-      int64_t best = std::max_element(p.begin(), p.end()) - p.begin();
-      j["entities"].push_back({{"token", enc->tokens[s]}, {"label", info.labels[best]}, {"score", p[best]}});
-    }
-  } else if (info.head == "question_answering") {
-    // Best span start <= end <= start + 30 inside the context (the second segment, or the text).
-    auto st = out("start_logits"), en = out("end_logits");
-    const int32_t ctx_type = pair ? 1 : 0;
-    double best = -INFINITY;
-    int bs = -1, be = -1;
-    for (int s = 1; s < seq - 1; ++s) {
-      if (enc->token_type_ids[s] != ctx_type || enc->input_ids[s] == tok->sep_id()) continue;
-      for (int e = s; e < std::min(seq - 1, s + 30); ++e) {
-        if (enc->token_type_ids[e] != ctx_type || enc->input_ids[e] == tok->sep_id()) break;
-        double score = double(st.data[s]) + double(en.data[e]);
-        if (score > best) best = score, bs = s, be = e;
-      }
-    }
-    if (bs < 0) return fail(bert::invalid_argument("no context tokens to take an answer from"));
-    auto ps = softmax(st.data, seq), pe = softmax(en.data, seq);
-    j["answer"] = detokenize(enc->tokens, bs, be + 1);
-    j["start_token"] = bs;
-    j["end_token"] = be;
-    j["score"] = ps[bs] * pe[be];
-  } else if (info.head == "masked_lm" || info.head == "pretraining") {
-    auto logits = out(info.head == "masked_lm" ? "logits" : "prediction_logits");
-    j["masks"] = nlohmann::json::array();
-    for (int s = 0; s < seq; ++s) {
-      if (enc->input_ids[s] != tok->mask_id()) continue;
-      auto p = softmax(logits.data + int64_t(s) * info.vocab_size, info.vocab_size);
-      std::vector<int> order(p.size());
-      for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int>(i);
-      std::partial_sort(order.begin(), order.begin() + 5, order.end(), [&](int a, int b) { return p[a] > p[b]; });
-      nlohmann::json top = nlohmann::json::array();
-      for (int r = 0; r < 5; ++r)
-        top.push_back({{"token", tok->IdToToken(order[r])}, {"id", order[r]}, {"probability", p[order[r]]}});
-      j["masks"].push_back({{"position", s}, {"top5", top}});
-    }
-    if (j["masks"].empty()) j["note"] = "the text has no [MASK] token";
-    if (info.head == "pretraining" && info.family == "albert") {  // sentence order: label 0 = in order
-      j["in_order_probability"] = softmax(out("sop_logits").data, 2)[0];
-    } else if (info.head == "pretraining") {
-      j["is_next_probability"] = softmax(out("seq_relationship_logits").data, 2)[0];
-    }
-  } else if (info.head == "discriminator") {  // ELECTRA: probability that each token was replaced
-    auto logits = out("logits");
-    for (int s = 0; s < seq; ++s)
-      j["tokens_replaced"].push_back(
-          {{"token", enc->tokens[s]}, {"replaced_probability", 1.0 / (1.0 + std::exp(-double(logits.data[s])))}});
-  } else if (opts.pooling == bert::Pooling::kNone) {
-    if (auto pooled = (*session)->Output("pooler_output"); pooled.ok())
-      j["pooler_output"] = std::vector<float>(pooled->data, pooled->data + info.hidden_size);
-    else
-      j["note"] = "this model has no head or pooler; use --pooling cls|mean|max for a sentence embedding";
-  }
-  if (opts.pooling != bert::Pooling::kNone) {
-    auto e = out("sentence_embedding");
-    j["sentence_embedding"] = std::vector<float>(e.data, e.data + info.hidden_size);
-  }
+  auto prediction = bert::Predict(**session, *model, *tok, *enc);  // top 5 per [MASK], answers <= 30 tokens
+  if (!prediction.ok()) return fail(prediction.status());
+  const nlohmann::json j = prediction_json(*prediction);
   std::printf("%s\n", j.dump(2).c_str());
   return 0;
 }

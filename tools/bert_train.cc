@@ -35,12 +35,11 @@
 #include <string>
 #include <vector>
 
+#include "bert/data.h"
 #include "bert/engine.h"
+#include "bert/model_builder.h"
 #include "bert/tokenizer.h"
 #include "bert/train.h"
-#include "engine/src/model_impl.h"  // load_model_from_source, for models made from a config
-#include "weights/synthetic.h"
-#include "weights/vocab.h"
 
 namespace {
 
@@ -67,168 +66,8 @@ int fail(const Status& st) {
   return 1;
 }
 
-struct Example {
-  bert::Encoding enc;
-  int32_t label = 0;
-  float target = 0;  // regression
-};
-
-// GLUE-style TSV: header, then sentence[\tsentence2]\tlabel per line.
-Result<std::vector<Example>> read_tsv(const std::string& path, const bert::Tokenizer& tok, int max_seq,
-                                      bool regression, int64_t num_labels, int64_t limit) {
-  std::ifstream f(path);
-  if (!f) return bert::not_found(path + ": cannot open");
-  std::vector<Example> out;
-  std::string line;
-  int64_t line_no = 0;
-  while (std::getline(f, line)) {
-    ++line_no;
-    if (line_no == 1) continue;  // header
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (line.empty()) continue;
-    std::vector<std::string> cols;
-    size_t start = 0;
-    for (size_t tab; (tab = line.find('\t', start)) != std::string::npos; start = tab + 1)
-      cols.push_back(line.substr(start, tab - start));
-    cols.push_back(line.substr(start));
-    const std::string where = path + ":" + std::to_string(line_no);
-    if (cols.size() != 2 && cols.size() != 3)
-      return bert::format_error(where + ": expected sentence[<TAB>sentence2]<TAB>label, got " +
-                                std::to_string(cols.size()) + " tab-separated fields");
-    Example e;
-    const std::string& label = cols.back();
-    char* end = nullptr;
-    if (regression) {
-      e.target = std::strtof(label.c_str(), &end);
-    } else {
-      long v = std::strtol(label.c_str(), &end, 10);
-      if (v < 0 || v >= num_labels)
-        return bert::format_error(where + ": label " + label + " is outside 0.." + std::to_string(num_labels - 1) +
-                                  " (the model's num_labels)");
-      e.label = static_cast<int32_t>(v);
-    }
-    if (label.empty() || *end != '\0')
-      return bert::format_error(where + ": label '" + label + "' is not " + (regression ? "a number" : "an integer"));
-    auto enc = tok.Encode(cols[0], cols.size() == 3 ? std::optional<std::string_view>(cols[1]) : std::nullopt, max_seq);
-    if (!enc.ok()) return enc.status().with_context(where);
-    e.enc = std::move(*enc);
-    out.push_back(std::move(e));
-    if (limit > 0 && static_cast<int64_t>(out.size()) >= limit) break;
-  }
-  if (out.empty()) return bert::format_error(path + ": no examples");
-  return out;
-}
-
-// Raw text: the non-empty lines, and which document (blank-line separated) each belongs to.
-struct TextLine {
-  std::string text;
-  int64_t doc = 0;
-};
-
-Result<std::vector<TextLine>> read_lines(const std::string& path, int64_t limit) {
-  std::ifstream f(path);
-  if (!f) return bert::not_found(path + ": cannot open");
-  std::vector<TextLine> out;
-  int64_t doc = 0;
-  for (std::string line; std::getline(f, line);) {
-    if (line.find_first_not_of(" \t\r") == std::string::npos) {
-      ++doc;
-      continue;
-    }
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    out.push_back({std::move(line), doc});
-    if (limit > 0 && static_cast<int64_t>(out.size()) >= limit) break;
-  }
-  if (out.empty()) return bert::format_error(path + ": no text lines");
-  return out;
-}
-
-// mlm: one example per line.
-Result<std::vector<Example>> encode_lines(const std::vector<TextLine>& lines, const bert::Tokenizer& tok, int max_seq) {
-  std::vector<Example> out;
-  for (const TextLine& l : lines) {
-    BERT_ASSIGN_OR_RETURN(bert::Encoding enc, tok.Encode(l.text, std::nullopt, max_seq));
-    out.push_back({std::move(enc)});
-  }
-  return out;
-}
-
-// pretrain: a sentence pair per line, drawn afresh each epoch. NSP: label 0 = B follows A in its
-// document, 1 = B is a random sentence. SOP (ALBERT): 0 = A, B in order, 1 = swapped.
-Result<std::vector<Example>> make_pairs(const std::vector<TextLine>& lines, const bert::Tokenizer& tok, int max_seq,
-                                        bool sentence_order, uint64_t seed, int epoch) {
-  std::mt19937_64 rng(seed * 0x9E3779B97F4A7C15ull + uint64_t(epoch) * 104729ull + 17);
-  std::uniform_int_distribution<size_t> any(0, lines.size() - 1);
-  std::vector<Example> out;
-  for (size_t i = 0; i < lines.size(); ++i) {
-    const bool has_next = i + 1 < lines.size() && lines[i + 1].doc == lines[i].doc;
-    if (sentence_order && !has_next) continue;  // SOP needs two consecutive sentences
-    const bool negative = !has_next || (rng() & 1);
-    const std::string* a = &lines[i].text;
-    const std::string* b = has_next ? &lines[i + 1].text : nullptr;
-    if (negative) {
-      if (sentence_order) std::swap(a, b);
-      else b = &lines[any(rng)].text;
-    }
-    BERT_ASSIGN_OR_RETURN(bert::Encoding enc, tok.Encode(*a, std::optional<std::string_view>(*b), max_seq));
-    Example e;
-    e.enc = std::move(enc);
-    e.label = negative ? 1 : 0;
-    out.push_back(std::move(e));
-  }
-  if (out.empty()) return bert::format_error("no sentence pairs: the text needs documents of two or more lines");
-  return out;
-}
-
-// A padded batch of examples[order[begin, end)], with labels (MLM: masked copies).
-struct Batch {
-  bert::EncodedBatch enc;
-  std::vector<int32_t> labels;
-  std::vector<float> targets;
-  int batch = 0, seq = 0;
-};
-
-Batch make_batch(const std::vector<Example>& examples, const std::vector<int64_t>& order, size_t begin, size_t end,
-                 int32_t pad_id) {
-  std::vector<bert::Encoding> encs;
-  Batch b;
-  for (size_t i = begin; i < end; ++i) {
-    encs.push_back(examples[order[i]].enc);
-    b.labels.push_back(examples[order[i]].label);
-    b.targets.push_back(examples[order[i]].target);
-  }
-  b.enc = bert::pad_batch(encs, pad_id);
-  b.batch = static_cast<int>(encs.size());
-  b.seq = static_cast<int>(b.enc.input_ids.size() / encs.size());
-  return b;
-}
-
-// BERT's masking, seeded by (seed, epoch, example): 15% of the non-special tokens are predicted;
-// of those 80% become [MASK], 10% a random token, 10% stay.
-void mask_for_mlm(Batch& b, const std::vector<int64_t>& order, size_t begin, uint64_t seed, int epoch,
-                  const bert::Tokenizer& tok, int64_t vocab_size) {
-  b.labels.assign(b.enc.input_ids.size(), -100);
-  for (int r = 0; r < b.batch; ++r) {
-    std::mt19937_64 rng(seed * 1000003ull + uint64_t(epoch) * 7919ull + uint64_t(order[begin + r]));
-    std::uniform_real_distribution<double> u(0, 1);
-    std::uniform_int_distribution<int32_t> random_token(0, static_cast<int32_t>(vocab_size - 1));
-    for (int s = 0; s < b.seq; ++s) {
-      const size_t i = size_t(r) * b.seq + s;
-      const int32_t id = b.enc.input_ids[i];
-      if (!b.enc.attention_mask[i] || id == tok.cls_id() || id == tok.sep_id() || id == tok.pad_id()) continue;
-      if (u(rng) >= 0.15) continue;
-      b.labels[i] = id;
-      const double action = u(rng);
-      if (action < 0.8) b.enc.input_ids[i] = tok.mask_id();
-      else if (action < 0.9) b.enc.input_ids[i] = random_token(rng);
-    }
-  }
-}
-
-bert::BatchInput input_of(const Batch& b, bool types) {
-  return {b.batch, b.seq, b.enc.input_ids.data(), b.enc.attention_mask.data(),
-          types ? b.enc.token_type_ids.data() : nullptr};
-}
+using bert::data::Batch;
+using bert::data::Example;
 
 struct Eval {
   double loss = 0, accuracy = 0, f1 = 0;
@@ -249,8 +88,8 @@ Result<Eval> evaluate(const std::shared_ptr<const bert::Model>& model, const std
   Eval e;
   for (size_t begin = 0; begin < dev.size(); begin += batch) {
     const size_t end = std::min(dev.size(), begin + batch);
-    Batch b = make_batch(dev, order, begin, end, pad_id);
-    BERT_RETURN_IF_ERROR(session->Run(input_of(b, types)));
+    BERT_ASSIGN_OR_RETURN(Batch b, bert::data::MakeBatch(dev, order, begin, end, pad_id));
+    BERT_RETURN_IF_ERROR(session->Run(b.input(types)));
     BERT_ASSIGN_OR_RETURN(bert::OutputView logits, session->Output("logits"));
     for (int r = 0; r < b.batch; ++r) {
       const float* x = logits.data + r * L;
@@ -381,26 +220,19 @@ int main(int argc, char** argv) {
     if (!m.ok()) return fail(m.status());
     model = *m;
   } else {
-    std::string config_json;
+    bert::SyntheticSpec spec;  // seeded random weights of a named shape or a config.json
     if (!synthetic.empty()) {
-      auto j = bert::synthetic_config_json(synthetic, architecture);
-      if (!j.ok()) return fail(j.status());
-      config_json = *j;
+      spec.preset = synthetic, spec.architecture = architecture, spec.origin = "--synthetic " + synthetic;
     } else {
       std::ifstream f(config_path);
       if (!f) return fail(bert::not_found(config_path + ": cannot open"));
-      config_json.assign(std::istreambuf_iterator<char>(f), {});
+      spec.config_json.assign(std::istreambuf_iterator<char>(f), {});
+      spec.origin = config_path;
     }
-    auto config = bert::parse_model_config(config_json, synthetic.empty() ? config_path : "--synthetic " + synthetic);
-    if (!config.ok()) return fail(config.status());
-    bert::ModelSource src = bert::synthetic_model(*config, static_cast<uint32_t>(seed));
-    auto vocab = bert::read_vocab_file(vocab_path);
-    if (!vocab.ok()) return fail(vocab.status());
-    if (static_cast<int64_t>(vocab->size()) != config->vocab_size)
-      return fail(bert::invalid_argument(vocab_path + ": " + std::to_string(vocab->size()) +
-                                         " tokens but the config's vocab_size is " + std::to_string(config->vocab_size)));
-    src.vocab = std::move(*vocab);
-    auto m = bert::load_model_from_source(std::move(src), load);
+    spec.seed = static_cast<uint32_t>(seed);
+    spec.vocab_path = vocab_path;
+    spec.vocab_must_match = true;  // masking and training draw from every id
+    auto m = bert::LoadSynthetic(spec, load);
     if (!m.ok()) return fail(m.status());
     model = *m;
   }
@@ -425,21 +257,26 @@ int main(int argc, char** argv) {
   if (masked && tok->mask_id() < 0) return fail(bert::invalid_argument("the vocab has no [MASK] token"));
 
   const bool regression = task == "classify" && info.num_labels == 1;
-  std::vector<TextLine> lines;
+  std::vector<bert::data::TextLine> lines;
   if (masked) {
-    auto l = read_lines(train_path, limit_train);
+    auto l = bert::data::ReadTextLines(train_path, limit_train);
     if (!l.ok()) return fail(l.status());
     lines = std::move(*l);
   }
-  const bool sentence_order = info.family == "albert";
-  auto train = task == "classify" ? read_tsv(train_path, *tok, max_seq, regression, info.num_labels, limit_train)
-               : task == "mlm"    ? encode_lines(lines, *tok, max_seq)
-                                  : make_pairs(lines, *tok, max_seq, sentence_order, seed, 0);
+  const bert::data::SentenceTask sentence_task =
+      info.family == "albert" ? bert::data::SentenceTask::kSentenceOrder : bert::data::SentenceTask::kNextSentence;
+  auto tsv = [&](int64_t limit) {  // header line, then sentence[<TAB>sentence2]<TAB>label
+    return bert::data::TsvOptions{.max_seq = max_seq, .regression = regression, .num_labels = info.num_labels,
+                                  .limit = limit};
+  };
+  auto train = task == "classify" ? bert::data::ReadTsv(train_path, *tok, tsv(limit_train))
+               : task == "mlm"    ? bert::data::EncodeLines(lines, *tok, max_seq)
+                                  : bert::data::MakeSentencePairs(lines, *tok, max_seq, sentence_task, seed, 0);
   if (!train.ok()) return fail(train.status().with_context(train_path));
   std::vector<Example> dev;
   if (!dev_path.empty()) {
     if (masked) return usage("--dev is for --task classify");
-    auto d = read_tsv(dev_path, *tok, max_seq, regression, info.num_labels, limit_dev);
+    auto d = bert::data::ReadTsv(dev_path, *tok, tsv(limit_dev));
     if (!d.ok()) return fail(d.status());
     dev = std::move(*d);
   }
@@ -499,28 +336,33 @@ int main(int argc, char** argv) {
   bool stopped = false;
   for (int epoch = start_epoch; epoch < epochs && !stopped; ++epoch) {
     if (task == "pretrain" && epoch > 0) {  // fresh pairs each epoch (the count stays the same)
-      auto pairs = make_pairs(lines, *tok, max_seq, sentence_order, seed, epoch);
+      auto pairs = bert::data::MakeSentencePairs(lines, *tok, max_seq, sentence_task, seed, epoch);
       if (!pairs.ok()) return fail(pairs.status());
       *train = std::move(*pairs);
     }
-    std::vector<int64_t> order(train->size());
-    for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int64_t>(i);
-    std::mt19937_64 shuffle_rng(seed * 31ull + uint64_t(epoch));
-    std::shuffle(order.begin(), order.end(), shuffle_rng);
+    const std::vector<int64_t> order = bert::data::ShuffledOrder(train->size(), seed, epoch);
     const auto epoch_start = std::chrono::steady_clock::now();
     double loss_sum = 0;
     int64_t loss_batches = 0, samples = 0;
     size_t b = epoch == start_epoch ? start_batch : 0;
     for (; b < batches_per_epoch; ++b) {
       const size_t begin = b * batch, end = std::min(train->size(), begin + batch);
-      Batch bt = make_batch(*train, order, begin, end, pad_id);
+      auto made = bert::data::MakeBatch(*train, order, begin, end, pad_id);
+      if (!made.ok()) return fail(made.status());
+      Batch& bt = *made;
       const std::vector<int32_t> sentence_labels = bt.labels;  // pretrain: NSP / SOP
-      if (masked) mask_for_mlm(bt, order, begin, seed, epoch, *tok, info.vocab_size);
+      if (masked) {
+        bert::data::MaskingOptions mo;
+        mo.seed = seed, mo.epoch = epoch, mo.vocab_size = info.vocab_size;
+        auto mlm_labels = bert::data::MaskTokens(bt, order, begin, *tok, mo);
+        if (!mlm_labels.ok()) return fail(mlm_labels.status());
+        bt.labels = std::move(*mlm_labels);
+      }
       bert::TrainLabels labels;
       if (regression) labels.regression = bt.targets.data();
       else labels.labels = bt.labels.data();
       if (task == "pretrain") labels.sentence_labels = sentence_labels.data();
-      auto loss = (*trainer)->ForwardBackward(input_of(bt, types), labels, 1.f / float(accumulate));
+      auto loss = (*trainer)->ForwardBackward(bt.input(types), labels, 1.f / float(accumulate));
       if (!loss.ok()) return fail(loss.status().with_context("epoch " + std::to_string(epoch + 1) + ", batch " +
                                                             std::to_string(b)));
       loss_sum += *loss, ++loss_batches, samples += bt.batch;

@@ -5,13 +5,9 @@
 //       a model of that shape with seeded random weights (for benchmarks and tests)
 //   --vocab vocab.txt embeds (or replaces) the tokenizer vocab.
 #include <cstdio>
-#include <cstring>
-#include <filesystem>
 #include <string>
 
-#include "weights/model_file.h"
-#include "weights/synthetic.h"
-#include "weights/vocab.h"
+#include "bert/model_builder.h"
 
 namespace {
 
@@ -54,17 +50,13 @@ int main(int argc, char** argv) {
   }
   if (!to_hf.empty()) {  // engine file (or anything loadable) -> HF directory
     if (in.empty() || !out.empty() || !synthetic.empty()) return usage("--to-hf takes one input: convert_weights F --to-hf DIR");
-    auto src = bert::load_model_source(in);
-    if (!src.ok()) {
-      std::fprintf(stderr, "convert_weights: %s\n", src.status().to_string().c_str());
-      return 1;
-    }
-    if (bert::Status st = bert::write_hf_directory(to_hf, *src); !st.ok()) {
-      std::fprintf(stderr, "convert_weights: %s\n", st.to_string().c_str());
+    auto report = bert::ConvertToHf(in, to_hf);
+    if (!report.ok()) {
+      std::fprintf(stderr, "convert_weights: %s\n", report.status().to_string().c_str());
       return 1;
     }
     std::printf("wrote %s: config.json, model.safetensors%s\n", to_hf.c_str(),
-                src->vocab.empty() ? "" : ", vocab.txt, tokenizer_config.json");
+                report->vocab_tokens == 0 ? "" : ", vocab.txt, tokenizer_config.json");
     return 0;
   }
   if (!synthetic.empty()) {
@@ -78,43 +70,29 @@ int main(int argc, char** argv) {
   else if (dtype_arg == "bf16") dtype = bert::DType::kBF16;
   else return usage(("--dtype must be fp32, fp16 or bf16, not '" + dtype_arg + "'").c_str());
 
-  namespace fs = std::filesystem;
   auto fail = [](const bert::Status& st) {
     std::fprintf(stderr, "convert_weights: %s\n", st.to_string().c_str());
     return 1;
   };
-  bert::Result<bert::ModelSource> src = bert::internal_error("unset");
-  if (!synthetic.empty()) {
-    auto json = bert::synthetic_config_json(synthetic, architecture);
-    if (!json.ok()) return fail(json.status());
-    auto config = bert::parse_model_config(*json, "--synthetic " + synthetic);
-    if (!config.ok()) return fail(config.status());
-    src = bert::synthetic_model(*config, 1234);
+  bert::Result<bert::ConvertReport> report = bert::internal_error("unset");
+  if (!synthetic.empty()) {  // seeded random weights of a named shape (seed 1234)
+    bert::SyntheticSpec spec;
+    spec.preset = synthetic, spec.architecture = architecture, spec.origin = "--synthetic " + synthetic;
+    spec.vocab_path = vocab_path;
+    report = bert::WriteSynthetic(spec, out, dtype);
   } else {
-    src = fs::is_directory(in) ? bert::load_hf_directory(in) : bert::load_model_source(in);
+    report = bert::ConvertCheckpoint(in, out, {.dtype = dtype, .vocab_path = vocab_path});
   }
-  if (!src.ok()) return fail(src.status());
-  if (!vocab_path.empty()) {
-    auto vocab = bert::read_vocab_file(vocab_path);
-    if (!vocab.ok()) return fail(vocab.status());
-    if (static_cast<int64_t>(vocab->size()) > src->config.vocab_size)
-      return fail(bert::invalid_argument(vocab_path + ": " + std::to_string(vocab->size()) +
-                                         " tokens but the model's vocab_size is " +
-                                         std::to_string(src->config.vocab_size)));
-    src->vocab = std::move(*vocab);
-  }
-  for (const auto& name : src->unused_hf_tensors)
+  if (!report.ok()) return fail(report.status());
+  for (const auto& name : report->unused_hf_tensors)
     std::fprintf(stderr, "convert_weights: note: tensor '%s' is not used by %s\n", name.c_str(),
-                 src->config.architecture.empty() ? "this model" : src->config.architecture.c_str());
-  if (src->vocab.empty())
+                 report->architecture.empty() ? "this model" : report->architecture.c_str());
+  if (report->vocab_tokens == 0)
     std::fprintf(stderr, "convert_weights: note: no vocab.txt found; the model file will not tokenize text\n");
-  if (bert::Status st = bert::write_engine_file(out, *src, dtype); !st.ok()) return fail(st);
-  int64_t params = 0;
-  for (const auto& [name, t] : src->tensors) params += t.numel();
   std::printf("wrote %s: %s (%s head), %lld layers, hidden %lld, %.2fM parameters as %s, vocab %zu tokens\n",
-              out.c_str(), src->config.architecture.empty() ? src->config.model_type.c_str()
-                                                            : src->config.architecture.c_str(),
-              bert::head_kind_name(src->config.head), static_cast<long long>(src->config.num_layers),
-              static_cast<long long>(src->config.hidden_size), params / 1e6, dtype_arg.c_str(), src->vocab.size());
+              out.c_str(), report->architecture.empty() ? report->model_type.c_str() : report->architecture.c_str(),
+              report->head.c_str(), static_cast<long long>(report->num_layers),
+              static_cast<long long>(report->hidden_size), report->parameters / 1e6, dtype_arg.c_str(),
+              report->vocab_tokens);
   return 0;
 }

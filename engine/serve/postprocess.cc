@@ -1,0 +1,250 @@
+// Prediction post-processing (bert/predict.h): softmax over logits, class labels, token labels and
+// words, the best QA span, top-k tokens per [MASK], ELECTRA's replaced tokens, and Predict, which
+// reads one sequence's outputs from a session and applies the model's head.
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "bert/predict.h"
+
+namespace bert {
+namespace {
+
+std::string label_name(const std::vector<std::string>& id2label, int64_t id) {
+  return id >= 0 && id < static_cast<int64_t>(id2label.size()) ? id2label[id] : "LABEL_" + std::to_string(id);
+}
+
+// Index of the largest value; ties go to the first.
+int64_t argmax(const std::vector<double>& p) { return std::max_element(p.begin(), p.end()) - p.begin(); }
+
+Status need_values(std::span<const float> x, size_t n, const std::string& what, const std::string& shape) {
+  if (x.size() < n)
+    return invalid_argument(what + ": " + std::to_string(x.size()) + " values, fewer than the " + std::to_string(n) +
+                            " of " + shape);
+  return Status();
+}
+
+// One row [row * stride, (row + 1) * stride) of an output.
+Result<std::span<const float>> output_row(const Session& session, const std::string& name, int row) {
+  BERT_ASSIGN_OR_RETURN(OutputView v, session.Output(name));
+  if (v.shape.empty() || v.shape[0] < 1 || !v.data)
+    return internal_error("output '" + name + "' has no rows");
+  if (row < 0 || row >= v.shape[0])
+    return out_of_range("row " + std::to_string(row) + " is outside output '" + name + "' of " +
+                        std::to_string(v.shape[0]) + " rows");
+  const int64_t stride = v.numel() / v.shape[0];
+  return std::span<const float>(v.data + row * stride, static_cast<size_t>(stride));
+}
+
+}  // namespace
+
+Result<std::vector<double>> Softmax(std::span<const float> x, const std::string& what) {
+  if (x.empty()) return invalid_argument(what + ": no values to take a softmax of");
+  for (size_t i = 0; i < x.size(); ++i)
+    if (std::isnan(x[i]) || x[i] == INFINITY)
+      return invalid_argument(what + "[" + std::to_string(i) + "] is " + (std::isnan(x[i]) ? "NaN" : "+inf"));
+  const double mx = *std::max_element(x.begin(), x.end());
+  std::vector<double> p(x.size());
+  if (mx == -INFINITY) {  // every entry masked out: uniform
+    std::fill(p.begin(), p.end(), 1.0 / double(x.size()));
+    return p;
+  }
+  double sum = 0;
+  for (size_t i = 0; i < x.size(); ++i) sum += p[i] = std::exp(double(x[i]) - mx);
+  for (auto& v : p) v /= sum;
+  return p;
+}
+
+Result<ClassPrediction> ClassifySequence(std::span<const float> logits, const std::vector<std::string>& id2label) {
+  BERT_ASSIGN_OR_RETURN(std::vector<double> p, Softmax(logits, "logits"));
+  ClassPrediction c;
+  c.label_id = argmax(p);
+  c.label = label_name(id2label, c.label_id);
+  for (size_t i = 0; i < p.size(); ++i) c.probabilities.push_back({label_name(id2label, int64_t(i)), p[i]});
+  return c;
+}
+
+Result<std::vector<TokenLabel>> ClassifyTokens(std::span<const float> logits, int64_t num_labels,
+                                               const std::vector<std::string>& tokens,
+                                               const std::vector<std::string>& id2label) {
+  if (num_labels < 1) return invalid_argument("token classification: num_labels " + std::to_string(num_labels) + " < 1");
+  BERT_RETURN_IF_ERROR(need_values(logits, tokens.size() * size_t(num_labels), "logits",
+                                   std::to_string(tokens.size()) + " tokens x " + std::to_string(num_labels) + " labels"));
+  std::vector<TokenLabel> out;
+  for (size_t s = 0; s < tokens.size(); ++s) {
+    BERT_ASSIGN_OR_RETURN(std::vector<double> p,
+                          Softmax(logits.subspan(s * num_labels, num_labels), "logits[" + std::to_string(s) + "]"));
+    const int64_t best = argmax(p);
+    out.push_back({static_cast<int>(s), tokens[s], best, label_name(id2label, best), p[best]});
+  }
+  return out;
+}
+
+std::vector<WordLabel> GroupWords(const std::vector<TokenLabel>& tokens, const std::set<std::string>& skip) {
+  std::vector<WordLabel> words;
+  bool open = false;  // the last word may take more "##" pieces
+  for (const TokenLabel& t : tokens) {
+    if (skip.count(t.token)) {
+      open = false;
+      continue;
+    }
+    if (open && t.token.rfind("##", 0) == 0) {
+      words.back().word += t.token.substr(2);
+      words.back().last_token = t.position;
+      continue;
+    }
+    // A word starts here (a stray "##" piece with nothing before it keeps its text as is).
+    words.push_back({t.token, t.position, t.position, t.label_id, t.label, t.score});
+    open = true;
+  }
+  return words;
+}
+
+std::string JoinWordPieces(const std::vector<std::string>& tokens, size_t begin, size_t end) {
+  std::string s;
+  for (size_t i = begin; i < end && i < tokens.size(); ++i) {
+    const std::string& t = tokens[i];
+    if (t.rfind("##", 0) == 0) s += t.substr(2);
+    else s += (s.empty() ? "" : " ") + t;
+  }
+  return s;
+}
+
+Result<AnswerSpan> BestAnswerSpan(std::span<const float> start_logits, std::span<const float> end_logits,
+                                  const Encoding& enc, int32_t sep_id, const QaOptions& options) {
+  const int seq = static_cast<int>(enc.input_ids.size());
+  if (enc.token_type_ids.size() != enc.input_ids.size())
+    return invalid_argument("question answering: the encoding has " + std::to_string(enc.token_type_ids.size()) +
+                            " token types for " + std::to_string(seq) + " ids");
+  if (options.max_answer_tokens < 1)
+    return invalid_argument("question answering: max_answer_tokens " + std::to_string(options.max_answer_tokens) +
+                            " < 1");
+  BERT_RETURN_IF_ERROR(need_values(start_logits, seq, "start_logits", std::to_string(seq) + " tokens"));
+  BERT_RETURN_IF_ERROR(need_values(end_logits, seq, "end_logits", std::to_string(seq) + " tokens"));
+  const bool has_pair = std::find(enc.token_type_ids.begin(), enc.token_type_ids.end(), 1) != enc.token_type_ids.end();
+  const int32_t ctx_type = has_pair ? 1 : 0;
+  auto in_context = [&](int s) {
+    const bool masked = enc.attention_mask.size() == enc.input_ids.size() && !enc.attention_mask[s];
+    return !masked && enc.token_type_ids[s] == ctx_type && enc.input_ids[s] != sep_id;
+  };
+  double best = -INFINITY;
+  int bs = -1, be = -1;
+  for (int s = 1; s < seq - 1; ++s) {
+    if (!in_context(s)) continue;
+    for (int e = s; e < std::min(seq - 1, s + options.max_answer_tokens); ++e) {
+      if (!in_context(e)) break;
+      const double score = double(start_logits[s]) + double(end_logits[e]);
+      if (score > best || bs < 0) best = score, bs = s, be = e;
+    }
+  }
+  if (bs < 0) return invalid_argument("no context tokens to take an answer from");
+  BERT_ASSIGN_OR_RETURN(std::vector<double> ps, Softmax(start_logits.first(seq), "start_logits"));
+  BERT_ASSIGN_OR_RETURN(std::vector<double> pe, Softmax(end_logits.first(seq), "end_logits"));
+  AnswerSpan a;
+  a.start_token = bs, a.end_token = be;
+  a.score = ps[bs] * pe[be];
+  a.text = JoinWordPieces(enc.tokens, bs, be + 1);
+  return a;
+}
+
+Result<std::vector<MaskFill>> TopTokensAtMasks(std::span<const float> logits, int64_t vocab_size,
+                                               std::span<const int32_t> input_ids, int32_t mask_id, int k,
+                                               const std::vector<std::string>& vocab) {
+  if (vocab_size < 1) return invalid_argument("masked LM: vocab_size " + std::to_string(vocab_size) + " < 1");
+  if (k < 1) return invalid_argument("masked LM: top-k needs k >= 1, not " + std::to_string(k));
+  BERT_RETURN_IF_ERROR(need_values(logits, input_ids.size() * size_t(vocab_size), "prediction logits",
+                                   std::to_string(input_ids.size()) + " tokens x vocab " + std::to_string(vocab_size)));
+  const size_t top = std::min<size_t>(size_t(k), size_t(vocab_size));
+  std::vector<MaskFill> out;
+  std::vector<int32_t> order(static_cast<size_t>(vocab_size));
+  for (size_t s = 0; s < input_ids.size(); ++s) {
+    if (input_ids[s] != mask_id) continue;
+    BERT_ASSIGN_OR_RETURN(std::vector<double> p, Softmax(logits.subspan(s * vocab_size, vocab_size),
+                                                         "prediction logits[" + std::to_string(s) + "]"));
+    std::iota(order.begin(), order.end(), 0);
+    std::partial_sort(order.begin(), order.begin() + top, order.end(),
+                      [&](int32_t a, int32_t b) { return p[a] > p[b] || (p[a] == p[b] && a < b); });
+    MaskFill f;
+    f.position = static_cast<int>(s);
+    for (size_t r = 0; r < top; ++r) {
+      const int32_t id = order[r];
+      f.candidates.push_back({id, id < static_cast<int64_t>(vocab.size()) ? vocab[id] : std::string(), p[id]});
+    }
+    out.push_back(std::move(f));
+  }
+  return out;
+}
+
+Result<std::vector<ReplacedToken>> ReplacedTokens(std::span<const float> logits, const std::vector<std::string>& tokens,
+                                                  double threshold) {
+  BERT_RETURN_IF_ERROR(need_values(logits, tokens.size(), "logits", std::to_string(tokens.size()) + " tokens"));
+  std::vector<ReplacedToken> out;
+  for (size_t s = 0; s < tokens.size(); ++s) {
+    if (std::isnan(logits[s])) return invalid_argument("logits[" + std::to_string(s) + "] is NaN");
+    const double p = 1.0 / (1.0 + std::exp(-double(logits[s])));
+    out.push_back({static_cast<int>(s), tokens[s], p, p > threshold});
+  }
+  return out;
+}
+
+Result<Prediction> Predict(const Session& session, const Model& model, const Tokenizer& tok, const Encoding& enc,
+                           int row, const PredictOptions& options) {
+  const ModelInfo& info = model.info();
+  Prediction pr;
+  pr.head = info.head;
+  pr.tokens = enc.tokens;
+  const size_t seq = enc.input_ids.size();
+  if (enc.tokens.size() != seq)
+    return invalid_argument("the encoding has " + std::to_string(enc.tokens.size()) + " token strings for " +
+                            std::to_string(seq) + " ids");
+  // The row and the encoding must fit the last run ([batch, seq, hidden] states).
+  BERT_ASSIGN_OR_RETURN(OutputView states, session.Output("last_hidden_state"));
+  if (row < 0 || states.shape.size() != 3 || row >= states.shape[0])
+    return out_of_range("row " + std::to_string(row) + " is outside the last run's batch of " +
+                        std::to_string(states.shape.empty() ? 0 : states.shape[0]));
+  if (static_cast<int64_t>(seq) > states.shape[1])
+    return invalid_argument("the encoding has " + std::to_string(seq) + " tokens; the last run's sequences have " +
+                            std::to_string(states.shape[1]));
+  auto out = [&](const char* name) { return output_row(session, name, row); };
+  if (info.head == "sequence_classification") {
+    BERT_ASSIGN_OR_RETURN(auto logits, out("logits"));
+    BERT_ASSIGN_OR_RETURN(pr.classification, ClassifySequence(logits.first(std::min<size_t>(logits.size(), info.num_labels)),
+                                                              info.labels));
+  } else if (info.head == "token_classification") {
+    BERT_ASSIGN_OR_RETURN(auto logits, out("logits"));
+    BERT_ASSIGN_OR_RETURN(pr.token_labels, ClassifyTokens(logits, info.num_labels, enc.tokens, info.labels));
+  } else if (info.head == "question_answering") {
+    BERT_ASSIGN_OR_RETURN(auto st, out("start_logits"));
+    BERT_ASSIGN_OR_RETURN(auto en, out("end_logits"));
+    BERT_ASSIGN_OR_RETURN(pr.answer, BestAnswerSpan(st, en, enc, tok.sep_id(), options.qa));
+  } else if (info.head == "masked_lm" || info.head == "pretraining") {
+    BERT_ASSIGN_OR_RETURN(auto logits, out(info.head == "masked_lm" ? "logits" : "prediction_logits"));
+    BERT_ASSIGN_OR_RETURN(pr.masks, TopTokensAtMasks(logits, info.vocab_size, enc.input_ids, tok.mask_id(),
+                                                     options.top_k, model.vocab()));
+    if (pr.masks->empty()) pr.note = "the text has no [MASK] token";
+    if (info.head == "pretraining") {
+      const bool sop = info.family == "albert";  // sentence order: label 0 = in order
+      BERT_ASSIGN_OR_RETURN(auto rel, out(sop ? "sop_logits" : "seq_relationship_logits"));
+      BERT_ASSIGN_OR_RETURN(std::vector<double> p, Softmax(rel.first(std::min<size_t>(rel.size(), 2)),
+                                                           sop ? "sop_logits" : "seq_relationship_logits"));
+      (sop ? pr.in_order_probability : pr.is_next_probability) = p[0];
+    }
+  } else if (info.head == "discriminator") {
+    BERT_ASSIGN_OR_RETURN(auto logits, out("logits"));
+    BERT_ASSIGN_OR_RETURN(pr.replaced_tokens, ReplacedTokens(logits, enc.tokens));
+  } else if (session.options().pooling == Pooling::kNone) {
+    if (auto pooled = out("pooler_output"); pooled.ok())
+      pr.pooler_output = std::vector<float>(pooled->begin(), pooled->end());
+    else
+      pr.note = "this model has no head or pooler; use --pooling cls|mean|max for a sentence embedding";
+  }
+  if (session.options().pooling != Pooling::kNone) {
+    BERT_ASSIGN_OR_RETURN(auto e, out("sentence_embedding"));
+    pr.sentence_embedding = std::vector<float>(e.begin(), e.end());
+  }
+  return pr;
+}
+
+}  // namespace bert
