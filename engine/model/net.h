@@ -158,6 +158,7 @@ struct Network::Impl {
   std::vector<Buf> hidden;     // hidden_states.i [T, H]: every layer's (training / keep_hidden_states) or two slots
   std::vector<LayerActs> acts; // per layer (training), or one reused
   Buf tmp, probs_drop;
+  Buf attention_scratch;  // fused attention backward: [B, nh, S]
   // Pooler: pre-activation and output [B, H].
   Buf pooled_pre, pooled;
   Buf sentence;  // sentence_embedding [B, H]

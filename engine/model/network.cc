@@ -128,7 +128,7 @@ std::vector<OpProfile> Network::profile() const { return impl_->ops->profile; }
 Result<std::unique_ptr<Network>> Network::Create(const ModelConfig& c, const BertWeights& w, runtime::Backend& be,
                                                  const NetworkOptions& o) {
   if (o.max_batch <= 0 || o.max_seq <= 0) return invalid_argument("the network's max_batch and max_seq must be positive");
-  if (o.fused_attention && !be.has_fused_attention(o.training))
+  if (o.fused_attention && !be.has_fused_attention(o.training, c.head_dim()))
     return unsupported(std::string("fused attention") + (o.training ? " for training" : "") +
                        " has no kernel on " + be.name());
   // Sizes in floats, checked against overflow before anything is allocated.
@@ -171,6 +171,7 @@ Result<std::unique_ptr<Network>> Network::Create(const ModelConfig& c, const Ber
   if (train) {
     if (o.dropout > 0 && !n.fused_attention) n.probs_drop = p.add(B * nh * S * S);
     if (!n.fused_attention) n.d_probs = p.add(B * nh * S * S);
+    if (n.fused_attention) n.attention_scratch = p.add(B * nh * S);
     n.d_h = p.add(T * H), n.d_a = p.add(T * H), n.d_tmp = p.add(T * H), n.d_ctx = p.add(T * H);
     n.d_qkv = p.add(T * 3 * H), n.d_ffn = p.add(T * I), n.d_emb = p.add(T * E);
     n.losses = p.add(4 * sizeof(kernels::LossSum) / sizeof(float));
@@ -433,7 +434,7 @@ void Network::Impl::layer_backward(int64_t l, const BertWeights& g) {
       a.fwd.q = q, a.fwd.k = k, a.fwd.v = v, a.fwd.ld = ld, a.fwd.key_mask = d_mask, a.fwd.out = at(sv.ctx);
       a.fwd.ldo = H, a.fwd.batch = B, a.fwd.seq = S, a.fwd.heads = nh, a.fwd.head_dim = dh, a.fwd.scale = scale;
       a.fwd.lse = at(sv.lse), a.fwd.dropout = o.dropout, a.fwd.seed = ops->stream(), a.fwd.offset = layer_site(l, 0) << 40;
-      a.d_out = dctx, a.dq = dq, a.dk = dk, a.dv = dv;
+      a.d_out = dctx, a.dq = dq, a.dk = dk, a.dv = dv, a.scratch = at(attention_scratch);
       ops->check(ops->backend().attention_backward(a));
     }
   } else {

@@ -55,6 +55,7 @@ struct AttentionGradArgs {
   float* dq = nullptr;           // [batch * seq, ld] like q, k, v (written)
   float* dk = nullptr;
   float* dv = nullptr;
+  float* scratch = nullptr;  // [batch, heads, seq] floats of workspace
 };
 
 // nn.Embedding(padding_idx): the gradient of the lookup leaves these rows of the word (and position)
@@ -95,8 +96,9 @@ class Backend {
   virtual Status activation(const kernels::ActivationArgs& a) = 0;
   virtual Status embed(const kernels::EmbedArgs& a) = 0;
   virtual Status pool(const kernels::PoolArgs& a) = 0;
-  // Fused attention, when the backend has a kernel for it (training: with lse and dropout).
-  virtual bool has_fused_attention(bool training) const = 0;
+  // Fused attention, when the backend has a kernel for it at this head width (training: with lse
+  // and dropout).
+  virtual bool has_fused_attention(bool training, int64_t head_dim) const = 0;
   virtual Status attention(const AttentionArgs& a) = 0;
   virtual Status attention_backward(const AttentionGradArgs& a) = 0;
 

@@ -104,9 +104,11 @@ class CpuBackend final : public Backend {
     return Status::Ok();
   }
   // Inference only: the CPU has no fused kernel that keeps the log-sum-exp for a backward.
-  bool has_fused_attention(bool training) const override { return !training && attention_; }
+  bool has_fused_attention(bool training, int64_t head_dim) const override {
+    return !training && attention_ && head_dim <= kernels::kAttentionMaxHeadDim;
+  }
   Status attention(const AttentionArgs& a) override {
-    if (!has_fused_attention(a.lse != nullptr))
+    if (!has_fused_attention(a.lse != nullptr, a.head_dim))
       return unsupported(std::string("fused attention") + (a.lse ? " for training" : "") + " has no CPU kernel registered");
     kernels::AttentionArgs k;
     k.q = a.q, k.k = a.k, k.v = a.v, k.key_mask = a.key_mask, k.out = a.out;

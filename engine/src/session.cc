@@ -62,7 +62,7 @@ Result<std::unique_ptr<Session>> Session::Create(std::shared_ptr<const Model> mo
   model::NetworkOptions no;
   no.max_batch = o.max_batch, no.max_seq = o.max_seq, no.training = false;
   no.keep_hidden_states = o.keep_hidden_states, no.pooling = o.pooling, no.normalize = o.normalize;
-  no.fused_attention = impl->backend->has_fused_attention(false);
+  no.fused_attention = impl->backend->has_fused_attention(false, c.head_dim());
   no.profile = o.profile;
   BERT_ASSIGN_OR_RETURN(impl->network,
                         model::Network::Create(c, impl->m->weights(), *impl->backend, no));

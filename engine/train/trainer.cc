@@ -9,8 +9,8 @@
 #include "bert/train.h"
 #include "engine/model/network.h"
 #include "engine/src/model_impl.h"
-#include "engine/train/optimizer.h"
 #include "engine/train/param_arena.h"
+#include "engine/train/param_optimizer.h"
 #include "weights/bert_layout.h"
 #include "weights/safetensors.h"
 
@@ -23,7 +23,7 @@ struct Trainer::Impl {
   std::unique_ptr<runtime::Backend> backend;
   std::unique_ptr<ParamArena> arena;  // parameters and gradients (fp32 masters)
   std::unique_ptr<model::Network> network;
-  Optimizer optimizer;
+  std::unique_ptr<ParamOptimizer> optimizer;
   uint64_t calls = 0;  // ForwardBackward calls: picks each call's dropout stream
 
   Status check_labels(const BatchInput& in, const TrainLabels& y) const;
@@ -58,9 +58,6 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(std::shared_ptr<const Model> mo
   if (!m.device && opts.precision != TrainPrecision::kF32)
     return unsupported(std::string("TrainerOptions.precision ") + train_precision_name(opts.precision) +
                        ": the CPU backend computes GEMMs in fp32 only");
-  if (m.device)
-    return unsupported("training on device cuda: the shared model's trainer has no device optimizer yet "
-                       "(the CUDA multi-tensor AdamW / LAMB kernels are not wired to the parameter arena)");
   runtime::GemmCompute compute = runtime::GemmCompute::kExact;
   switch (opts.precision) {
     case TrainPrecision::kF32: compute = m.options.allow_tf32 ? runtime::GemmCompute::kTF32 : compute; break;
@@ -80,10 +77,7 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(std::shared_ptr<const Model> mo
   no.max_batch = opts.max_batch, no.max_seq = opts.max_seq, no.training = true, no.dropout = opts.dropout;
   no.recompute = opts.recompute_activations, no.fused_attention = opts.fused_attention;
   BERT_ASSIGN_OR_RETURN(s.network, model::Network::Create(c, s.arena->weights(), *s.backend, no));
-  // No weight decay on biases and LayerNorm weights (transformers' no_decay = ["bias", "LayerNorm.weight"]).
-  s.optimizer = Optimizer(opts.optimizer);
-  for (const ParamArena::Entry& e : s.arena->entries())
-    BERT_RETURN_IF_ERROR(s.optimizer.add(e.name, s.arena->params() + e.offset, s.arena->grads() + e.offset, e.n, e.decay));
+  BERT_ASSIGN_OR_RETURN(s.optimizer, make_param_optimizer(*s.backend, *s.arena, opts));
   return std::unique_ptr<Trainer>(new Trainer(std::move(impl)));
 }
 
@@ -137,10 +131,15 @@ Result<double> Trainer::ForwardBackward(const BatchInput& in, const TrainLabels&
   if (s.o.num_threads > 0) omp_set_num_threads(s.o.num_threads);
   const uint64_t stream = s.o.seed * 0x9E3779B97F4A7C15ull + (++s.calls);
   BERT_RETURN_IF_ERROR(s.network->forward(in, stream));
-  BERT_ASSIGN_OR_RETURN(double loss, s.network->backward(in, labels, loss_scale, s.arena->gradients()));
+  const float scale = loss_scale * s.optimizer->loss_scale();  // dynamic loss scaling (fp16 GEMMs)
+  BERT_ASSIGN_OR_RETURN(double loss, s.network->backward(in, labels, scale, s.arena->gradients()));
   if (!std::isfinite(loss)) return invalid_argument("the loss is " + std::to_string(loss) + " (not finite)");
+  // With dynamic loss scaling an overflow is not an error: Step finds it and skips the update.
+  const bool scaling = s.o.precision == TrainPrecision::kF16 && s.o.loss_scaling.enabled;
   bool finite = true;
-  BERT_RETURN_IF_ERROR(s.backend->all_finite(s.arena->grads(), static_cast<int64_t>(s.arena->total()), &finite));
+  if (!scaling) {
+    BERT_RETURN_IF_ERROR(s.backend->all_finite(s.arena->grads(), static_cast<int64_t>(s.arena->total()), &finite));
+  }
   if (!finite) {  // name the first parameter whose gradient is not finite
     BERT_ASSIGN_OR_RETURN(const float* g, s.arena->host_grads());
     for (const ParamArena::Entry& e : s.arena->entries())
@@ -153,14 +152,12 @@ Result<double> Trainer::ForwardBackward(const BatchInput& in, const TrainLabels&
 
 Result<double> Trainer::Step(float lr) {
   if (impl_->o.num_threads > 0) omp_set_num_threads(impl_->o.num_threads);
-  BERT_ASSIGN_OR_RETURN(double norm, impl_->optimizer.step(lr));
-  impl_->optimizer.zero_grads();
-  return norm;
+  return impl_->optimizer->step(lr);
 }
 
-float Trainer::loss_scale() const { return 1.f; }
+float Trainer::loss_scale() const { return impl_->optimizer->loss_scale(); }
 
-int64_t Trainer::steps() const { return impl_->optimizer.steps(); }
+int64_t Trainer::steps() const { return impl_->optimizer->steps(); }
 
 Result<ModelSource> Trainer::Impl::source() {
   BERT_ASSIGN_OR_RETURN(const float* host, arena->host_params());
@@ -199,7 +196,7 @@ Status Trainer::Save(const std::string& path) const {
 
 Status Trainer::SaveCheckpoint(const std::string& path, const std::string& state) const {
   BERT_ASSIGN_OR_RETURN(ModelSource m, impl_->source());
-  std::vector<std::pair<std::string, Tensor>> extra = impl_->optimizer.state();
+  BERT_ASSIGN_OR_RETURN(auto extra, impl_->optimizer->state());
   Tensor calls = make_owned_tensor(DType::kI64, {1});
   *static_cast<int64_t*>(mutable_data(calls)) = static_cast<int64_t>(impl_->calls);
   extra.emplace_back("trainer.calls", calls);
@@ -221,7 +218,7 @@ Result<std::string> Trainer::LoadCheckpoint(const std::string& path) {
       return format_error(path + ": tensor '" + e.name + "' is " + std::string(dtype_name(t->dtype)) + " " +
                           shape_string(t->shape) + "; this model needs F32 with " + std::to_string(e.n) + " values");
   }
-  BERT_RETURN_IF_ERROR(impl_->optimizer.load_state(f.tensors()).with_context(path));
+  BERT_RETURN_IF_ERROR(impl_->optimizer->load_state(f.tensors()).with_context(path));
   std::vector<float> values(arena.total(), 0.f);
   for (const ParamArena::Entry& e : arena.entries())
     std::memcpy(values.data() + e.offset, f.find(e.name)->data, sizeof(float) * e.n);

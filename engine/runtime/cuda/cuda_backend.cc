@@ -1,0 +1,212 @@
+// The CUDA backend: device memory, one stream per backend, cuBLASLt GEMMs (kernels/cuda/cuda_gemm.h)
+// computing as the backend's GemmCompute says, and the kernels of kernels/cuda for every other op of
+// runtime::Backend. Nothing here knows the network: engine/model drives these calls. Losses write
+// their {sum, count} to device memory and take the mean on the device (no host synchronisation until
+// the caller downloads them). Built only with nvcc (BERT_HAVE_CUDA); docs/CUDA.md says what has run.
+#include "engine/runtime/cuda/cuda_backend.h"
+
+#include <vector>
+
+#include "kernels/cuda/attention.h"
+#include "kernels/cuda/attention_train.h"
+#include "kernels/cuda/cuda_gemm.h"
+#include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/precision.h"
+#include "kernels/cuda/train_kernels.h"
+
+namespace bert::runtime {
+
+namespace kc = kernels::cuda;
+
+namespace {
+
+kc::F32Compute to_f32_compute(GemmCompute c) {
+  switch (c) {
+    case GemmCompute::kExact: return kc::F32Compute::kExact;
+    case GemmCompute::kTF32: return kc::F32Compute::kTF32;
+    case GemmCompute::kF16: return kc::F32Compute::kF16;
+    case GemmCompute::kBF16: return kc::F32Compute::kBF16;
+  }
+  return kc::F32Compute::kExact;
+}
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(GemmCompute compute) : gemm_(to_f32_compute(compute)) {}
+  ~CudaBackend() override {
+    if (flag_) kc::device_free(flag_);
+    kc::stream_destroy(stream_);
+  }
+  Status init() {
+    stream_ = kc::stream_create();
+    flag_ = static_cast<int*>(kc::device_alloc(256));
+    if (!stream_ || !flag_) return failed("creating a stream");
+    name_ = "cuda: " + kc::device_name();
+    return Status::Ok();
+  }
+  void* stream() const { return stream_; }
+
+  Device device() const override { return Device::kCuda; }
+  std::string name() const override { return name_; }
+
+  void* allocate(size_t bytes) override { return kc::device_alloc(bytes ? bytes : 1); }
+  void release(void* p) override { kc::device_free(p); }
+  Status upload(void* dst, const void* src, size_t bytes) override {
+    return ok(!bytes || kc::copy_to_device_async(dst, src, bytes, stream_), "copying to the device");
+  }
+  Status download(void* dst, const void* src, size_t bytes) override {
+    return ok((!bytes || kc::copy_to_host_async(dst, src, bytes, stream_)) && kc::stream_synchronize(stream_),
+              "copying to the host");
+  }
+  Status zero(void* p, size_t bytes) override { return ok(!bytes || kc::memset_async(p, 0, bytes, stream_), "memset"); }
+  Status synchronize() override { return ok(kc::stream_synchronize(stream_), "synchronizing"); }
+  Status copy_rows(const float* src, int64_t src_ld, float* dst, int64_t dst_ld, int64_t rows, int64_t cols) override {
+    if (rows <= 0 || cols <= 0) return Status::Ok();
+    if (src_ld == cols && dst_ld == cols)  // one plain copy: 2-D copies refuse pitches past ~2^31 bytes
+      return ok(kc::copy_async(dst, src, sizeof(float) * rows * cols, stream_), "device copy");
+    return ok(kc::copy_2d_async(dst, sizeof(float) * dst_ld, src, sizeof(float) * src_ld, sizeof(float) * cols, rows,
+                                stream_),
+              "strided device copy");
+  }
+  Status add_rows(const float* src, int64_t src_ld, float* dst, int64_t dst_ld, int64_t rows, int64_t cols) override {
+    return ok(kc::add_rows_f32(src, src_ld, dst, dst_ld, rows, cols, stream_), "add_rows");
+  }
+  Status add(const float* a, const float* b, float* out, int64_t n) override {
+    return ok(kc::add_f32(a, b, out, n, stream_), "add");
+  }
+
+  Status linear(const kernels::LinearArgs& a) override {
+    if (a.groups == 1) return ok(gemm_.linear(a, stream_), "linear layer");
+    // Grouped (SqueezeBERT): one strided batched matmul over the groups, then bias + activation.
+    const int64_t G = a.groups, Ng = a.N / G, Kg = a.K / G;
+    const int64_t ldx = a.ldx ? a.ldx : a.K, ldy = a.ldy ? a.ldy : a.N;
+    kernels::BatchedMatmulArgs m;
+    m.a = a.x, m.b = a.w, m.c = a.y, m.batch0 = 1, m.batch1 = G, m.M = a.M, m.N = Ng, m.K = Kg;
+    const int64_t as[4] = {0, Kg, ldx, 1}, bs[4] = {0, Ng * Kg, 1, Kg}, cs[4] = {0, Ng, ldy, 1};
+    std::copy(as, as + 4, m.a_strides), std::copy(bs, bs + 4, m.b_strides), std::copy(cs, cs + 4, m.c_strides);
+    if (!gemm_.batched_matmul(m, stream_)) return failed("grouped linear layer");
+    if (!a.bias && a.act == kernels::Activation::kIdentity) return Status::Ok();
+    return ok(kc::bias_activation(a.y, a.bias, a.M, a.N, ldy, a.act, kc::Elem::kF32, stream_), "bias + activation");
+  }
+  Status batched_matmul(const kernels::BatchedMatmulArgs& a) override {
+    return ok(gemm_.batched_matmul(a, stream_), "batched matmul");
+  }
+  Status layernorm(const kernels::LayerNormArgs& a) override { return ok(kc::layernorm_f32(a, stream_), "layernorm"); }
+  Status softmax_masked(const kernels::SoftmaxMaskedArgs& a) override {
+    return ok(kc::softmax_masked_f32(a, stream_), "softmax");
+  }
+  Status activation(const kernels::ActivationArgs& a) override {
+    return ok(kc::activation_f32(a, stream_), "activation");
+  }
+  Status embed(const kernels::EmbedArgs& a) override { return ok(kc::embed_f32(a, stream_), "embedding"); }
+  // No pooling kernel on the device: the token states come to the host, pool there, and go back.
+  Status pool(const kernels::PoolArgs& a) override {
+    const size_t states = size_t(a.batch) * a.seq * a.width, tokens = size_t(a.batch) * a.seq;
+    host_states_.resize(states), host_mask_.resize(tokens), host_out_.resize(size_t(a.batch) * a.width);
+    BERT_RETURN_IF_ERROR(download(host_states_.data(), a.hidden, sizeof(float) * states));
+    if (a.mask) BERT_RETURN_IF_ERROR(download(host_mask_.data(), a.mask, sizeof(int32_t) * tokens));
+    kernels::PoolArgs h = a;
+    h.hidden = host_states_.data(), h.mask = a.mask ? host_mask_.data() : nullptr, h.out = host_out_.data();
+    kernels::pool_tokens_f32_ref(h);
+    return upload(a.out, host_out_.data(), sizeof(float) * host_out_.size());
+  }
+  bool has_fused_attention(bool training, int64_t head_dim) const override { return head_dim >= 1 && head_dim <= 128; }
+  Status attention(const AttentionArgs& a) override {
+    if (a.lse) {
+      return ok(kc::attention_train_forward(train_args(a), a.out, a.ldo, a.lse, stream_), "fused training attention");
+    }
+    kc::AttentionArgs k;
+    k.q = a.q, k.k = a.k, k.v = a.v, k.out = a.out, k.ld_qkv = a.ld, k.ld_out = a.ldo, k.key_mask = a.key_mask;
+    k.batch = a.batch, k.seq = a.seq, k.heads = a.heads, k.head_dim = a.head_dim, k.scale = a.scale;
+    k.dtype = kc::Elem::kF32;
+    return ok(kc::attention(k, stream_), "fused attention");
+  }
+  Status attention_backward(const AttentionGradArgs& a) override {
+    kc::AttentionGradArgs g;
+    g.out = a.fwd.out, g.ld_out = a.fwd.ldo, g.d_out = a.d_out, g.ld_dout = a.fwd.ldo;
+    g.dq = a.dq, g.dk = a.dk, g.dv = a.dv, g.ld_dqkv = a.fwd.ld, g.lse = a.fwd.lse, g.delta_workspace = a.scratch;
+    return ok(kc::attention_train_backward(train_args(a.fwd), g, stream_), "fused attention backward");
+  }
+
+  Status layernorm_backward(const kernels::LayerNormBackwardArgs& a) override {
+    return ok(kc::layernorm_backward_f32(a, stream_), "layernorm backward");
+  }
+  Status softmax_backward(const kernels::SoftmaxBackwardArgs& a) override {
+    return ok(kc::softmax_backward_f32(a, stream_), "softmax backward");
+  }
+  Status activation_backward(const kernels::ActivationBackwardArgs& a) override {
+    return ok(kc::activation_backward_f32(a, stream_), "activation backward");
+  }
+  Status embed_backward(const kernels::EmbedBackwardArgs& a, EmbedPadding padding) override {
+    kc::EmbedPadding p;
+    p.word = padding.word, p.position = padding.position;
+    return ok(kc::embed_backward_f32(a, stream_, {}, p), "embedding backward");
+  }
+  Status column_sum(const kernels::ColumnSumArgs& a) override {
+    return ok(kc::column_sum_f32(a, stream_), "bias gradient");
+  }
+  Status dropout(const kernels::DropoutArgs& a) override { return ok(kc::dropout_f32(a, stream_), "dropout"); }
+  Status cross_entropy(const kernels::CrossEntropyArgs& a, kernels::LossSum* result) override {
+    return ok(kc::cross_entropy_f32(a, mean_into(result), stream_), "cross-entropy");
+  }
+  Status bce_with_logits(const kernels::BceWithLogitsArgs& a, kernels::LossSum* result) override {
+    return ok(kc::bce_with_logits_f32(a, mean_into(result), stream_), "binary cross-entropy");
+  }
+  Status mse(const kernels::MseArgs& a, kernels::LossSum* result) override {
+    return ok(kc::mse_f32(a, mean_into(result), stream_), "mean squared error");
+  }
+  Status all_finite(const float* x, int64_t n, bool* finite) override {
+    int found = 0;
+    BERT_RETURN_IF_ERROR(zero(flag_, sizeof(int)));
+    if (!kc::all_finite_f32(x, n, flag_, stream_)) return failed("finiteness check");
+    BERT_RETURN_IF_ERROR(download(&found, flag_, sizeof(int)));
+    *finite = found == 0;
+    return Status::Ok();
+  }
+
+ private:
+  static kc::LossOptions mean_into(kernels::LossSum* result) {
+    kc::LossOptions o;
+    o.result = result;
+    o.mean = true;  // the gradient is divided by the count on the device
+    return o;
+  }
+  static kc::AttentionTrainArgs train_args(const AttentionArgs& a) {
+    kc::AttentionTrainArgs t;
+    t.q = a.q, t.k = a.k, t.v = a.v, t.ld_qkv = a.ld, t.key_mask = a.key_mask;
+    t.batch = a.batch, t.seq = a.seq, t.heads = a.heads, t.head_dim = a.head_dim, t.scale = a.scale;
+    t.dropout_p = a.dropout, t.dropout_seed = a.seed, t.dropout_offset = a.offset;
+    return t;
+  }
+  Status failed(const char* what) const {
+    return internal_error(std::string("device cuda: ") + what + ": " + kc::cuda_last_error());
+  }
+  Status ok(bool success, const char* what) const { return success ? Status::Ok() : failed(what); }
+
+  kc::CudaGemm gemm_;
+  void* stream_ = nullptr;
+  int* flag_ = nullptr;  // all_finite's device flag
+  std::string name_;
+  std::vector<float> host_states_, host_out_;  // pool() staging, grown once to the largest batch
+  std::vector<int32_t> host_mask_;
+};
+
+}  // namespace
+
+void* cuda_stream(Backend& backend) { return static_cast<CudaBackend&>(backend).stream(); }
+
+Result<std::unique_ptr<Backend>> make_cuda_backend(GemmCompute compute) {
+  std::string why;
+  if (!cuda_available(&why)) return unsupported("device cuda: " + why + "; use device cpu");
+  auto backend = std::make_unique<CudaBackend>(compute);
+  BERT_RETURN_IF_ERROR(backend->init());
+  return std::unique_ptr<Backend>(std::move(backend));
+}
+
+bool cuda_available(std::string* why) {
+  if (kc::device_count() > 0) return true;
+  if (why) *why = "no CUDA GPU is visible (cudaGetDeviceCount found none)";
+  return false;
+}
+
+}  // namespace bert::runtime
