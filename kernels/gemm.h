@@ -1,17 +1,23 @@
-// GEMMs on the CPU through oneDNN matmul primitives, planned once per shape and cached.
+// GEMMs on the CPU through oneDNN primitives, planned once per shape and cached.
 //
 // Linear layers keep PyTorch's weight layout [N, K] (out, in). Two paths, both oneDNN:
-//  - packed: weights reordered ONCE (pack_linear_weights, at model load) into the blocked layout of
-//    oneDNN's 1x1-convolution kernel, which reads our [tokens, K] activations as "nwc" as they are.
-//    On this AVX2 machine it runs ~10% faster than matmul (bench/results/README.md has the numbers).
+//  - packed: weights reordered ONCE (pack_linear_weights, at model load) into a layout a oneDNN kernel
+//    asks for. Which form is decided at run time by what oneDNN offers on the CPU it runs on:
+//     * matmul form, where oneDNN's matmul asks for blocked weights of its own (its brgemm kernel, AVX-512
+//       and up): a matmul primitive on the reordered weights.
+//     * 1x1-convolution form otherwise, where oneDNN has a 1x1 convolution kernel whose weight layout
+//       serves every token count (its jit_1x1 kernel, AVX2): the convolution reads our [tokens, K] rows
+//       as "nwc" as they are.
 //  - plain: a matmul primitive that reads [N, K] as the transposed [K, N] operand ("ba"), no copy;
-//    used when no packed weights are given, for strided rows, or if oneDNN offers no jit kernel.
+//    used when no packed weights are given, for strided rows, or when oneDNN offers no generated kernel
+//    for the packed layout at the asked token count.
+// MEASURED_NUMBERS_PLACEHOLDER
 // Bias and the activation are fused as post-ops on both paths.
 // Grouped linear layers (SqueezeBERT's grouped 1x1 Conv1d) take both paths too: packed as a grouped
 // 1x1 convolution, plain as one [M, K/G] x [K/G, N/G] matmul run once per group. Grouped weights are
-// packed only when oneDNN offers its 1x1 kernel for them: oneDNN 2.6's AVX2 1x1 kernel takes no
-// groups, and the direct jit convolution it falls back to measured 1.5-2.6x slower than the plain
-// path on SqueezeBERT's shapes (85-89 GFLOP/s plain vs 33-60 packed, 1 thread).
+// packed only when oneDNN offers its 1x1 kernel for them with a layout that serves every token count:
+// oneDNN 2.6's AVX2 1x1 kernel takes no groups, and the direct jit convolution it falls back to measured
+// 1.5-2.6x slower than the plain path on SqueezeBERT's shapes (85-89 GFLOP/s plain vs 33-60 packed, 1 thread).
 // A GemmPlanner is owned by one session (one thread at a time); its plans hold the primitive and
 // the memory objects, so running a planned shape allocates nothing.
 #pragma once
@@ -23,18 +29,21 @@
 
 namespace bert::kernels {
 
-// Weights of one linear layer in oneDNN's preferred blocked layout (opaque; immutable once made).
+// Weights of one linear layer in the layout a oneDNN kernel prefers (opaque; immutable once made).
 struct PackedWeights;
 struct PackedWeightsDeleter {
   void operator()(PackedWeights* p) const;
 };
 using PackedWeightsPtr = std::unique_ptr<PackedWeights, PackedWeightsDeleter>;
-// Reorders w [N, K/groups] once (K is the full input width, see LinearArgs); nullptr (use plain) when
-// groups does not divide N and K, when oneDNN has no jit kernel for the shape, or, for groups > 1,
-// when its kernel is not the 1x1 one (slower than plain; `any_jit_kernel` packs anyway, for tests).
+// Reorders w [N, K/groups] once (K is the full input width, see LinearArgs), into the matmul form or the
+// 1x1-convolution form (top of this file); nullptr (use plain) when groups does not divide N and K, when
+// oneDNN offers neither form for the shape, or, for groups > 1, when its kernel is not the 1x1 one (slower
+// than plain) or its layout does not serve every token count (`any_jit_kernel` packs for any generated
+// convolution kernel at 128 tokens anyway, for tests; other token counts then run plain).
 PackedWeightsPtr pack_linear_weights(const float* w, int64_t N, int64_t K, int64_t groups = 1,
                                      bool any_jit_kernel = false);
 size_t packed_weights_bytes(const PackedWeights& p);
+const char* packed_weights_form(const PackedWeights& p);  // "matmul" or "conv1x1"
 
 // y[m, n] = act(sum_k x[m, k] * w[n, k] + bias[n])
 //
@@ -88,6 +97,8 @@ class GemmPlanner {
   size_t plan_count() const;
   // Name of the oneDNN implementation behind the most recent plan ("gemm:jit", ...).
   const char* last_impl() const;
+  // Whether the most recent call ran on packed weights (false after a plain fallback or a batched matmul).
+  bool last_packed() const;
 
  private:
   struct Impl;
