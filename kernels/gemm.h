@@ -11,13 +11,29 @@
 //  - plain: a matmul primitive that reads [N, K] as the transposed [K, N] operand ("ba"), no copy;
 //    used when no packed weights are given, for strided rows, or when oneDNN offers no generated kernel
 //    for the packed layout at the asked token count.
-// MEASURED_NUMBERS_PLACEHOLDER
+// Measured (oneDNN 2.6, AMD Zen 4, 1 thread, M = 128 tokens, bert-base's N x K = 2304x768, 768x768,
+// 3072x768, 768x3072; GFLOP/s in that order; a shared 2-core machine, so +-5%):
+//   AVX-512 (avx512_core, what this CPU exposes):  plain matmul (brg)   99 / 107 /  98 / 101
+//                                                   matmul form (brg)  106 / 113 / 105 / 106
+//                                                   1x1 conv (brgconv) 107 / 114 / 106 / 108
+//     The matmul form wins over plain (+5-7%; +30% at 16 tokens). brgconv_1x1 ties it (within 1-2%) but
+//     picks its weight blocking from the token and thread counts (weights packed for 128 tokens send 1, 5,
+//     16 or 512 tokens of a 768x768 layer to oneDNN's reference kernel), so it is not used for dense layers.
+//   AVX2 (ONEDNN_MAX_CPU_ISA=AVX2, same CPU):       plain matmul (gemm:jit) 98 / 107 / 94 / 96
+//                                                   1x1 conv (jit_1x1)     104 / 115 / 104 / 106
+//     oneDNN 2.6 has no brgemm matmul for AVX2: "any" weights come back plain (gemm:jit, 88-108), so
+//     the 1x1 convolution is the packed form there.
+// Both packed forms gave bit-identical results at every thread count tested (1-4, 6); oneDNN's sgemm
+// (gemm:jit, the plain path under AVX2) does not at 3+ threads on some shapes (tests/gemm_test.cc).
 // Bias and the activation are fused as post-ops on both paths.
 // Grouped linear layers (SqueezeBERT's grouped 1x1 Conv1d) take both paths too: packed as a grouped
 // 1x1 convolution, plain as one [M, K/G] x [K/G, N/G] matmul run once per group. Grouped weights are
-// packed only when oneDNN offers its 1x1 kernel for them with a layout that serves every token count:
-// oneDNN 2.6's AVX2 1x1 kernel takes no groups, and the direct jit convolution it falls back to measured
-// 1.5-2.6x slower than the plain path on SqueezeBERT's shapes (85-89 GFLOP/s plain vs 33-60 packed, 1 thread).
+// packed only when oneDNN offers its 1x1 kernel for them with a layout that serves every token and thread
+// count: oneDNN 2.6's AVX2 1x1 kernel takes no groups, and the direct jit convolution it falls back to
+// measured 1.5-2.6x slower than the plain path on SqueezeBERT's shapes (85-89 GFLOP/s plain vs 33-60 packed,
+// 1 thread). Its AVX-512 brgconv_1x1 ran SqueezeBERT's 768x768 and 3072x768 (G=4) at 113-114 vs 103-104
+// plain, but its layout changes with the thread count (3 and 6 threads refuse weights packed at 1 or 2), so
+// those layers stay plain too.
 // A GemmPlanner is owned by one session (one thread at a time); its plans hold the primitive and
 // the memory objects, so running a planned shape allocates nothing.
 #pragma once
