@@ -123,7 +123,7 @@ struct DeviceTrainer::Impl {
   // ---- building blocks (trainer.cc's lambdas on device pointers) --------------------------------
   void copy(float* dst, const float* src, int64_t n) {
     const size_t bytes = size_t(n) * 4;
-    if (dst != src) check(kc::copy_2d_async(dst, bytes, src, bytes, bytes, 1, stream), "copy");
+    if (dst != src) check(kc::copy_async(dst, src, bytes, stream), "copy");  // 1-D: no pitch limit
   }
   void zero(float* p, int64_t n) { check(kc::memset_async(p, 0, size_t(n) * 4, stream), "memset"); }
 
