@@ -1,17 +1,39 @@
-// GEMMs on the CPU through oneDNN matmul primitives, planned once per shape and cached.
+// GEMMs on the CPU through oneDNN primitives, planned once per shape and cached.
 //
 // Linear layers keep PyTorch's weight layout [N, K] (out, in). Two paths, both oneDNN:
-//  - packed: weights reordered ONCE (pack_linear_weights, at model load) into the blocked layout of
-//    oneDNN's 1x1-convolution kernel, which reads our [tokens, K] activations as "nwc" as they are.
-//    On this AVX2 machine it runs ~10% faster than matmul (bench/results/README.md has the numbers).
+//  - packed: weights reordered ONCE (pack_linear_weights, at model load) into a layout a oneDNN kernel
+//    asks for. Which form is decided at run time by what oneDNN offers on the CPU it runs on:
+//     * matmul form, where oneDNN's matmul asks for blocked weights of its own (its brgemm kernel, AVX-512
+//       and up): a matmul primitive on the reordered weights.
+//     * 1x1-convolution form otherwise, where oneDNN has a 1x1 convolution kernel whose weight layout
+//       serves every token count (its jit_1x1 kernel, AVX2): the convolution reads our [tokens, K] rows
+//       as "nwc" as they are.
 //  - plain: a matmul primitive that reads [N, K] as the transposed [K, N] operand ("ba"), no copy;
-//    used when no packed weights are given, for strided rows, or if oneDNN offers no jit kernel.
+//    used when no packed weights are given, for strided rows, or when oneDNN offers no generated kernel
+//    for the packed layout at the asked token count.
+// Measured (oneDNN 2.6, AMD Zen 4, 1 thread, M = 128 tokens, bert-base's N x K = 2304x768, 768x768,
+// 3072x768, 768x3072; GFLOP/s in that order; a shared 2-core machine, so +-5%):
+//   AVX-512 (avx512_core, what this CPU exposes):  plain matmul (brg)   99 / 107 /  98 / 101
+//                                                   matmul form (brg)  106 / 113 / 105 / 106
+//                                                   1x1 conv (brgconv) 107 / 114 / 106 / 108
+//     The matmul form wins over plain (+5-7%; +30% at 16 tokens). brgconv_1x1 ties it (within 1-2%) but
+//     picks its weight blocking from the token and thread counts (weights packed for 128 tokens send 1, 5,
+//     16 or 512 tokens of a 768x768 layer to oneDNN's reference kernel), so it is not used for dense layers.
+//   AVX2 (ONEDNN_MAX_CPU_ISA=AVX2, same CPU):       plain matmul (gemm:jit) 98 / 107 / 94 / 96
+//                                                   1x1 conv (jit_1x1)     104 / 115 / 104 / 106
+//     oneDNN 2.6 has no brgemm matmul for AVX2: "any" weights come back plain (gemm:jit, 88-108), so
+//     the 1x1 convolution is the packed form there.
+// Both packed forms gave bit-identical results at every thread count tested (1-4, 6); oneDNN's sgemm
+// (gemm:jit, the plain path under AVX2) does not at 3+ threads on some shapes (tests/gemm_test.cc).
 // Bias and the activation are fused as post-ops on both paths.
 // Grouped linear layers (SqueezeBERT's grouped 1x1 Conv1d) take both paths too: packed as a grouped
 // 1x1 convolution, plain as one [M, K/G] x [K/G, N/G] matmul run once per group. Grouped weights are
-// packed only when oneDNN offers its 1x1 kernel for them: oneDNN 2.6's AVX2 1x1 kernel takes no
-// groups, and the direct jit convolution it falls back to measured 1.5-2.6x slower than the plain
-// path on SqueezeBERT's shapes (85-89 GFLOP/s plain vs 33-60 packed, 1 thread).
+// packed only when oneDNN offers its 1x1 kernel for them with a layout that serves every token and thread
+// count: oneDNN 2.6's AVX2 1x1 kernel takes no groups, and the direct jit convolution it falls back to
+// measured 1.5-2.6x slower than the plain path on SqueezeBERT's shapes (85-89 GFLOP/s plain vs 33-60 packed,
+// 1 thread). Its AVX-512 brgconv_1x1 ran SqueezeBERT's 768x768 and 3072x768 (G=4) at 113-114 vs 103-104
+// plain, but its layout changes with the thread count (3 and 6 threads refuse weights packed at 1 or 2), so
+// those layers stay plain too.
 // A GemmPlanner is owned by one session (one thread at a time); its plans hold the primitive and
 // the memory objects, so running a planned shape allocates nothing.
 #pragma once
@@ -23,18 +45,21 @@
 
 namespace bert::kernels {
 
-// Weights of one linear layer in oneDNN's preferred blocked layout (opaque; immutable once made).
+// Weights of one linear layer in the layout a oneDNN kernel prefers (opaque; immutable once made).
 struct PackedWeights;
 struct PackedWeightsDeleter {
   void operator()(PackedWeights* p) const;
 };
 using PackedWeightsPtr = std::unique_ptr<PackedWeights, PackedWeightsDeleter>;
-// Reorders w [N, K/groups] once (K is the full input width, see LinearArgs); nullptr (use plain) when
-// groups does not divide N and K, when oneDNN has no jit kernel for the shape, or, for groups > 1,
-// when its kernel is not the 1x1 one (slower than plain; `any_jit_kernel` packs anyway, for tests).
+// Reorders w [N, K/groups] once (K is the full input width, see LinearArgs), into the matmul form or the
+// 1x1-convolution form (top of this file); nullptr (use plain) when groups does not divide N and K, when
+// oneDNN offers neither form for the shape, or, for groups > 1, when its kernel is not the 1x1 one (slower
+// than plain) or its layout does not serve every token count (`any_jit_kernel` packs for any generated
+// convolution kernel at 128 tokens anyway, for tests; other token counts then run plain).
 PackedWeightsPtr pack_linear_weights(const float* w, int64_t N, int64_t K, int64_t groups = 1,
                                      bool any_jit_kernel = false);
 size_t packed_weights_bytes(const PackedWeights& p);
+const char* packed_weights_form(const PackedWeights& p);  // "matmul" or "conv1x1"
 
 // y[m, n] = act(sum_k x[m, k] * w[n, k] + bias[n])
 //
@@ -88,6 +113,8 @@ class GemmPlanner {
   size_t plan_count() const;
   // Name of the oneDNN implementation behind the most recent plan ("gemm:jit", ...).
   const char* last_impl() const;
+  // Whether the most recent call ran on packed weights (false after a plain fallback or a batched matmul).
+  bool last_packed() const;
 
  private:
   struct Impl;

@@ -1,11 +1,15 @@
 // GemmPlanner: oneDNN matmul primitives cached by shape, executed with the caller's pointers.
-// A grouped linear layer is a grouped 1x1 convolution when packed, else one per-group matmul run G times.
+// Packed weights take one of two forms, whichever oneDNN offers at run time (see kernels/gemm.h): a matmul on
+// weights in the blocked layout its matmul kernel asks for, or a (grouped) 1x1 convolution on the layout its
+// 1x1 kernel asks for. Unpacked, a grouped linear layer is one per-group matmul run G times.
+#include <omp.h>
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include <array>
 #include <map>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <unordered_map>
 
 #include "kernels/cpu/dispatch.h"
@@ -20,8 +24,8 @@ using Dims = memory::dims;
 
 // One planned primitive with its argument memories: only the data handles change between runs.
 struct Plan {
-  dnnl::primitive prim;  // a matmul (one group's, when grouped), or a 1x1 convolution on packed weights
-  bool packed = false;   // a convolution covers every group in one run; a matmul runs once per group
+  dnnl::primitive prim;  // a matmul (one group's, when grouped and plain), or a 1x1 convolution on packed weights
+  bool packed = false;   // packed runs once for every group; a plain matmul runs once per group
   memory src, weights, bias, dst;
   std::unordered_map<int, memory> args;
   std::string impl;
@@ -69,43 +73,136 @@ dnnl::convolution_forward::primitive_desc conv_linear_pd(int64_t M, int64_t N, i
   return dnnl::convolution_forward::primitive_desc(d, attr, cpu_engine());
 }
 
-bool is_jit(const std::string& impl) { return impl.find("jit") != std::string::npos; }
+// Generated code (jit, or the brgemm-based kernels oneDNN names "brg..."), not the reference loops.
+bool is_jit(const std::string& impl) {
+  return impl.find("jit") != std::string::npos || impl.find("brg") != std::string::npos;
+}
+
+// A linear layer as a matmul: x [M, K] (row stride ldx) times the weights seen as [K, N] (`wei`: PyTorch's
+// [N, K] read transposed, or a packed layout), into y [M, N] (row stride ldy).
+dnnl::matmul::primitive_desc matmul_linear_pd(int64_t M, int64_t N, int64_t K, int64_t ldx, int64_t ldy,
+                                              const memory::desc& wei, bool bias, const dnnl::primitive_attr& attr) {
+  const auto f32 = memory::data_type::f32;
+  memory::desc src({M, K}, f32, Dims{ldx, 1});
+  memory::desc dst({M, N}, f32, Dims{ldy, 1});
+  memory::desc b({1, N}, f32, Dims{N, 1});
+  auto md = bias ? dnnl::matmul::desc(src, wei, b, dst) : dnnl::matmul::desc(src, wei, dst);
+  return dnnl::matmul::primitive_desc(md, attr, cpu_engine());
+}
+// Our [N, K] row-major weights as the matmul's [K, N] operand ("ba"), and the row-major [K, N] ("ab").
+memory::desc matmul_weights_ba(int64_t N, int64_t K) { return {{K, N}, memory::data_type::f32, Dims{1, K}}; }
+memory::desc matmul_weights_ab(int64_t N, int64_t K) { return {{K, N}, memory::data_type::f32, Dims{N, 1}}; }
+
+// Packing plans for 128 tokens; a packed layout must also get a generated kernel at these token counts (one
+// token, a few, and several sequences) and thread counts, else it would only serve some sessions (they would
+// run plain: right, but slower).
+constexpr int64_t kPackPlanRows = 128;
+constexpr int64_t kPackCheckRows[] = {1, 5, 128, 512};
+
+// Whether `serves(M)` holds for every checked token count under 1..4 threads and the default thread count
+// (oneDNN plans with the calling thread's OpenMP thread count; its brgemm 1x1 convolution's weight blocking
+// depends on it). Restores the caller's thread count.
+template <class Serves>
+bool serves_all(Serves serves) {
+  const int saved = omp_get_max_threads();
+  bool ok = true;
+  for (int threads : {1, 2, 3, 4, saved}) {
+    omp_set_num_threads(threads);
+    for (int64_t M : kPackCheckRows) {
+      try {
+        ok = ok && serves(M);
+      } catch (const dnnl::error&) {
+        ok = false;
+      }
+    }
+  }
+  omp_set_num_threads(saved);
+  return ok;
+}
 
 bool valid_groups(int64_t N, int64_t K, int64_t groups) { return groups >= 1 && N % groups == 0 && K % groups == 0; }
 
 }  // namespace
 
+enum class PackedForm { kMatmul, kConv1x1 };
+
 struct PackedWeights {
   int64_t N = 0, K = 0, groups = 1;  // the shape it was packed for
-  memory::desc desc;
+  PackedForm form = PackedForm::kConv1x1;
+  memory::desc desc;  // the matmul's [K, N] weights (kMatmul) or the convolution's weights (kConv1x1)
   std::unique_ptr<float[]> data;
   size_t bytes = 0;
 };
 
 void PackedWeightsDeleter::operator()(PackedWeights* p) const { delete p; }
 size_t packed_weights_bytes(const PackedWeights& p) { return p.bytes; }
+const char* packed_weights_form(const PackedWeights& p) {
+  return p.form == PackedForm::kMatmul ? "matmul" : "conv1x1";
+}
+
+namespace {
+
+// The weights reordered once from `plain` (w as it is) into `packed`.
+PackedWeightsPtr reorder_weights(const float* w, const memory::desc& plain, const memory::desc& packed_desc,
+                                 int64_t N, int64_t K, int64_t groups, PackedForm form) {
+  PackedWeightsPtr p(new PackedWeights);
+  p->N = N, p->K = K, p->groups = groups, p->form = form;
+  p->desc = packed_desc;
+  p->bytes = p->desc.get_size();
+  p->data.reset(new float[(p->bytes + sizeof(float) - 1) / sizeof(float)]);
+  memory src(plain, cpu_engine(), const_cast<float*>(w));
+  memory dst(p->desc, cpu_engine(), p->data.get());
+  dnnl::stream stream(cpu_engine());
+  dnnl::reorder(src, dst).execute(stream, src, dst);
+  stream.wait();
+  return p;
+}
+
+// The matmul form: only where oneDNN's matmul asks for a layout of its own (its brgemm kernels, AVX-512 and
+// up); where it takes the plain layouts (its gemm kernel, AVX2), a reorder would gain nothing.
+PackedWeightsPtr pack_for_matmul(const float* w, int64_t N, int64_t K) {
+  const dnnl::primitive_attr none;
+  const memory::desc any({K, N}, memory::data_type::f32, memory::format_tag::any);
+  auto pd = matmul_linear_pd(kPackPlanRows, N, K, K, N, any, true, none);
+  const memory::desc wei = pd.weights_desc();
+  if (!is_jit(pd.impl_info_str()) || wei == matmul_weights_ba(N, K) || wei == matmul_weights_ab(N, K)) return nullptr;
+  if (!serves_all([&](int64_t M) { return is_jit(matmul_linear_pd(M, N, K, K, N, wei, true, none).impl_info_str()); }))
+    return nullptr;
+  return reorder_weights(w, matmul_weights_ba(N, K), wei, N, K, 1, PackedForm::kMatmul);
+}
+
+// The 1x1-convolution form: where oneDNN has a 1x1 kernel for the layer (any generated kernel for a dense
+// layer, the 1x1 one for a grouped layer unless any_jit_kernel) whose layout serves every token count.
+PackedWeightsPtr pack_for_conv(const float* w, int64_t N, int64_t K, int64_t groups, bool any_jit_kernel) {
+  const dnnl::primitive_attr none;
+  auto pd = conv_linear_pd(kPackPlanRows, N, K, groups, nullptr, true, none);
+  const std::string impl = pd.impl_info_str();
+  if (!is_jit(impl)) return nullptr;
+  if (groups > 1 && impl.find("1x1") == std::string::npos && !any_jit_kernel) return nullptr;
+  const memory::desc wei = pd.weights_desc();
+  // oneDNN's brgemm 1x1 convolution (AVX-512) picks its weight blocking from the token count and the thread
+  // count, so weights packed for one would send others to its reference kernel (the planner then falls back
+  // to the plain matmul): not packing is the honest answer.
+  if (!any_jit_kernel &&
+      !serves_all([&](int64_t M) { return is_jit(conv_linear_pd(M, N, K, groups, &wei, true, none).impl_info_str()); }))
+    return nullptr;
+  return reorder_weights(w, memory::desc(conv_weight_dims(N, K, groups), memory::data_type::f32,
+                                         conv_weight_plain_tag(groups)),
+                         wei, N, K, groups, PackedForm::kConv1x1);
+}
+
+}  // namespace
 
 PackedWeightsPtr pack_linear_weights(const float* w, int64_t N, int64_t K, int64_t groups, bool any_jit_kernel) {
   if (!valid_groups(N, K, groups)) return nullptr;
+  if (groups == 1) {
+    try {
+      if (PackedWeightsPtr p = pack_for_matmul(w, N, K)) return p;
+    } catch (const dnnl::error&) {
+    }
+  }
   try {
-    const auto f32 = memory::data_type::f32;
-    // The blocked layout the jit 1x1 kernel wants does not depend on the token count; plan for 128.
-    auto pd = conv_linear_pd(128, N, K, groups, nullptr, true, dnnl::primitive_attr());
-    const std::string impl = pd.impl_info_str();
-    if (!is_jit(impl)) return nullptr;
-    if (groups > 1 && impl.find("1x1") == std::string::npos && !any_jit_kernel) return nullptr;
-    PackedWeightsPtr p(new PackedWeights);
-    p->N = N, p->K = K, p->groups = groups;
-    p->desc = pd.weights_desc();
-    p->bytes = p->desc.get_size();
-    p->data.reset(new float[(p->bytes + sizeof(float) - 1) / sizeof(float)]);
-    memory plain({conv_weight_dims(N, K, groups), f32, conv_weight_plain_tag(groups)}, cpu_engine(),
-                 const_cast<float*>(w));
-    memory packed(p->desc, cpu_engine(), p->data.get());
-    dnnl::stream stream(cpu_engine());
-    dnnl::reorder(plain, packed).execute(stream, plain, packed);
-    stream.wait();
-    return p;
+    return pack_for_conv(w, N, K, groups, any_jit_kernel);
   } catch (const dnnl::error&) {
     return nullptr;
   }
@@ -120,6 +217,7 @@ struct GemmPlanner::Impl {
   std::map<LinearKey, Plan> linear_plans;
   std::map<BatchedKey, Plan> batched_plans;
   const char* last_impl = "";
+  bool last_packed = false;
 };
 
 GemmPlanner::GemmPlanner() : impl_(std::make_unique<Impl>()) {}
@@ -127,6 +225,7 @@ GemmPlanner::~GemmPlanner() = default;
 
 size_t GemmPlanner::plan_count() const { return impl_->linear_plans.size() + impl_->batched_plans.size(); }
 const char* GemmPlanner::last_impl() const { return impl_->last_impl; }
+bool GemmPlanner::last_packed() const { return impl_->last_packed; }
 
 bool GemmPlanner::linear(const LinearArgs& a) {
   const int64_t G = a.groups;
@@ -147,10 +246,14 @@ bool GemmPlanner::linear(const LinearArgs& a) {
         po.append_eltwise(1.f, alg, 0.f, 0.f);
         attr.set_post_ops(po);
       }
-      auto pd = conv_linear_pd(a.M, a.N, a.K, G, &a.packed->desc, a.bias != nullptr, attr);
-      if (is_jit(pd.impl_info_str())) {
+      // Either form has the same four arguments; a packed layout it has no generated kernel for at this
+      // token count is left for the plain path.
+      auto make = [&](const auto& pd) {
+        if (!is_jit(pd.impl_info_str())) return;
         Plan p;
-        p.prim = dnnl::convolution_forward(pd);
+        using Primitive = std::conditional_t<std::is_same_v<std::decay_t<decltype(pd)>, dnnl::matmul::primitive_desc>,
+                                             dnnl::matmul, dnnl::convolution_forward>;
+        p.prim = Primitive(pd);
         p.impl = pd.impl_info_str();
         p.src = memory(pd.src_desc(), impl_->engine, nullptr);
         p.weights = memory(pd.weights_desc(), impl_->engine, nullptr);
@@ -162,35 +265,34 @@ bool GemmPlanner::linear(const LinearArgs& a) {
         }
         p.packed = true;
         it = impl_->linear_plans.emplace(key, std::move(p)).first;
-      }
+      };
+      if (a.packed->form == PackedForm::kMatmul)
+        make(matmul_linear_pd(a.M, a.N, a.K, a.K, a.N, a.packed->desc, a.bias != nullptr, attr));
+      else
+        make(conv_linear_pd(a.M, a.N, a.K, G, &a.packed->desc, a.bias != nullptr, attr));
     } catch (const dnnl::error&) {
     }
   }
   if (it == impl_->linear_plans.end()) {  // plain matmul (also when the packed path has no jit kernel)
     try {
-      // One group's matmul (the whole layer when G == 1): [M, Kg] x [Kg, Ng], rows strided as the caller's.
-      const auto f32 = memory::data_type::f32;
-      memory::desc src({a.M, Kg}, f32, Dims{ldx, 1});
-      memory::desc wei({Kg, Ng}, f32, Dims{1, Kg});  // [Ng, Kg] read as its transpose
-      memory::desc dst({a.M, Ng}, f32, Dims{ldy, 1});
-      memory::desc bias({1, Ng}, f32, Dims{Ng, 1});
+      // One group's matmul (the whole layer when G == 1): [M, Kg] x [Kg, Ng], rows strided as the caller's,
+      // the weights [Ng, Kg] read as their transpose.
       dnnl::primitive_attr attr;
       if (fused_act) {
         dnnl::post_ops po;
         po.append_eltwise(1.f, alg, 0.f, 0.f);
         attr.set_post_ops(po);
       }
-      auto md = a.bias ? dnnl::matmul::desc(src, wei, bias, dst) : dnnl::matmul::desc(src, wei, dst);
-      dnnl::matmul::primitive_desc pd(md, attr, impl_->engine);
+      auto pd = matmul_linear_pd(a.M, Ng, Kg, ldx, ldy, matmul_weights_ba(Ng, Kg), a.bias != nullptr, attr);
       Plan p;
       p.prim = dnnl::matmul(pd);
       p.impl = pd.impl_info_str();
-      p.src = memory(src, impl_->engine, nullptr);
-      p.weights = memory(wei, impl_->engine, nullptr);
-      p.dst = memory(dst, impl_->engine, nullptr);
+      p.src = memory(pd.src_desc(), impl_->engine, nullptr);
+      p.weights = memory(pd.weights_desc(), impl_->engine, nullptr);
+      p.dst = memory(pd.dst_desc(), impl_->engine, nullptr);
       p.args = {{DNNL_ARG_SRC, p.src}, {DNNL_ARG_WEIGHTS, p.weights}, {DNNL_ARG_DST, p.dst}};
       if (a.bias) {
-        p.bias = memory(bias, impl_->engine, nullptr);
+        p.bias = memory(pd.bias_desc(), impl_->engine, nullptr);
         p.args[DNNL_ARG_BIAS] = p.bias;
       }
       it = impl_->linear_plans.emplace(key, std::move(p)).first;
@@ -200,6 +302,7 @@ bool GemmPlanner::linear(const LinearArgs& a) {
   }
   Plan& p = it->second;
   impl_->last_impl = p.impl.c_str();
+  impl_->last_packed = p.packed;
   if (p.packed) {
     p.src.set_data_handle(const_cast<float*>(a.x));
     p.weights.set_data_handle(a.packed->data.get());
@@ -268,6 +371,7 @@ bool GemmPlanner::batched_matmul(const BatchedMatmulArgs& a) {
   }
   Plan& p = it->second;
   impl_->last_impl = p.impl.c_str();
+  impl_->last_packed = false;
   p.src.set_data_handle(const_cast<float*>(a.a));
   p.weights.set_data_handle(const_cast<float*>(a.b));
   p.dst.set_data_handle(a.c);

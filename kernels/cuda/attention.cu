@@ -278,7 +278,9 @@ __global__ void __launch_bounds__(kThreads) attention_f16_kernel(AttentionArgs a
 #pragma unroll
     for (int n = 0; n < kD / 16; ++n) wmma::store_matrix_sync(stage_w + n * 16, o[n], kLdO, wmma::mem_row_major);
     __syncwarp();
-    const int rows_w = q_rows - warp * 16;  // this warp's rows that exist (may be <= 0)
+    // This warp's rows that exist: at most its own 16 (the staging rows past them are other warps', written
+    // after only this warp's __syncwarp), none when the tile ends before them.
+    const int rows_w = min(16, q_rows - warp * 16);
     __half* out_w = out_g + (q0 + warp * 16) * a.ld_out;
     if (vector_out) {  // 8 halves (16 bytes) at a time
       const int chunks = head_dim / 8;

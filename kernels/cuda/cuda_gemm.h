@@ -54,9 +54,10 @@ struct Int8LinearArgs {
 // use and cached: the matmul descriptor, the layouts and the algorithm
 // cuBLASLt's heuristic picks. Running a planned shape only sets pointers and launches (no allocation),
 // so a caller may time linear() repeatedly on one shape. The int8 path's int32 accumulator [M, N] is
-// owned here, sized when a plan is made (grown, never shrunk). One CudaGemm per stream / thread (plans
-// and the accumulator are shared state), like the CPU GemmPlanner; make plans before any CUDA graph
-// capture (planning may allocate).
+// owned here and allocated ONCE, by reserve_int8, for the largest shape the owner will run: it is never
+// reallocated, so CUDA graphs captured earlier keep a valid pointer. One CudaGemm per stream / thread
+// (plans and the accumulator are shared state), like the CPU GemmPlanner; make plans before any CUDA
+// graph capture (planning may allocate).
 // How GEMMs on fp32 operands compute: exactly (CUBLAS_COMPUTE_32F), or on tensor cores with the
 // operands rounded to TF32, fp16 or bf16 inside cuBLASLt and fp32 accumulation (its 32F_FAST_* modes).
 // Storage stays fp32 either way. fp16 operands and int8 are unaffected.
@@ -74,7 +75,12 @@ class CudaGemm {
   // The CPU's LinearArgs on device fp32 pointers (groups must be 1; `packed` is ignored).
   bool linear(const LinearArgs& a, void* stream = nullptr);
   bool linear(const DevLinearArgs& a, void* stream = nullptr);
+  // Needs reserve_int8 first; refuses (false, cuda_last_error() says why) an M x N above the reservation.
   bool linear_i8(const Int8LinearArgs& a, void* stream = nullptr);
+  // Allocates the int8 path's int32 accumulator for every linear_i8 with M * N <= max_m * max_n (call it once,
+  // at creation, with the largest rows and output width the owner will run). Later calls asking for no more
+  // are no-ops; asking for more once reserved is refused (the buffer may be baked into captured graphs).
+  bool reserve_int8(int64_t max_m, int64_t max_n);
 
   // The CPU's BatchedMatmulArgs (its reference batched_matmul_f32_ref is the spec) on device fp32 pointers:
   // C[i0, i1] (=, or += with accumulate) A[i0, i1] B[i0, i1] for i0 < batch0, i1 < batch1, every matrix

@@ -37,6 +37,8 @@ void host_free_pinned(void* p);
 bool copy_to_device_async(void* dst, const void* src, size_t bytes, void* stream);
 bool copy_to_host_async(void* dst, const void* src, size_t bytes, void* stream);
 bool memset_async(void* p, int value, size_t bytes, void* stream);
+// Device-to-device copy of `bytes` contiguous bytes (no pitch limit, unlike copy_2d_async).
+bool copy_async(void* dst, const void* src, size_t bytes, void* stream);
 // Device-to-device copy of `rows` rows of width_bytes each between pitched layouts (strided row gathers,
 // one column of interleaved pairs: pitches need not be multiples of anything).
 bool copy_2d_async(void* dst, size_t dst_pitch, const void* src, size_t src_pitch, size_t width_bytes, size_t rows,

@@ -134,6 +134,12 @@ bool memset_async(void* p, int value, size_t bytes, void* stream) {
   return record(cudaMemsetAsync(p, value, bytes, static_cast<cudaStream_t>(stream)), "cudaMemsetAsync");
 }
 
+bool copy_async(void* dst, const void* src, size_t bytes, void* stream) {
+  if (bytes == 0) return true;
+  return record(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, static_cast<cudaStream_t>(stream)),
+                "cudaMemcpyAsync D2D");
+}
+
 bool copy_2d_async(void* dst, size_t dst_pitch, const void* src, size_t src_pitch, size_t width_bytes, size_t rows,
                    void* stream) {
   if (rows == 0 || width_bytes == 0) return true;

@@ -176,7 +176,7 @@ struct CudaGemm::Impl {
   F32Compute f32 = F32Compute::kExact;
   std::map<PlanKey, Plan> plans;
   std::map<BatchedPlanKey, Plan> batched_plans;
-  int32_t* accumulator = nullptr;  // the int8 path's int32 [M, N], sized for the largest planned int8 shape
+  int32_t* accumulator = nullptr;  // the int8 path's int32 [M, N], allocated once by reserve_int8
   size_t accumulator_elems = 0;
 
   ~Impl() {
@@ -370,14 +370,14 @@ struct CudaGemm::Impl {
     return choose_algo(p, align, found);
   }
 
-  // Grows (never shrinks) the int8 accumulator; allocates only when a newly planned shape needs more.
+  // Allocates the int8 accumulator once. It is never freed or moved before the CudaGemm dies: CUDA graphs
+  // captured with it hold its address.
   bool reserve_accumulator(size_t elems) {
     if (elems <= accumulator_elems) return true;
-    if (accumulator) {
-      if (!synchronize()) return false;  // earlier launches may still read the old buffer
-      device_free(accumulator);
-      accumulator = nullptr, accumulator_elems = 0;
-    }
+    if (accumulator)
+      return invalid("CudaGemm::reserve_int8: the int8 accumulator is already reserved for " +
+                     std::to_string(accumulator_elems) + " elements; " + std::to_string(elems) +
+                     " asked (it is never reallocated: captured CUDA graphs hold its address)");
     accumulator = static_cast<int32_t*>(device_alloc(elems * sizeof(int32_t)));
     if (!accumulator) return false;
     accumulator_elems = elems;
@@ -479,8 +479,12 @@ bool CudaGemm::linear_i8(const Int8LinearArgs& l, void* stream) {
   const int align = std::min(alignment_of(l.x), alignment_of(l.w));
   if (align < 4) return invalid("CudaGemm::linear_i8: x and w must be 4-byte aligned for int8 tensor cores" + shape);
 
+  if (size_t(l.M) * size_t(l.N) > impl_->accumulator_elems)
+    return invalid("CudaGemm::linear_i8: M x N = " + std::to_string(size_t(l.M) * size_t(l.N)) +
+                   " exceeds the int8 accumulator reserved by reserve_int8 (" +
+                   std::to_string(impl_->accumulator_elems) + " elements)" + shape);
   const Plan* p = impl_->plan(GemmKind::kI8, l.M, l.N, l.K, l.K, l.N, Epilogue{}, align);
-  if (!p || !impl_->reserve_accumulator(size_t(l.M) * size_t(l.N))) return false;
+  if (!p) return false;
   const int32_t one = 1, zero = 0;  // scale type int32 with CUBLAS_COMPUTE_32I
   int32_t* acc = impl_->accumulator;
   if (!lt_ok(cublasLtMatmul(impl_->handle, p->desc, &one, l.w, p->a, l.x, p->b, &zero, acc, p->c, acc, p->c, &p->algo,
@@ -489,6 +493,13 @@ bool CudaGemm::linear_i8(const Int8LinearArgs& l, void* stream) {
     return false;
   if (!check_launch("cublasLtMatmul(int8)")) return false;
   return dequantize_i32(acc, l.M, l.N, l.x_scale, l.w_scales, l.bias, l.act, l.y, ldy, l.y_dtype, stream);
+}
+
+bool CudaGemm::reserve_int8(int64_t max_m, int64_t max_n) {
+  if (!impl_->ready()) return false;
+  if (max_m < 0 || max_n < 0)
+    return invalid("CudaGemm::reserve_int8: bad size max_m=" + std::to_string(max_m) + " max_n=" + std::to_string(max_n));
+  return impl_->reserve_accumulator(size_t(max_m) * size_t(max_n));
 }
 
 // Validates, picks the layouts (C column-major as given, or the transposed problem C^T = B^T A^T for a row-major C),
