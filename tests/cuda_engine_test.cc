@@ -1,7 +1,6 @@
 // The engine on device cuda (built only with CUDA): every HF fixture through the API and through
-// bert_run --device cuda in fp32 (1e-4 relative L2) and fp16 (1e-2); padding removal against padded
-// runs and against each sequence run alone; int8 against fp32 on bert-base shapes (cosine >= 0.999);
-// the error values. GPU tests skip with a message without a GPU; the no-GPU error test runs only there.
+// bert_run --device cuda in fp32 (1e-4 relative L2) and fp16 GEMMs (1e-2); repeated runs; the error
+// values (padding removal and int8 are refused: not in the shared model yet). GPU tests skip with a message without a GPU; the no-GPU error test runs only there.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -26,12 +25,6 @@ const std::vector<std::string> kFixtures = {
 bool is_output(const std::string& name) {
   return name != "input_ids" && name != "attention_mask" && name != "token_type_ids" && name != "loss" &&
          name.rfind("label.", 0) != 0 && name.rfind("grad.", 0) != 0;
-}
-
-double cosine(const float* a, const float* b, size_t n) {
-  double ab = 0, aa = 0, bb = 0;
-  for (size_t i = 0; i < n; ++i) ab += double(a[i]) * b[i], aa += double(a[i]) * a[i], bb += double(b[i]) * b[i];
-  return ab / std::sqrt(aa * bb);
 }
 
 // A synthetic model of a named shape on the given device and precision.
@@ -164,66 +157,6 @@ TEST(CudaEngine, BertRunOnEveryFixture) {
   }
 }
 
-// Padding removal: the real tokens' outputs equal the padded run's, and each sequence run alone.
-TEST(CudaEngine, RemovingPaddingMatchesPaddedAndSingleRuns) {
-  BERT_REQUIRE_GPU();
-  // Per-token logits (token classification), and the pooler + per-sequence logits (sequence classification).
-  for (const char* architecture : {"BertForTokenClassification", "BertForSequenceClassification"}) {
-    for (Precision p : {Precision::kF32, Precision::kF16}) {
-      SCOPED_TRACE(std::string(architecture) + " " + precision_name(p));
-      auto model = synthetic("bert-mini", architecture, on_cuda(p));
-      ASSERT_TRUE(model.ok()) << model.status().to_string();
-      const int B = 5, S = 77, H = 256;
-      Batch batch(B, S, {77, 3, 40, 1, 64}, 1);
-      SessionOptions padded_opts;
-      padded_opts.max_batch = B, padded_opts.max_seq = S;
-      SessionOptions packed_opts = padded_opts;
-      packed_opts.remove_padding = true;
-      auto padded = Session::Create(*model, padded_opts);
-      auto packed = Session::Create(*model, packed_opts);
-      auto single = Session::Create(*model, padded_opts);
-      ASSERT_TRUE(padded.ok() && packed.ok() && single.ok());
-      ASSERT_TRUE((*padded)->Run(batch.input()).ok());
-      ASSERT_TRUE((*packed)->Run(batch.input()).ok());
-      const double tol = p == Precision::kF32 ? 1e-5 : 2e-3;
-      const std::vector<std::string> names = (*padded)->OutputNames();
-      ASSERT_GE(names.size(), 2u);
-      for (const std::string& name : names) {
-        auto a = (*padded)->Output(name);
-        auto b = (*packed)->Output(name);
-        ASSERT_TRUE(a.ok() && b.ok()) << name;
-        ASSERT_EQ(a->shape, b->shape);
-        const int64_t width = a->numel() / (a->shape.size() == 3 ? B * S : B);
-        std::vector<float> want, got;
-        for (int i = 0; i < (a->shape.size() == 3 ? B * S : B); ++i) {
-          if (a->shape.size() == 3 && !batch.mask[i]) {  // padding: zeros when removed
-            for (int64_t c = 0; c < width; ++c) ASSERT_EQ(b->data[i * width + c], 0.f) << name;
-            continue;
-          }
-          want.insert(want.end(), a->data + i * width, a->data + (i + 1) * width);
-          got.insert(got.end(), b->data + i * width, b->data + (i + 1) * width);
-        }
-        EXPECT_LE(test::relative_l2(got.data(), want.data(), want.size()), tol) << name;
-        ASSERT_GT(test::max_abs(got.data(), got.size()), 0.0) << name;
-      }
-      // Each sequence alone, unpadded, against its rows in the padded batch.
-      auto full = (*padded)->Output("last_hidden_state");
-      for (int b = 0; b < B; ++b) {
-        int len = 0;
-        while (len < S && batch.mask[b * S + len]) ++len;
-        BatchInput one{1, len, batch.ids.data() + b * S, batch.mask.data() + b * S, batch.types.data() + b * S};
-        ASSERT_TRUE((*single)->Run(one).ok());
-        auto alone = (*single)->Output("last_hidden_state");
-        ASSERT_TRUE(alone.ok());
-        EXPECT_LE(test::relative_l2(alone->data, full->data + size_t(b) * S * H, size_t(len) * H), tol)
-            << "sequence " << b;
-      }
-    }
-  }
-}
-
-// Repeated runs of a shape (replayed as a CUDA graph from the second on) give the first run's
-// outputs exactly, with another shape and a padding-removed session in between.
 TEST(CudaEngine, RepeatedRunsReplayTheSameOutputs) {
   BERT_REQUIRE_GPU();
   auto model = synthetic("bert-mini", "BertForSequenceClassification", on_cuda(Precision::kF16));
@@ -251,36 +184,6 @@ TEST(CudaEngine, RepeatedRunsReplayTheSameOutputs) {
   }
 }
 
-// int8 post-training quantization on bert-base shapes: calibrated on two batches, evaluated on a
-// third, cosine similarity of every output to fp32 on the same GPU >= 0.999.
-TEST(CudaEngine, Int8StaysCloseToFp32OnBertBaseShapes) {
-  BERT_REQUIRE_GPU();
-  auto fp32 = synthetic("bert-base", "BertForSequenceClassification", on_cuda(Precision::kF32));
-  auto int8 = synthetic("bert-base", "BertForSequenceClassification", on_cuda(Precision::kInt8));
-  ASSERT_TRUE(fp32.ok() && int8.ok()) << fp32.status().to_string() << int8.status().to_string();
-  SessionOptions opts;
-  opts.max_batch = 8, opts.max_seq = 128;
-  auto ref = Session::Create(*fp32, opts);
-  auto q = Session::Create(*int8, opts);
-  ASSERT_TRUE(ref.ok() && q.ok());
-  Batch eval(8, 128, {128, 100, 77, 128, 20, 128, 64, 128}, 3);
-  Status before = (*q)->Run(eval.input());
-  EXPECT_FALSE(before.ok());
-  EXPECT_NE(before.message().find("Calibrate"), std::string::npos) << before.to_string();
-  for (uint32_t seed : {11u, 12u}) ASSERT_TRUE((*q)->Calibrate(Batch(8, 128, {128, 90, 128, 50}, seed).input()).ok());
-  ASSERT_TRUE((*ref)->Run(eval.input()).ok());
-  ASSERT_TRUE((*q)->Run(eval.input()).ok());
-  for (const char* name : {"last_hidden_state", "pooler_output"}) {
-    auto a = (*ref)->Output(name);
-    auto b = (*q)->Output(name);
-    ASSERT_TRUE(a.ok() && b.ok());
-    const double cos = cosine(b->data, a->data, a->numel());
-    std::printf("  int8 vs fp32 %-18s cosine %.6f  rel L2 %.3e\n", name, cos,
-                test::relative_l2(b->data, a->data, a->numel()));
-    EXPECT_GE(cos, 0.999) << name;
-  }
-}
-
 TEST(CudaEngine, ErrorsAreValues) {
   BERT_REQUIRE_GPU();
   auto model = synthetic("bert-tiny", "", on_cuda(Precision::kF32));
@@ -297,15 +200,12 @@ TEST(CudaEngine, ErrorsAreValues) {
   Status st = (*session)->Run(bad.input());
   EXPECT_FALSE(st.ok());
   EXPECT_NE(st.message().find("input_ids[0][3]"), std::string::npos) << st.to_string();
-  // Padding removal needs each sequence to start with a real token.
+  // Padding removal and int8 are not in the shared model yet: refused by name.
   opts.remove_padding = true;
   auto packed = Session::Create(*model, opts);
-  ASSERT_TRUE(packed.ok());
-  Batch left = batch;
-  left.mask[16] = 0;
-  st = (*packed)->Run(left.input());
-  EXPECT_FALSE(st.ok());
-  EXPECT_NE(st.message().find("attention_mask[1][0]"), std::string::npos) << st.to_string();
+  ASSERT_FALSE(packed.ok());
+  EXPECT_NE(packed.status().message().find("remove_padding"), std::string::npos);
+  EXPECT_FALSE(synthetic("bert-tiny", "", on_cuda(Precision::kInt8)).ok());
   // Outputs kept on the GPU say so.
   opts.remove_padding = false;
   opts.copy_outputs = false;

@@ -253,6 +253,7 @@ std::vector<int8_t> random_int8(size_t n, uint32_t seed) {
 TEST(CudaGemm, Int8LinearMatchesReference) {
   BERT_REQUIRE_GPU();
   cuda::CudaGemm gemm;
+  ASSERT_TRUE(gemm.reserve_int8(128, 768 * 3)) << cuda::cuda_last_error();  // the largest M x N below
   constexpr float kFill = 5.f;
   for (auto [M, N, K] : {Shape{1, 4, 4}, {17, 36, 68}, {128, 768, 768}, {5, 3072, 768}, {200, 4, 64}})
     for (cuda::Elem y_dtype : {cuda::Elem::kF32, cuda::Elem::kF16})
@@ -293,6 +294,7 @@ TEST(CudaGemm, Int8RefusesBadShapesAndReusesPlans) {
   BERT_REQUIRE_GPU();
   cuda::CudaGemm gemm;
   const int64_t M = 9, N = 12, K = 20;
+  ASSERT_TRUE(gemm.reserve_int8(M, N + 2)) << cuda::cuda_last_error();
   DeviceBuffer<int8_t> dx(random_int8(M * (K + 3), 61)), dw(random_int8((N + 2) * (K + 3), 62));
   DeviceBuffer<float> dxs(std::vector<float>{0.01f}), dws(test::random_floats(N + 2, 63, 0.001f, 0.002f));
   DeviceBuffer<float> dy(size_t(M * (N + 2)));

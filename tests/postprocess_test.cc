@@ -217,14 +217,20 @@ TEST(Predict, ReadsOneRowOfASessionForEachHead) {
       auto direct = ClassifySequence(std::span<const float>(logits->data + 2, 2), (*model)->info().labels);
       EXPECT_EQ(p->classification->probabilities[0].probability, direct->probabilities[0].probability);
     }
-    if (p->token_labels) EXPECT_EQ(p->token_labels->size(), long_enc->tokens.size());
-    if (p->answer) EXPECT_GE(p->answer->start_token, 5);  // "on the mat" starts at 5
+    if (p->token_labels) {
+      EXPECT_EQ(p->token_labels->size(), long_enc->tokens.size());
+    }
+    if (p->answer) {
+      EXPECT_GE(p->answer->start_token, 5);  // "on the mat" starts at 5
+    }
     if (p->masks) {
       ASSERT_EQ(p->masks->size(), 1u);
       EXPECT_EQ((*p->masks)[0].position, 2);
       EXPECT_EQ((*p->masks)[0].candidates.size(), 5u);
     }
-    if (p->pooler_output) EXPECT_EQ(p->pooler_output->size(), 16u);
+    if (p->pooler_output) {
+      EXPECT_EQ(p->pooler_output->size(), 16u);
+    }
     EXPECT_FALSE(Predict(**session, **model, *tok, *long_enc, 2).ok());  // no row 2
   }
 }
