@@ -80,12 +80,12 @@ double gemm_peak_tflops(int kind, std::string* error) {
       if (kind == 2) {
         kc::Int8LinearArgs a;
         a.x = static_cast<int8_t*>(x), a.w = static_cast<int8_t*>(w), a.x_scale = static_cast<float*>(scales);
-        a.w_scales = static_cast<float*>(scales), a.y = y, a.M = n, a.N = n, a.K = n, a.y_dtype = kc::Elem::kF16;
+        a.w_scales = static_cast<float*>(scales), a.y = y, a.M = n, a.N = n, a.K = n, a.y_dtype = bert::DType::kF16;
         return gemm.linear_i8(a, stream);
       }
       kc::DevLinearArgs a;
       a.x = x, a.w = w, a.y = y, a.M = n, a.N = n, a.K = n;
-      a.dtype = kind == 1 ? kc::Elem::kF16 : kc::Elem::kF32;
+      a.dtype = kind == 1 ? bert::DType::kF16 : bert::DType::kF32;
       return gemm.linear(a, stream);
     };
     bool ok = reserved && run() && run();  // plan + warm-up

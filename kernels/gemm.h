@@ -45,6 +45,11 @@
 
 namespace bert::kernels {
 
+// How GEMMs on fp32 operands compute: exactly, or (CUDA tensor cores) with the operands rounded to
+// TF32 / fp16 / bf16 and fp32 accumulation. Storage stays fp32. The CPU computes kExact only.
+enum class GemmCompute { kExact, kTF32, kF16, kBF16 };
+const char* gemm_compute_name(GemmCompute c);  // "fp32", "tf32", "fp16", "bf16"
+
 // Weights of one linear layer in the layout a oneDNN kernel prefers (opaque; immutable once made).
 struct PackedWeights;
 struct PackedWeightsDeleter {

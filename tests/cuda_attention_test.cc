@@ -23,7 +23,6 @@ namespace bert::kernels {
 namespace {
 
 using cuda::AttentionArgs;
-using cuda::Elem;
 using test::DeviceBuffer;
 
 // fp32: fp32 FMAs and expf against a double-accumulated reference, ~1e-7 expected.
@@ -63,9 +62,9 @@ std::vector<float> reference_attention(const float* qkv, int64_t ld, int64_t B, 
 }
 
 // Host floats as the bytes of a device tensor of `dtype` (fp16 through the reference conversion), and back.
-std::vector<uint8_t> encode(const std::vector<float>& v, Elem dtype) {
-  std::vector<uint8_t> bytes(v.size() * cuda::elem_size(dtype));
-  if (dtype == Elem::kF32) {
+std::vector<uint8_t> encode(const std::vector<float>& v, DType dtype) {
+  std::vector<uint8_t> bytes(v.size() * int64_t(dtype_size(dtype)));
+  if (dtype == DType::kF32) {
     std::memcpy(bytes.data(), v.data(), bytes.size());
   } else {
     std::vector<uint16_t> h(v.size());
@@ -75,9 +74,9 @@ std::vector<uint8_t> encode(const std::vector<float>& v, Elem dtype) {
   return bytes;
 }
 
-std::vector<float> decode(const std::vector<uint8_t>& bytes, Elem dtype) {
-  std::vector<float> v(bytes.size() / cuda::elem_size(dtype));
-  if (dtype == Elem::kF32) {
+std::vector<float> decode(const std::vector<uint8_t>& bytes, DType dtype) {
+  std::vector<float> v(bytes.size() / int64_t(dtype_size(dtype)));
+  if (dtype == DType::kF32) {
     std::memcpy(v.data(), bytes.data(), bytes.size());
   } else {
     std::vector<uint16_t> h(v.size());
@@ -101,9 +100,9 @@ std::vector<float> columns(const std::vector<float>& m, int64_t rows, int64_t ld
 // rows have stride H + out_pad and start filled with kSentinel. `shape` gives the sequences (batch, seq,
 // seq_starts / key_mask as device pointers), heads and head_dim. Returns the [tokens, H] context as floats, and
 // checks that the row padding kept the sentinel and that nothing is NaN.
-std::vector<float> run_attention(const std::vector<float>& qkv, int64_t tokens, Elem dtype, bool fused, int64_t out_pad,
+std::vector<float> run_attention(const std::vector<float>& qkv, int64_t tokens, DType dtype, bool fused, int64_t out_pad,
                                  AttentionArgs shape) {
-  const int64_t H = shape.heads * shape.head_dim, ld_out = H + out_pad, esize = cuda::elem_size(dtype);
+  const int64_t H = shape.heads * shape.head_dim, ld_out = H + out_pad, esize = int64_t(dtype_size(dtype));
   std::vector<float> q_plane = columns(qkv, tokens, 3 * H, 0, H), k_plane = columns(qkv, tokens, 3 * H, H, 2 * H),
                      v_plane = columns(qkv, tokens, 3 * H, 2 * H, 3 * H);
   DeviceBuffer<uint8_t> d_qkv(encode(fused ? qkv : std::vector<float>{}, dtype));
@@ -135,14 +134,14 @@ std::vector<float> run_attention(const std::vector<float>& qkv, int64_t tokens, 
 
 // Three padded sequences: sequence 0 attends to every key, sequence 1 to the first half (at least one key),
 // sequence 2 to none (every query row becomes the uniform average of V).
-void check_padded_layout(Elem dtype) {
-  const double tolerance = dtype == Elem::kF32 ? kF32Tolerance : kF16Tolerance;
+void check_padded_layout(DType dtype) {
+  const double tolerance = dtype == DType::kF32 ? kF32Tolerance : kF16Tolerance;
   const int64_t B = 3;
   int case_index = 0;
   for (int64_t dh : {16, 20, 24, 32, 50, 64, 128})
     for (int64_t S : {1, 7, 64, 65, 130, 384}) {
       const int64_t nh = 2 + case_index++ % 3, H = nh * dh, tokens = B * S;
-      SCOPED_TRACE(::testing::Message() << cuda::elem_name(dtype) << " head_dim " << dh << " seq " << S << " heads "
+      SCOPED_TRACE(::testing::Message() << dtype_name(dtype) << " head_dim " << dh << " seq " << S << " heads "
                                         << nh);
       const std::vector<float> qkv = test::random_floats(tokens * 3 * H, static_cast<uint32_t>(100 + case_index), -2, 2);
       std::vector<int32_t> mask(B * S, 0);
@@ -161,14 +160,14 @@ void check_padded_layout(Elem dtype) {
 }
 
 // Packed sequences of lengths {5, 0, 77, 128}: each one's rows against the reference run on it alone (no mask).
-void check_packed_layout(Elem dtype) {
-  const double tolerance = dtype == Elem::kF32 ? kF32Tolerance : kF16Tolerance;
+void check_packed_layout(DType dtype) {
+  const double tolerance = dtype == DType::kF32 ? kF32Tolerance : kF16Tolerance;
   const std::vector<int32_t> lengths = {5, 0, 77, 128};
   std::vector<int32_t> starts = {0};
   for (int32_t len : lengths) starts.push_back(starts.back() + len);
   const int64_t tokens = starts.back(), longest = 128, nh = 3;
   for (int64_t dh : {16, 24, 64, 128}) {
-    SCOPED_TRACE(::testing::Message() << cuda::elem_name(dtype) << " head_dim " << dh);
+    SCOPED_TRACE(::testing::Message() << dtype_name(dtype) << " head_dim " << dh);
     const int64_t H = nh * dh;
     const std::vector<float> qkv = test::random_floats(tokens * 3 * H, static_cast<uint32_t>(200 + dh), -2, 2);
     DeviceBuffer<int32_t> d_starts(starts);
@@ -189,22 +188,22 @@ void check_packed_layout(Elem dtype) {
 
 TEST(CudaAttention, PaddedLayoutFp32MatchesReference) {
   BERT_REQUIRE_GPU();
-  check_padded_layout(Elem::kF32);
+  check_padded_layout(DType::kF32);
 }
 
 TEST(CudaAttention, PaddedLayoutFp16MatchesReference) {
   BERT_REQUIRE_GPU();
-  check_padded_layout(Elem::kF16);
+  check_padded_layout(DType::kF16);
 }
 
 TEST(CudaAttention, PackedLayoutFp32MatchesPerSequenceReference) {
   BERT_REQUIRE_GPU();
-  check_packed_layout(Elem::kF32);
+  check_packed_layout(DType::kF32);
 }
 
 TEST(CudaAttention, PackedLayoutFp16MatchesPerSequenceReference) {
   BERT_REQUIRE_GPU();
-  check_packed_layout(Elem::kF16);
+  check_packed_layout(DType::kF16);
 }
 
 // No GPU needed: the launcher validates its arguments before any CUDA call.

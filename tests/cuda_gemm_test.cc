@@ -127,7 +127,7 @@ TEST(CudaGemm, F32StridedRowsMatchReference) {
       DeviceBuffer<float> dx(x), dw(w), db(b), dy(std::vector<float>(M * ldy, kFill));
       cuda::DevLinearArgs d;
       d.x = dx.p, d.w = dw.p, d.bias = db.p, d.y = dy.p, d.M = M, d.N = N, d.K = K, d.ldx = ldx, d.ldy = ldy;
-      d.act = act, d.dtype = cuda::Elem::kF32;
+      d.act = act, d.dtype = DType::kF32;
       ASSERT_TRUE(gemm.linear(d)) << cuda::cuda_last_error();
       auto got_all = dy.host();
       EXPECT_TRUE(padding_untouched(got_all, M, N, ldy, kFill));
@@ -163,7 +163,7 @@ TEST(CudaGemm, F16LinearMatchesReference) {
           cuda::DevLinearArgs d;
           d.x = dx.p, d.w = dw.p, d.bias = bias ? db.p : nullptr, d.y = dy.p;
           d.M = M, d.N = N, d.K = K, d.ldx = strided ? ldx : 0, d.ldy = strided ? ldy : 0;
-          d.act = act, d.dtype = cuda::Elem::kF16;
+          d.act = act, d.dtype = DType::kF16;
           ASSERT_TRUE(gemm.linear(d)) << cuda::cuda_last_error();
           const auto got_all = to_f32(dy.host());
           EXPECT_TRUE(padding_untouched(got_all, M, N, ldy, kFill));
@@ -192,7 +192,7 @@ TEST(CudaGemm, F16MisalignedPointersStillMatchReference) {
     DeviceBuffer<uint16_t> dx(x16), dw(w16), db(b16), dy(size_t(M * N + 1));
     cuda::DevLinearArgs d;
     d.x = dx.p + 1, d.w = dw.p + 1, d.bias = db.p + 1, d.y = dy.p + 1, d.M = M, d.N = N, d.K = K;
-    d.act = act, d.dtype = cuda::Elem::kF16;
+    d.act = act, d.dtype = DType::kF16;
     ASSERT_TRUE(gemm.linear(d)) << cuda::cuda_last_error();
     auto all = to_f32(dy.host());
     const std::vector<float> got(all.begin() + 1, all.end());
@@ -209,7 +209,7 @@ TEST(CudaGemm, PlansAreReusedWhenAShapeRepeats) {
   DeviceBuffer<uint16_t> db(to_f16(test::random_floats(N, 43))), dy(size_t(M * N));
   cuda::DevLinearArgs d;
   d.x = dx.p, d.w = dw.p, d.bias = db.p, d.y = dy.p, d.M = M, d.N = N, d.K = K;
-  d.act = Activation::kGeluErf, d.dtype = cuda::Elem::kF16;
+  d.act = Activation::kGeluErf, d.dtype = DType::kF16;
   ASSERT_TRUE(gemm.linear(d)) << cuda::cuda_last_error();
   const size_t plans = gemm.plan_count();
   EXPECT_EQ(plans, 1u);
@@ -256,11 +256,11 @@ TEST(CudaGemm, Int8LinearMatchesReference) {
   ASSERT_TRUE(gemm.reserve_int8(128, 768 * 3)) << cuda::cuda_last_error();  // the largest M x N below
   constexpr float kFill = 5.f;
   for (auto [M, N, K] : {Shape{1, 4, 4}, {17, 36, 68}, {128, 768, 768}, {5, 3072, 768}, {200, 4, 64}})
-    for (cuda::Elem y_dtype : {cuda::Elem::kF32, cuda::Elem::kF16})
+    for (DType y_dtype : {DType::kF32, DType::kF16})
       for (Activation act : kAllActivations)
         for (bool bias : {true, false}) {
           const bool strided = bias;  // covers both layouts without doubling the loop
-          SCOPED_TRACE(::testing::Message() << M << "x" << N << "x" << K << " y " << cuda::elem_name(y_dtype)
+          SCOPED_TRACE(::testing::Message() << M << "x" << N << "x" << K << " y " << dtype_name(y_dtype)
                                             << " act " << activation_name(act) << " bias " << bias);
           const int64_t ldy = strided ? N + 3 : N;
           const auto x = random_int8(M * K, 51), w = random_int8(N * K, 52);
@@ -272,18 +272,18 @@ TEST(CudaGemm, Int8LinearMatchesReference) {
 
           DeviceBuffer<int8_t> dx(x), dw(w);
           DeviceBuffer<float> dxs(std::vector<float>{x_scale}), dws(w_scales), db(b);
-          DeviceBuffer<float> dy32(std::vector<float>(y_dtype == cuda::Elem::kF32 ? M * ldy : 0, kFill));
-          DeviceBuffer<uint16_t> dy16(to_f16(std::vector<float>(y_dtype == cuda::Elem::kF16 ? M * ldy : 0, kFill)));
+          DeviceBuffer<float> dy32(std::vector<float>(y_dtype == DType::kF32 ? M * ldy : 0, kFill));
+          DeviceBuffer<uint16_t> dy16(to_f16(std::vector<float>(y_dtype == DType::kF16 ? M * ldy : 0, kFill)));
           cuda::Int8LinearArgs d;
           d.x = dx.p, d.w = dw.p, d.x_scale = dxs.p, d.w_scales = dws.p, d.bias = bias ? db.p : nullptr;
-          d.y = y_dtype == cuda::Elem::kF32 ? static_cast<void*>(dy32.p) : static_cast<void*>(dy16.p);
+          d.y = y_dtype == DType::kF32 ? static_cast<void*>(dy32.p) : static_cast<void*>(dy16.p);
           d.M = M, d.N = N, d.K = K, d.ldy = strided ? ldy : 0, d.act = act, d.y_dtype = y_dtype;
           ASSERT_TRUE(gemm.linear_i8(d)) << cuda::cuda_last_error();
-          const auto got_all = y_dtype == cuda::Elem::kF32 ? dy32.host() : to_f32(dy16.host());
+          const auto got_all = y_dtype == DType::kF32 ? dy32.host() : to_f32(dy16.host());
           EXPECT_TRUE(padding_untouched(got_all, M, N, ldy, kFill));
           const auto got = block(got_all, M, N, ldy);
           // fp32: exact integer accumulation, then a few fp32 roundings; fp16: the output rounding.
-          expect_matches(got, want, y_dtype == cuda::Elem::kF32 ? 1e-5 : 1e-2);
+          expect_matches(got, want, y_dtype == DType::kF32 ? 1e-5 : 1e-2);
         }
   // One int8 plan per shape, whatever the output type, activation or bias.
   EXPECT_EQ(gemm.plan_count(), 5u);
@@ -300,7 +300,7 @@ TEST(CudaGemm, Int8RefusesBadShapesAndReusesPlans) {
   DeviceBuffer<float> dy(size_t(M * (N + 2)));
   cuda::Int8LinearArgs d;
   d.x = dx.p, d.w = dw.p, d.x_scale = dxs.p, d.w_scales = dws.p, d.y = dy.p, d.M = M, d.N = N, d.K = K;
-  d.y_dtype = cuda::Elem::kF32;
+  d.y_dtype = DType::kF32;
 
   cuda::Int8LinearArgs bad = d;
   bad.K = K + 2;  // not a multiple of 4
@@ -319,7 +319,7 @@ TEST(CudaGemm, Int8RefusesBadShapesAndReusesPlans) {
   ASSERT_TRUE(gemm.linear_i8(d)) << cuda::cuda_last_error();
   EXPECT_EQ(gemm.plan_count(), 1u);
   d.act = Activation::kGeluErf;
-  d.y_dtype = cuda::Elem::kF32;
+  d.y_dtype = DType::kF32;
   for (int i = 0; i < 3; ++i) ASSERT_TRUE(gemm.linear_i8(d)) << cuda::cuda_last_error();
   EXPECT_EQ(gemm.plan_count(), 1u);
   ASSERT_TRUE(cuda::synchronize()) << cuda::cuda_last_error();

@@ -28,16 +28,15 @@
 namespace bert::kernels {
 namespace {
 
-using cuda::Elem;
 using test::DeviceBuffer;
 
-constexpr Elem kBothTypes[] = {Elem::kF32, Elem::kF16};
+constexpr DType kBothTypes[] = {DType::kF32, DType::kF16};
 constexpr int64_t kRows[] = {1, 3, 17};
 constexpr int64_t kCols[] = {1, 31, 256, 257, 768, 1031};
 constexpr Activation kActivations[] = {Activation::kIdentity, Activation::kGeluErf, Activation::kGeluTanh,
                                        Activation::kGeluQuick, Activation::kRelu,     Activation::kTanh};
 
-double tolerance(Elem e) { return e == Elem::kF32 ? 1e-5 : 2e-3; }
+double tolerance(DType e) { return e == DType::kF32 ? 1e-5 : 2e-3; }
 
 std::vector<uint16_t> to_f16(const std::vector<float>& x) {
   std::vector<uint16_t> h(x.size());
@@ -52,15 +51,15 @@ std::vector<float> from_f16(const std::vector<uint16_t>& h) {
 }
 
 // The values as stored on the device in `dtype` (fp16: rounded to nearest even).
-std::vector<float> stored(const std::vector<float>& x, Elem dtype) {
-  return dtype == Elem::kF32 ? x : from_f16(to_f16(x));
+std::vector<float> stored(const std::vector<float>& x, DType dtype) {
+  return dtype == DType::kF32 ? x : from_f16(to_f16(x));
 }
 
 // A host float tensor stored on the device as `dtype`; host() reads it back as floats.
 class DeviceTensor {
  public:
-  DeviceTensor(const std::vector<float>& x, Elem dtype) {
-    if (dtype == Elem::kF32)
+  DeviceTensor(const std::vector<float>& x, DType dtype) {
+    if (dtype == DType::kF32)
       f32_ = std::make_unique<DeviceBuffer<float>>(x);
     else
       f16_ = std::make_unique<DeviceBuffer<uint16_t>>(to_f16(x));
@@ -96,7 +95,7 @@ TEST(CudaPrecision, ConvertF32ToF16IsBitExact) {
       convert_f32_to_f16_ref(x.data() + offset, want.data(), n);
       DeviceBuffer<float> dx(x);
       DeviceBuffer<uint16_t> dy(size_t(n + offset));
-      ASSERT_TRUE(cuda::convert(dx.p + offset, Elem::kF32, dy.p + offset, Elem::kF16, n)) << cuda::cuda_last_error();
+      ASSERT_TRUE(cuda::convert(dx.p + offset, DType::kF32, dy.p + offset, DType::kF16, n)) << cuda::cuda_last_error();
       const auto got = dy.host();
       ASSERT_TRUE(std::equal(want.begin(), want.end(), got.begin() + offset));
     }
@@ -112,7 +111,7 @@ TEST(CudaPrecision, ConvertF16ToF32IsBitExactForEveryPattern) {
     convert_f16_to_f32_ref(all.data() + offset, want.data(), n);
     DeviceBuffer<uint16_t> dx(all);
     DeviceBuffer<float> dy(size_t(n + 1));
-    ASSERT_TRUE(cuda::convert(dx.p + offset, Elem::kF16, dy.p + offset, Elem::kF32, n)) << cuda::cuda_last_error();
+    ASSERT_TRUE(cuda::convert(dx.p + offset, DType::kF16, dy.p + offset, DType::kF32, n)) << cuda::cuda_last_error();
     const auto got = dy.host();
     for (int64_t i = 0; i < n; ++i)
       ASSERT_EQ(bits(got[size_t(i + offset)]), bits(want[size_t(i)])) << "fp16 bits " << all[size_t(i + offset)];
@@ -121,7 +120,7 @@ TEST(CudaPrecision, ConvertF16ToF32IsBitExactForEveryPattern) {
 
 TEST(CudaPrecision, ConvertSameTypeCopies) {
   BERT_REQUIRE_GPU();
-  for (Elem e : kBothTypes) {
+  for (DType e : kBothTypes) {
     const auto x = stored(test::random_floats(1031, 32), e);
     DeviceTensor dx(x, e), dy(std::vector<float>(x.size(), 0.f), e);
     ASSERT_TRUE(cuda::convert(dx.p(), e, dy.p(), e, int64_t(x.size()))) << cuda::cuda_last_error();
@@ -133,10 +132,10 @@ TEST(CudaPrecision, LayerNormMatchesReference) {
   BERT_REQUIRE_GPU();
   std::vector<int64_t> cols_list(std::begin(kCols), std::end(kCols));
   cols_list.push_back(9000);  // too wide for the shared-memory row cache: re-reads the row
-  for (Elem e : kBothTypes)
+  for (DType e : kBothTypes)
     for (int64_t rows : kRows)
       for (int64_t cols : cols_list) {
-        SCOPED_TRACE(::testing::Message() << elem_name(e) << " " << rows << "x" << cols);
+        SCOPED_TRACE(::testing::Message() << dtype_name(e) << " " << rows << "x" << cols);
         const auto x = stored(test::random_floats(size_t(rows * cols), 1, -3, 3), e);
         const auto r = stored(test::random_floats(size_t(rows * cols), 2), e);
         const auto g = stored(test::random_floats(size_t(cols), 3, 0.5f, 1.5f), e);
@@ -168,11 +167,11 @@ TEST(CudaPrecision, EmbeddingMatchesReference) {
   const int64_t V = 50, P = 40, T = 2;
   std::vector<int64_t> widths(std::begin(kCols), std::end(kCols));
   widths.push_back(9000);
-  for (Elem e : kBothTypes)
+  for (DType e : kBothTypes)
     for (int64_t tokens : kRows)
       for (int64_t width : widths)
         for (int variant = 0; variant < 3; ++variant) {  // 0: everything; 1: no positions / types; 2: no LayerNorm
-          SCOPED_TRACE(::testing::Message() << elem_name(e) << " tokens " << tokens << " width " << width
+          SCOPED_TRACE(::testing::Message() << dtype_name(e) << " tokens " << tokens << " width " << width
                                             << " variant " << variant);
           const auto word = stored(test::random_floats(size_t(V * width), 7), e);
           const auto pos = stored(test::random_floats(size_t(P * width), 8), e);
@@ -209,12 +208,12 @@ TEST(CudaPrecision, EmbeddingMatchesReference) {
 
 TEST(CudaPrecision, BiasActivationMatchesReference) {
   BERT_REQUIRE_GPU();
-  for (Elem e : kBothTypes)
+  for (DType e : kBothTypes)
     for (Activation act : kActivations)
       for (int64_t rows : kRows)
         for (int64_t cols : kCols)
           for (int64_t pad : {0, 8}) {
-            SCOPED_TRACE(::testing::Message() << elem_name(e) << " " << activation_name(act) << " " << rows << "x"
+            SCOPED_TRACE(::testing::Message() << dtype_name(e) << " " << activation_name(act) << " " << rows << "x"
                                               << cols << " ld " << cols + pad);
             const int64_t ld = cols + pad;
             const bool with_bias = (cols + pad) % 3 != 0 || act != Activation::kTanh;
@@ -241,11 +240,11 @@ TEST(CudaPrecision, BiasActivationMatchesReference) {
 
 TEST(CudaPrecision, GatherScatterRoundTripWithPermutedIndex) {
   BERT_REQUIRE_GPU();
-  for (Elem e : kBothTypes)
+  for (DType e : kBothTypes)
     for (int64_t rows : kRows)
       for (int64_t width : kCols)
         for (int64_t pad : {0, 3}) {
-          SCOPED_TRACE(::testing::Message() << elem_name(e) << " rows " << rows << " width " << width << " pad " << pad);
+          SCOPED_TRACE(::testing::Message() << dtype_name(e) << " rows " << rows << " width " << width << " pad " << pad);
           const int64_t total = rows + 5;  // padded rows: 5 are never named
           const int64_t src_ld = width + pad, dense_ld = width;
           std::vector<int32_t> perm(static_cast<size_t>(total));
@@ -283,10 +282,10 @@ TEST(CudaPrecision, GatherScatterRoundTripWithPermutedIndex) {
 
 TEST(CudaPrecision, AbsmaxAccumulatesOverCalls) {
   BERT_REQUIRE_GPU();
-  for (Elem e : kBothTypes)
+  for (DType e : kBothTypes)
     for (int64_t rows : kRows)
       for (int64_t cols : kCols) {
-        SCOPED_TRACE(::testing::Message() << elem_name(e) << " " << rows << "x" << cols);
+        SCOPED_TRACE(::testing::Message() << dtype_name(e) << " " << rows << "x" << cols);
         const int64_t ld = cols + (cols % 2 ? 1 : 8);
         auto make_block = [&](uint32_t seed, float extreme) {
           auto x = test::random_floats(size_t(rows * ld), seed, -3, 3);
@@ -312,11 +311,11 @@ TEST(CudaPrecision, AbsmaxAccumulatesOverCalls) {
 
 TEST(CudaPrecision, QuantizeIsBitExactWithReference) {
   BERT_REQUIRE_GPU();
-  for (Elem e : kBothTypes)
+  for (DType e : kBothTypes)
     for (int64_t rows : kRows)
       for (int64_t cols : kCols)
         for (float scale : {0.0625f, 3.7f / 127.f, 0.f /* treated as 1 */}) {
-          SCOPED_TRACE(::testing::Message() << elem_name(e) << " " << rows << "x" << cols << " scale " << scale);
+          SCOPED_TRACE(::testing::Message() << dtype_name(e) << " " << rows << "x" << cols << " scale " << scale);
           const int64_t ldx = cols + (rows == 3 ? 3 : 0);
           auto x = test::random_floats(size_t(rows * ldx), 18, -4, 4);
           for (size_t i = 0; i < x.size(); i += 3) x[i] = (float(int(i % 97) - 48) + 0.5f) * 0.0625f;  // half steps
@@ -339,11 +338,11 @@ TEST(CudaPrecision, DequantizeMatchesReference) {
   BERT_REQUIRE_GPU();
   std::mt19937 rng(19);
   std::uniform_int_distribution<int32_t> dist(-30000, 30000);
-  for (Elem e : kBothTypes)
+  for (DType e : kBothTypes)
     for (Activation act : kActivations)
       for (int64_t rows : kRows)
         for (int64_t cols : kCols) {
-          SCOPED_TRACE(::testing::Message() << elem_name(e) << " " << activation_name(act) << " " << rows << "x"
+          SCOPED_TRACE(::testing::Message() << dtype_name(e) << " " << activation_name(act) << " " << rows << "x"
                                             << cols);
           const int64_t ldy = cols + (rows == 17 ? 5 : 0);
           const bool with_bias = rows != 3;
@@ -364,7 +363,7 @@ TEST(CudaPrecision, DequantizeMatchesReference) {
           const auto got = dy.host();
           EXPECT_LE(test::relative_l2(got.data(), want.data(), want.size()), tolerance(e));
           ASSERT_GT(test::max_abs(got.data(), got.size()), 0.0);
-          if (e == Elem::kF32 && act == Activation::kIdentity) {  // no transcendental: the same roundings as the ref
+          if (e == DType::kF32 && act == Activation::kIdentity) {  // no transcendental: the same roundings as the ref
             EXPECT_EQ(got, want);
           }
         }
@@ -374,19 +373,19 @@ TEST(CudaPrecision, BadArgumentsAreRejected) {
   BERT_REQUIRE_GPU();
   DeviceBuffer<float> buf(64);
   DeviceBuffer<int32_t> index(std::vector<int32_t>{0});
-  EXPECT_FALSE(cuda::convert(buf.p, Elem::kF32, nullptr, Elem::kF16, 4));
-  EXPECT_FALSE(cuda::convert(buf.p, Elem::kF32, buf.p, Elem::kF16, -1));
-  EXPECT_FALSE(cuda::bias_activation(buf.p, nullptr, 2, 8, 4, Activation::kRelu, Elem::kF32));  // ld < cols
-  EXPECT_FALSE(cuda::gather_rows(buf.p, 4, buf.p, 8, nullptr, 1, 4, Elem::kF32));
-  EXPECT_FALSE(cuda::quantize_i8(buf.p, 1, 4, 4, Elem::kF32, nullptr, nullptr));
+  EXPECT_FALSE(cuda::convert(buf.p, DType::kF32, nullptr, DType::kF16, 4));
+  EXPECT_FALSE(cuda::convert(buf.p, DType::kF32, buf.p, DType::kF16, -1));
+  EXPECT_FALSE(cuda::bias_activation(buf.p, nullptr, 2, 8, 4, Activation::kRelu, DType::kF32));  // ld < cols
+  EXPECT_FALSE(cuda::gather_rows(buf.p, 4, buf.p, 8, nullptr, 1, 4, DType::kF32));
+  EXPECT_FALSE(cuda::quantize_i8(buf.p, 1, 4, 4, DType::kF32, nullptr, nullptr));
   cuda::LayerNormDev ln;
   ln.x = buf.p, ln.y = buf.p, ln.rows = 1, ln.cols = 4;  // no gamma / beta
   EXPECT_FALSE(cuda::layernorm(ln));
   EXPECT_FALSE(cuda::cuda_last_error().empty());
   // Empty shapes are no-ops.
-  EXPECT_TRUE(cuda::absmax_update(nullptr, 0, 5, 5, Elem::kF16, nullptr));
+  EXPECT_TRUE(cuda::absmax_update(nullptr, 0, 5, 5, DType::kF16, nullptr));
   EXPECT_TRUE(cuda::dequantize_i32(nullptr, 3, 0, nullptr, nullptr, nullptr, Activation::kGeluErf, nullptr, 0,
-                                   Elem::kF32));
+                                   DType::kF32));
 }
 
 }  // namespace

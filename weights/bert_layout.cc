@@ -3,7 +3,7 @@
 
 #include <cstring>
 
-#include "kernels/cpu/dispatch.h"
+#include "engine/core/half.h"
 
 namespace bert {
 
@@ -186,10 +186,9 @@ Result<Tensor> to_f32(const Tensor& t, const std::string& what) {
   if (t.dtype != DType::kF16 && t.dtype != DType::kBF16)
     return unsupported(what + ": dtype " + std::string(dtype_name(t.dtype)) + " is not a float type (F32, F16, BF16)");
   Tensor out = make_owned_tensor(DType::kF32, t.shape);
-  const auto& k = kernels::cpu_kernels();
   auto* dst = static_cast<float*>(mutable_data(out));
-  if (t.dtype == DType::kF16) k.convert_f16_to_f32(t.as<uint16_t>(), dst, t.numel());
-  else k.convert_bf16_to_f32(t.as<uint16_t>(), dst, t.numel());
+  if (t.dtype == DType::kF16) f16_to_f32(t.as<uint16_t>(), dst, t.numel());
+  else bf16_to_f32(t.as<uint16_t>(), dst, t.numel());
   return out;
 }
 
@@ -199,10 +198,9 @@ Result<Tensor> from_f32(const Tensor& t, DType dtype, const std::string& what) {
   if (dtype != DType::kF16 && dtype != DType::kBF16)
     return unsupported(what + ": cannot store weights as " + std::string(dtype_name(dtype)));
   Tensor out = make_owned_tensor(dtype, t.shape);
-  const auto& k = kernels::cpu_kernels();
   auto* dst = static_cast<uint16_t*>(mutable_data(out));
-  if (dtype == DType::kF16) k.convert_f32_to_f16(t.as<float>(), dst, t.numel());
-  else k.convert_f32_to_bf16(t.as<float>(), dst, t.numel());
+  if (dtype == DType::kF16) f32_to_f16(t.as<float>(), dst, t.numel());
+  else f32_to_bf16(t.as<float>(), dst, t.numel());
   return out;
 }
 

@@ -8,7 +8,7 @@
 
 #include "bert/status.h"
 #include "weights/model_config.h"
-#include "weights/tensor.h"
+#include "engine/core/tensor.h"
 
 namespace bert {
 

@@ -12,7 +12,7 @@
 
 #include "bert/status.h"
 #include "weights/model_config.h"
-#include "weights/tensor.h"
+#include "engine/core/tensor.h"
 
 namespace bert {
 

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "bert/status.h"
-#include "weights/tensor.h"
+#include "engine/core/tensor.h"
 
 namespace bert {
 

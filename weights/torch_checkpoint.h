@@ -5,7 +5,7 @@
 #include <string>
 
 #include "bert/status.h"
-#include "weights/tensor.h"
+#include "engine/core/tensor.h"
 
 namespace bert {
 

@@ -24,10 +24,7 @@
 
 namespace bert::runtime {
 
-// How GEMMs on fp32 operands compute: exactly, or on tensor cores with the operands rounded to TF32 /
-// fp16 / bf16 and fp32 accumulation (CUDA). Storage stays fp32. The CPU computes kExact only.
-enum class GemmCompute { kExact, kTF32, kF16, kBF16 };
-const char* gemm_compute_name(GemmCompute c);
+using kernels::GemmCompute;  // how fp32 GEMMs compute (kernels/gemm.h)
 
 // Fused attention over the fused QKV rows of the encoder (the unfused path is two batched matmuls and
 // the masked softmax). q, k, v: [batch * seq, ld] rows, one head's columns at h * head_dim; out:

@@ -13,16 +13,6 @@
 
 namespace bert::runtime {
 
-const char* gemm_compute_name(GemmCompute c) {
-  switch (c) {
-    case GemmCompute::kExact: return "fp32";
-    case GemmCompute::kTF32: return "tf32";
-    case GemmCompute::kF16: return "fp16";
-    case GemmCompute::kBF16: return "bf16";
-  }
-  return "?";
-}
-
 namespace {
 
 Status planning_failed(const char* what, int64_t M, int64_t N, int64_t K) {
@@ -195,15 +185,5 @@ class CpuBackend final : public Backend {
 
 std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<CpuBackend>(); }
 
-#ifndef BERT_HAVE_CUDA
-Result<std::unique_ptr<Backend>> make_cuda_backend(GemmCompute) {
-  return unsupported("device cuda is not available in this build: it was configured without a CUDA toolkit "
-                     "(install nvcc and configure with -DBERT_CUDA=ON)");
-}
-bool cuda_available(std::string* why) {
-  if (why) *why = "this build was configured without a CUDA toolkit";
-  return false;
-}
-#endif
 
 }  // namespace bert::runtime

@@ -6,7 +6,7 @@
 
 #include "bert/tensors_file.h"
 #include "weights/safetensors.h"
-#include "weights/tensor.h"
+#include "engine/core/tensor.h"
 
 namespace bert {
 namespace {

@@ -4,6 +4,7 @@
 #include <map>
 #include <set>
 
+#include "engine/model/precision.h"
 #include "engine/src/model_impl.h"
 #include "weights/bert_layout.h"
 
@@ -149,12 +150,6 @@ Status upload_weights(Model::Impl& m) {
   }, m.device_w);
 }
 
-// How a CUDA model's GEMMs compute for a precision (storage is fp32 in every precision).
-runtime::GemmCompute inference_compute(const LoadOptions& o) {
-  if (o.precision == Precision::kF16) return runtime::GemmCompute::kF16;
-  return o.allow_tf32 ? runtime::GemmCompute::kTF32 : runtime::GemmCompute::kExact;
-}
-
 }  // namespace
 
 Result<std::unique_ptr<runtime::Backend>> make_backend(const Model::Impl& m, runtime::GemmCompute compute) {
@@ -163,12 +158,8 @@ Result<std::unique_ptr<runtime::Backend>> make_backend(const Model::Impl& m, run
 }
 
 Result<std::shared_ptr<const Model>> load_model_from_source(ModelSource source, const LoadOptions& options) {
-  if (options.device == Device::kCpu && options.precision != Precision::kF32)
-    return unsupported(std::string("precision ") + precision_name(options.precision) +
-                       " on the CPU: the CPU engine computes in fp32");
-  if (options.precision == Precision::kInt8)
-    return unsupported("precision int8: the shared model has no int8 path yet (int8 storage and calibrated "
-                       "scales come with the precision policy's low-precision entries)");
+  BERT_ASSIGN_OR_RETURN(model::PrecisionPolicy policy,
+                        model::PrecisionPolicy::ForInference(options.device, options.precision, options.allow_tf32));
   auto impl = std::make_unique<Model::Impl>();
   impl->options = options;
   impl->source = std::move(source);
@@ -213,7 +204,7 @@ Result<std::shared_ptr<const Model>> load_model_from_source(ModelSource source, 
   BERT_RETURN_IF_ERROR(bind_weights(impl->source.config, lookup, impl->w).with_context(path));
   if (options.pack_weights && options.device == Device::kCpu) pack_weights(*impl);
   if (options.device == Device::kCuda) {
-    BERT_ASSIGN_OR_RETURN(impl->device, runtime::make_cuda_backend(inference_compute(options)));
+    BERT_ASSIGN_OR_RETURN(impl->device, runtime::make_cuda_backend(policy.gemm_compute()));
     BERT_RETURN_IF_ERROR(upload_weights(*impl).with_context(path));
     impl->info.device = impl->device->name();
   }

@@ -6,6 +6,7 @@
 #include <chrono>
 
 #include "engine/model/network.h"
+#include "engine/model/precision.h"
 #include "engine/src/model_impl.h"
 
 namespace bert {
@@ -55,10 +56,9 @@ Result<std::unique_ptr<Session>> Session::Create(std::shared_ptr<const Model> mo
                        "kernel registered for any backend yet");
 
   const LoadOptions& lo = impl->m->options;
-  const runtime::GemmCompute compute = lo.precision == Precision::kF16 ? runtime::GemmCompute::kF16
-                                       : lo.allow_tf32                  ? runtime::GemmCompute::kTF32
-                                                                        : runtime::GemmCompute::kExact;
-  BERT_ASSIGN_OR_RETURN(impl->backend, make_backend(*impl->m, compute));
+  BERT_ASSIGN_OR_RETURN(model::PrecisionPolicy policy,
+                        model::PrecisionPolicy::ForInference(lo.device, lo.precision, lo.allow_tf32));
+  BERT_ASSIGN_OR_RETURN(impl->backend, make_backend(*impl->m, policy.gemm_compute()));
   model::NetworkOptions no;
   no.max_batch = o.max_batch, no.max_seq = o.max_seq, no.training = false;
   no.keep_hidden_states = o.keep_hidden_states, no.pooling = o.pooling, no.normalize = o.normalize;

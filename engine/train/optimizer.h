@@ -21,7 +21,7 @@
 
 #include "bert/status.h"
 #include "bert/train.h"
-#include "weights/tensor.h"
+#include "engine/core/tensor.h"
 
 namespace bert {
 

@@ -11,7 +11,7 @@
 
 #include "engine/model/weights.h"
 #include "engine/runtime/backend.h"
-#include "weights/tensor.h"
+#include "engine/core/tensor.h"
 
 namespace bert {
 

@@ -39,10 +39,4 @@ Result<std::unique_ptr<ParamOptimizer>> make_param_optimizer(runtime::Backend& b
   return std::unique_ptr<ParamOptimizer>(std::move(opt));
 }
 
-#ifndef BERT_HAVE_CUDA
-Result<std::unique_ptr<ParamOptimizer>> make_cuda_optimizer(runtime::Backend&, ParamArena&, const TrainerOptions&) {
-  return unsupported("device cuda is not available in this build (configured without a CUDA toolkit)");
-}
-#endif
-
 }  // namespace bert

@@ -13,7 +13,7 @@
 #include "bert/train.h"
 #include "engine/runtime/backend.h"
 #include "engine/train/param_arena.h"
-#include "weights/tensor.h"
+#include "engine/core/tensor.h"
 
 namespace bert {
 

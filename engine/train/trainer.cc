@@ -8,6 +8,7 @@
 
 #include "bert/train.h"
 #include "engine/model/network.h"
+#include "engine/model/precision.h"
 #include "engine/src/model_impl.h"
 #include "engine/train/param_arena.h"
 #include "engine/train/param_optimizer.h"
@@ -55,23 +56,14 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(std::shared_ptr<const Model> mo
     return unsupported(std::string("training keeps fp32 parameters: load the model in fp32 (this one is ") +
                        precision_name(m.options.precision) +
                        ") and pick the GEMM compute with TrainerOptions.precision");
-  if (!m.device && opts.precision != TrainPrecision::kF32)
-    return unsupported(std::string("TrainerOptions.precision ") + train_precision_name(opts.precision) +
-                       ": the CPU backend computes GEMMs in fp32 only");
-  runtime::GemmCompute compute = runtime::GemmCompute::kExact;
-  switch (opts.precision) {
-    case TrainPrecision::kF32: compute = m.options.allow_tf32 ? runtime::GemmCompute::kTF32 : compute; break;
-    case TrainPrecision::kTF32: compute = runtime::GemmCompute::kTF32; break;
-    case TrainPrecision::kF16: compute = runtime::GemmCompute::kF16; break;
-    case TrainPrecision::kBF16: compute = runtime::GemmCompute::kBF16; break;
-  }
-
+  BERT_ASSIGN_OR_RETURN(model::PrecisionPolicy policy,
+                        model::PrecisionPolicy::ForTraining(m.options.device, opts.precision, m.options.allow_tf32));
   auto impl = std::make_unique<Impl>();
   Impl& s = *impl;
   s.model = model;
   s.c = &c;
   s.o = opts;
-  BERT_ASSIGN_OR_RETURN(s.backend, make_backend(m, compute));
+  BERT_ASSIGN_OR_RETURN(s.backend, make_backend(m, policy.gemm_compute()));
   BERT_ASSIGN_OR_RETURN(s.arena, ParamArena::Create(*s.backend, c, m.f32));
   model::NetworkOptions no;
   no.max_batch = opts.max_batch, no.max_seq = opts.max_seq, no.training = true, no.dropout = opts.dropout;

@@ -443,7 +443,7 @@ bool fail(const char* what) { return record(cudaErrorInvalidValue, what); }
 
 bool valid(const AttentionArgs& a) {
   if (!a.q || !a.k || !a.v || !a.out) return fail("attention: q, k, v and out must be non-null device pointers");
-  if (a.dtype != Elem::kF32 && a.dtype != Elem::kF16) return fail("attention: dtype must be fp32 or fp16");
+  if (a.dtype != DType::kF32 && a.dtype != DType::kF16) return fail("attention: dtype must be fp32 or fp16");
   if (a.head_dim < 1 || a.head_dim > 128) return fail("attention: head_dim must be in 1..128");
   if (a.heads < 1 || a.heads > 65535) return fail("attention: heads must be in 1..65535");
   if (a.batch < 0 || a.batch > 65535) return fail("attention: batch must be in 0..65535");
@@ -499,7 +499,7 @@ bool launch_f32(const AttentionArgs& a, cudaStream_t stream) {
 
 template <int kD>
 bool launch(const AttentionArgs& a, cudaStream_t stream) {
-  return a.dtype == Elem::kF16 ? launch_f16<kD>(a, stream) : launch_f32<kD>(a, stream);
+  return a.dtype == DType::kF16 ? launch_f16<kD>(a, stream) : launch_f32<kD>(a, stream);
 }
 
 }  // namespace

@@ -24,7 +24,7 @@ struct AttentionArgs {
   int64_t batch = 0, seq = 0;         // seq: the padded length, or in the packed layout the LONGEST sequence (grid size)
   int64_t heads = 0, head_dim = 0;
   float scale = 1.f;                  // usually 1/sqrt(head_dim)
-  Elem dtype = Elem::kF32;            // element type of q, k, v and out
+  DType dtype = DType::kF32;            // element type of q, k, v and out
 };
 
 // out = softmax_masked(scale * Q K^T) V per (sequence, head), with the semantics of the CPU engine

@@ -16,7 +16,7 @@ namespace bert::kernels::cuda {
 
 // y[M, N] (row stride ldy) = act(x[M, K] (row stride ldx) W[N, K]^T + bias[N]), every pointer a device
 // pointer of element type `dtype` (fp16 as its bits). ldx / ldy 0 = dense (K / N).
-//  fp32: CUBLAS_COMPUTE_32F, or the tensor-core mode of the CudaGemm's F32Compute (TF32 with allow_tf32).
+//  fp32: CUBLAS_COMPUTE_32F, or the tensor-core mode of the CudaGemm's GemmCompute (TF32 with allow_tf32).
 //  fp16: fp16 x / w / bias / y, fp32 accumulation and scale, tensor cores.
 // The bias is added in the GEMM's epilogue (at accumulator precision, before the output is rounded);
 // tanh-GELU is fused there too; the other activations (erf GELU, quick GELU, ReLU, tanh) run as one
@@ -28,7 +28,7 @@ struct DevLinearArgs {
   void* y = nullptr;
   int64_t M = 0, N = 0, K = 0, ldx = 0, ldy = 0;
   Activation act = Activation::kIdentity;
-  Elem dtype = Elem::kF32;
+  DType dtype = DType::kF32;
 };
 
 // int8 linear with int32 accumulation and per-output-channel weight scales:
@@ -46,7 +46,7 @@ struct Int8LinearArgs {
   void* y = nullptr;
   int64_t M = 0, N = 0, K = 0, ldy = 0;
   Activation act = Activation::kIdentity;
-  Elem y_dtype = Elem::kF16;
+  DType y_dtype = DType::kF16;
 };
 
 // Linear layers through cuBLASLt. One plan per (element type, M, N, K, ldx, ldy, epilogue, pointer
@@ -61,13 +61,11 @@ struct Int8LinearArgs {
 // How GEMMs on fp32 operands compute: exactly (CUBLAS_COMPUTE_32F), or on tensor cores with the
 // operands rounded to TF32, fp16 or bf16 inside cuBLASLt and fp32 accumulation (its 32F_FAST_* modes).
 // Storage stays fp32 either way. fp16 operands and int8 are unaffected.
-enum class F32Compute { kExact, kTF32, kF16, kBF16 };
-const char* f32_compute_name(F32Compute c);  // "fp32", "tf32", "fp16", "bf16"
 
 class CudaGemm {
  public:
   explicit CudaGemm(bool allow_tf32 = false);
-  explicit CudaGemm(F32Compute f32_compute);
+  explicit CudaGemm(GemmCompute f32_compute);
   ~CudaGemm();
   CudaGemm(const CudaGemm&) = delete;
   CudaGemm& operator=(const CudaGemm&) = delete;
@@ -85,7 +83,7 @@ class CudaGemm {
   // The CPU's BatchedMatmulArgs (its reference batched_matmul_f32_ref is the spec) on device fp32 pointers:
   // C[i0, i1] (=, or += with accumulate) A[i0, i1] B[i0, i1] for i0 < batch0, i1 < batch1, every matrix
   // addressed through its four element strides (batch0, batch1, row, column). Runs as cuBLASLt strided
-  // batched GEMMs (computing as the CudaGemm's F32Compute says), one plan per layout.
+  // batched GEMMs (computing as the CudaGemm's GemmCompute says), one plan per layout.
   // Each of A, B and C needs a unit row or column stride (row-major or column-major view) whose other
   // stride is at least the matrix's width in that view (a dimension of extent 1 takes any stride); the
   // strides of batch dimensions of extent > 1 must be >= 0. C matrices of distinct batches must not

@@ -1,14 +1,6 @@
-// Plain types shared by the CUDA device's headers (no CUDA types, so engine code compiled by the host
-// compiler can include them): the element type of device tensors. fp16 is stored as uint16_t bits.
+// The element types of device tensors are the engine's one dtype enum (bert/dtype.h): the CUDA
+// kernels take kF32 and kF16 (fp16 stored as uint16_t bits), int8 GEMMs kI8. No CUDA types here, so
+// engine code compiled by the host compiler can include it.
 #pragma once
 
-#include <cstdint>
-
-namespace bert::kernels::cuda {
-
-enum class Elem { kF32, kF16 };
-
-inline int64_t elem_size(Elem e) { return e == Elem::kF32 ? 4 : 2; }
-inline const char* elem_name(Elem e) { return e == Elem::kF32 ? "fp32" : "fp16"; }
-
-}  // namespace bert::kernels::cuda
+#include "bert/dtype.h"

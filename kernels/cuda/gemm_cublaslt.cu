@@ -7,7 +7,7 @@
 // the activation); the other activations run as ONE bias_activation pass over [M, N] afterwards.
 // Strided batched fp32 matmuls (the trainer's gradients, attention) run as column-major C = op(A) op(B) or,
 // for a row-major C, C^T = op(B^T) op(A^T), with cuBLASLt's strided batch plus a host loop for what it cannot take.
-// fp32 operands compute exactly unless the CudaGemm was made with a tensor-core F32Compute (TF32, fp16,
+// fp32 operands compute exactly unless the CudaGemm was made with a tensor-core GemmCompute (TF32, fp16,
 // bf16 rounding inside cuBLASLt). NEVER RUN ON A GPU YET.
 #include <cublasLt.h>
 #include <cuda_runtime.h>
@@ -38,9 +38,8 @@ constexpr int kBiasAlignment = 16;
 // How many candidates to ask the heuristic for (best first); the first usable one is taken.
 constexpr int kHeuristicCandidates = 4;
 
-enum class GemmKind { kF32, kF16, kI8 };
 
-const char* kind_name(GemmKind k) { return k == GemmKind::kF32 ? "fp32" : k == GemmKind::kF16 ? "fp16" : "int8"; }
+const char* kind_name(DType k) { return k == DType::kF32 ? "fp32" : k == DType::kF16 ? "fp16" : "int8"; }
 
 bool lt_ok(cublasStatus_t s, const char* what) {
   if (s == CUBLAS_STATUS_SUCCESS) return true;
@@ -173,7 +172,7 @@ using BatchedPlanKey = std::array<int64_t, 13>;
 struct CudaGemm::Impl {
   cublasLtHandle_t handle = nullptr;
   void* workspace = nullptr;
-  F32Compute f32 = F32Compute::kExact;
+  GemmCompute f32 = GemmCompute::kExact;
   std::map<PlanKey, Plan> plans;
   std::map<BatchedPlanKey, Plan> batched_plans;
   int32_t* accumulator = nullptr;  // the int8 path's int32 [M, N], allocated once by reserve_int8
@@ -195,7 +194,7 @@ struct CudaGemm::Impl {
   // Tries the asked epilogue first; if the heuristic has no algorithm for it, a plain GEMM (the caller then
   // applies bias and activation in its bias_activation pass, see Plan::epilogue). nullptr (with a message
   // naming the shape) if there is no algorithm at all.
-  const Plan* plan(GemmKind kind, int64_t M, int64_t N, int64_t K, int64_t ldx, int64_t ldy, Epilogue asked,
+  const Plan* plan(DType kind, int64_t M, int64_t N, int64_t K, int64_t ldx, int64_t ldy, Epilogue asked,
                    int align) {
     const PlanKey key{static_cast<int>(kind), M, N, K, ldx, ldy, static_cast<int>(asked.value()), align};
     if (auto it = plans.find(key); it != plans.end()) return &it->second;
@@ -224,17 +223,17 @@ struct CudaGemm::Impl {
 
   // Fills *p (the caller destroys it on failure); *found says whether the heuristic returned an algorithm.
   // false only when a cuBLASLt call itself failed.
-  bool make_plan(GemmKind kind, int64_t M, int64_t N, int64_t K, int64_t ldx, int64_t ldy, Epilogue epilogue,
+  bool make_plan(DType kind, int64_t M, int64_t N, int64_t K, int64_t ldx, int64_t ldy, Epilogue epilogue,
                  int align, Plan* p, bool* found) {
     *found = false;
     p->epilogue = epilogue;
-    const cudaDataType_t in_type = kind == GemmKind::kF32   ? CUDA_R_32F
-                                   : kind == GemmKind::kF16 ? CUDA_R_16F
+    const cudaDataType_t in_type = kind == DType::kF32   ? CUDA_R_32F
+                                   : kind == DType::kF16 ? CUDA_R_16F
                                                             : CUDA_R_8I;
-    const cudaDataType_t out_type = kind == GemmKind::kI8 ? CUDA_R_32I : in_type;
-    const cudaDataType_t scale_type = kind == GemmKind::kI8 ? CUDA_R_32I : CUDA_R_32F;
-    const cublasComputeType_t compute = kind == GemmKind::kI8    ? CUBLAS_COMPUTE_32I
-                                        : kind == GemmKind::kF32 ? f32_compute_type()
+    const cudaDataType_t out_type = kind == DType::kI8 ? CUDA_R_32I : in_type;
+    const cudaDataType_t scale_type = kind == DType::kI8 ? CUDA_R_32I : CUDA_R_32F;
+    const cublasComputeType_t compute = kind == DType::kI8    ? CUBLAS_COMPUTE_32I
+                                        : kind == DType::kF32 ? f32_compute_type()
                                                                  : CUBLAS_COMPUTE_32F;
     if (!lt_ok(cublasLtMatmulDescCreate(&p->desc, compute, scale_type), "cublasLtMatmulDescCreate")) return false;
     const cublasOperation_t transa = CUBLAS_OP_T, transb = CUBLAS_OP_N;
@@ -331,10 +330,10 @@ struct CudaGemm::Impl {
   // The compute type of GEMMs on fp32 operands.
   cublasComputeType_t f32_compute_type() const {
     switch (f32) {
-      case F32Compute::kExact: return CUBLAS_COMPUTE_32F;
-      case F32Compute::kTF32: return CUBLAS_COMPUTE_32F_FAST_TF32;
-      case F32Compute::kF16: return CUBLAS_COMPUTE_32F_FAST_16F;
-      case F32Compute::kBF16: return CUBLAS_COMPUTE_32F_FAST_16BF;
+      case GemmCompute::kExact: return CUBLAS_COMPUTE_32F;
+      case GemmCompute::kTF32: return CUBLAS_COMPUTE_32F_FAST_TF32;
+      case GemmCompute::kF16: return CUBLAS_COMPUTE_32F_FAST_16F;
+      case GemmCompute::kBF16: return CUBLAS_COMPUTE_32F_FAST_16BF;
     }
     return CUBLAS_COMPUTE_32F;
   }
@@ -390,19 +389,10 @@ struct CudaGemm::Impl {
   }
 };
 
-const char* f32_compute_name(F32Compute c) {
-  switch (c) {
-    case F32Compute::kExact: return "fp32";
-    case F32Compute::kTF32: return "tf32";
-    case F32Compute::kF16: return "fp16";
-    case F32Compute::kBF16: return "bf16";
-  }
-  return "?";
-}
 
-CudaGemm::CudaGemm(bool allow_tf32) : CudaGemm(allow_tf32 ? F32Compute::kTF32 : F32Compute::kExact) {}
+CudaGemm::CudaGemm(bool allow_tf32) : CudaGemm(allow_tf32 ? GemmCompute::kTF32 : GemmCompute::kExact) {}
 
-CudaGemm::CudaGemm(F32Compute f32_compute) : impl_(new Impl) {
+CudaGemm::CudaGemm(GemmCompute f32_compute) : impl_(new Impl) {
   impl_->f32 = f32_compute;
   if (device_count() == 0) return;
   if (!lt_ok(cublasLtCreate(&impl_->handle), "cublasLtCreate")) return;
@@ -422,20 +412,20 @@ bool CudaGemm::linear(const LinearArgs& l, void* stream) {
   d.x = l.x, d.w = l.w, d.bias = l.bias, d.y = l.y;
   d.M = l.M, d.N = l.N, d.K = l.K, d.ldx = l.ldx, d.ldy = l.ldy;
   d.act = l.act;
-  d.dtype = Elem::kF32;
+  d.dtype = DType::kF32;
   return linear(d, stream);
 }
 
 bool CudaGemm::linear(const DevLinearArgs& l, void* stream) {
   if (!impl_->ready()) return false;
-  if (l.dtype != Elem::kF32 && l.dtype != Elem::kF16) return invalid("CudaGemm::linear: dtype must be fp32 or fp16");
+  if (l.dtype != DType::kF32 && l.dtype != DType::kF16) return invalid("CudaGemm::linear: dtype must be fp32 or fp16");
   const int64_t ldx = l.ldx ? l.ldx : l.K, ldy = l.ldy ? l.ldy : l.N;
   if (l.M < 0 || l.N < 0 || l.K < 1 || ldx < l.K || ldy < l.N)
     return invalid("CudaGemm::linear: bad shape M=" + std::to_string(l.M) + " N=" + std::to_string(l.N) +
                    " K=" + std::to_string(l.K) + " ldx=" + std::to_string(ldx) + " ldy=" + std::to_string(ldy));
   if (l.M == 0 || l.N == 0) return true;
   if (!l.x || !l.w || !l.y) return invalid("CudaGemm::linear: x, w and y must be device pointers (null given)");
-  const GemmKind kind = l.dtype == Elem::kF16 ? GemmKind::kF16 : GemmKind::kF32;
+  const DType kind = l.dtype == DType::kF16 ? DType::kF16 : DType::kF32;
 
   // Bias in the epilogue when it is aligned enough, tanh-GELU with it (only when the bias, if any, is there too).
   Epilogue asked;
@@ -463,7 +453,7 @@ bool CudaGemm::linear(const DevLinearArgs& l, void* stream) {
 
 bool CudaGemm::linear_i8(const Int8LinearArgs& l, void* stream) {
   if (!impl_->ready()) return false;
-  if (l.y_dtype != Elem::kF32 && l.y_dtype != Elem::kF16)
+  if (l.y_dtype != DType::kF32 && l.y_dtype != DType::kF16)
     return invalid("CudaGemm::linear_i8: y_dtype must be fp32 or fp16");
   const int64_t ldy = l.ldy ? l.ldy : l.N;
   const std::string shape = " (M=" + std::to_string(l.M) + " N=" + std::to_string(l.N) + " K=" + std::to_string(l.K) +
@@ -483,7 +473,7 @@ bool CudaGemm::linear_i8(const Int8LinearArgs& l, void* stream) {
     return invalid("CudaGemm::linear_i8: M x N = " + std::to_string(size_t(l.M) * size_t(l.N)) +
                    " exceeds the int8 accumulator reserved by reserve_int8 (" +
                    std::to_string(impl_->accumulator_elems) + " elements)" + shape);
-  const Plan* p = impl_->plan(GemmKind::kI8, l.M, l.N, l.K, l.K, l.N, Epilogue{}, align);
+  const Plan* p = impl_->plan(DType::kI8, l.M, l.N, l.K, l.K, l.N, Epilogue{}, align);
   if (!p) return false;
   const int32_t one = 1, zero = 0;  // scale type int32 with CUBLAS_COMPUTE_32I
   int32_t* acc = impl_->accumulator;

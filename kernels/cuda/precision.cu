@@ -37,7 +37,7 @@ bool invalid(const char* what) {
   return false;
 }
 
-bool valid_elem(Elem e) { return e == Elem::kF32 || e == Elem::kF16; }
+bool valid_elem(DType e) { return e == DType::kF32 || e == DType::kF16; }
 
 bool aligned(const void* p, int64_t bytes) { return reinterpret_cast<uintptr_t>(p) % uintptr_t(bytes) == 0; }
 
@@ -448,12 +448,12 @@ bool launch_move_rows(const void* src, int64_t src_ld_bytes, void* dst, int64_t 
 }
 
 bool move_rows(const void* src, int64_t src_ld, void* dst, int64_t dst_ld, const int32_t* index, int64_t rows,
-               int64_t width, Elem dtype, bool scatter, void* stream) {
+               int64_t width, DType dtype, bool scatter, void* stream) {
   const char* name = scatter ? "cuda::scatter_rows: bad arguments" : "cuda::gather_rows: bad arguments";
   if (!valid_elem(dtype) || rows < 0 || width < 0 || src_ld < width || dst_ld < width) return invalid(name);
   if (rows == 0 || width == 0) return true;
   if (!src || !dst || !index) return invalid(name);
-  const int64_t e = elem_size(dtype);
+  const int64_t e = int64_t(dtype_size(dtype));
   const int64_t row_bytes = width * e, src_ld_bytes = src_ld * e, dst_ld_bytes = dst_ld * e;
   // The widest word that divides the row and both strides and to which both bases are aligned.
   auto fits = [&](int64_t w) {
@@ -588,24 +588,24 @@ bool launch_dequantize(const int32_t* acc, int64_t rows, int64_t cols, const flo
 
 // ---- public launchers ------------------------------------------------------------------------------------
 
-bool convert(const void* x, Elem from, void* y, Elem to, int64_t n, void* stream) {
+bool convert(const void* x, DType from, void* y, DType to, int64_t n, void* stream) {
   if (!valid_elem(from) || !valid_elem(to) || n < 0) return invalid("cuda::convert: bad element type or count");
   if (n == 0) return true;
   if (!x || !y) return invalid("cuda::convert: null pointer");
   const cudaStream_t s = as_stream(stream);
   if (from == to) {
     if (x == y) return true;
-    return record(cudaMemcpyAsync(y, x, size_t(n) * size_t(elem_size(from)), cudaMemcpyDeviceToDevice, s),
+    return record(cudaMemcpyAsync(y, x, size_t(n) * dtype_size(from), cudaMemcpyDeviceToDevice, s),
                   "cuda::convert (copy)");
   }
-  return from == Elem::kF32 ? launch_convert<float, __half>(x, y, n, s) : launch_convert<__half, float>(x, y, n, s);
+  return from == DType::kF32 ? launch_convert<float, __half>(x, y, n, s) : launch_convert<__half, float>(x, y, n, s);
 }
 
 bool layernorm(const LayerNormDev& a, void* stream) {
   if (!valid_elem(a.dtype) || a.rows < 0 || a.cols < 0) return invalid("cuda::layernorm: bad element type or shape");
   if (a.rows == 0 || a.cols == 0) return true;
   if (!a.x || !a.gamma || !a.beta || !a.y) return invalid("cuda::layernorm: null x, gamma, beta or y");
-  return a.dtype == Elem::kF32 ? launch_layernorm<float>(a, as_stream(stream))
+  return a.dtype == DType::kF32 ? launch_layernorm<float>(a, as_stream(stream))
                                : launch_layernorm<__half>(a, as_stream(stream));
 }
 
@@ -614,57 +614,57 @@ bool embed(const EmbedDev& a, void* stream) {
   if (a.tokens == 0 || a.width == 0) return true;
   if (!a.input_ids || !a.word_table || !a.out) return invalid("cuda::embed: null input_ids, word_table or out");
   if (a.gamma && !a.beta) return invalid("cuda::embed: gamma without beta");
-  return a.dtype == Elem::kF32 ? launch_embed<float>(a, as_stream(stream)) : launch_embed<__half>(a, as_stream(stream));
+  return a.dtype == DType::kF32 ? launch_embed<float>(a, as_stream(stream)) : launch_embed<__half>(a, as_stream(stream));
 }
 
-bool bias_activation(void* y, const void* bias, int64_t rows, int64_t cols, int64_t ld, Activation act, Elem dtype,
+bool bias_activation(void* y, const void* bias, int64_t rows, int64_t cols, int64_t ld, Activation act, DType dtype,
                      void* stream) {
   if (!valid_elem(dtype) || rows < 0 || cols < 0 || ld < cols)
     return invalid("cuda::bias_activation: bad element type, shape or stride");
   if (rows == 0 || cols == 0) return true;
   if (!y) return invalid("cuda::bias_activation: null y");
-  return dtype == Elem::kF32 ? launch_bias_activation<float>(y, bias, rows, cols, ld, act, as_stream(stream))
+  return dtype == DType::kF32 ? launch_bias_activation<float>(y, bias, rows, cols, ld, act, as_stream(stream))
                              : launch_bias_activation<__half>(y, bias, rows, cols, ld, act, as_stream(stream));
 }
 
 bool gather_rows(const void* src, int64_t src_ld, void* dst, int64_t dst_ld, const int32_t* index, int64_t rows,
-                 int64_t width, Elem dtype, void* stream) {
+                 int64_t width, DType dtype, void* stream) {
   return move_rows(src, src_ld, dst, dst_ld, index, rows, width, dtype, /*scatter=*/false, stream);
 }
 
 bool scatter_rows(const void* src, int64_t src_ld, void* dst, int64_t dst_ld, const int32_t* index, int64_t rows,
-                  int64_t width, Elem dtype, void* stream) {
+                  int64_t width, DType dtype, void* stream) {
   return move_rows(src, src_ld, dst, dst_ld, index, rows, width, dtype, /*scatter=*/true, stream);
 }
 
-bool absmax_update(const void* x, int64_t rows, int64_t cols, int64_t ld, Elem dtype, float* running_absmax,
+bool absmax_update(const void* x, int64_t rows, int64_t cols, int64_t ld, DType dtype, float* running_absmax,
                    void* stream) {
   if (!valid_elem(dtype) || rows < 0 || cols < 0 || ld < cols)
     return invalid("cuda::absmax_update: bad element type, shape or stride");
   if (rows == 0 || cols == 0) return true;
   if (!x || !running_absmax) return invalid("cuda::absmax_update: null x or running_absmax");
-  return dtype == Elem::kF32 ? launch_absmax<float>(x, rows, cols, ld, running_absmax, as_stream(stream))
+  return dtype == DType::kF32 ? launch_absmax<float>(x, rows, cols, ld, running_absmax, as_stream(stream))
                              : launch_absmax<__half>(x, rows, cols, ld, running_absmax, as_stream(stream));
 }
 
-bool quantize_i8(const void* x, int64_t rows, int64_t cols, int64_t ldx, Elem dtype, const float* scale, int8_t* q,
+bool quantize_i8(const void* x, int64_t rows, int64_t cols, int64_t ldx, DType dtype, const float* scale, int8_t* q,
                  void* stream) {
   if (!valid_elem(dtype) || rows < 0 || cols < 0 || ldx < cols)
     return invalid("cuda::quantize_i8: bad element type, shape or stride");
   if (rows == 0 || cols == 0) return true;
   if (!x || !scale || !q) return invalid("cuda::quantize_i8: null x, scale or q");
-  return dtype == Elem::kF32 ? launch_quantize<float>(x, rows, cols, ldx, scale, q, as_stream(stream))
+  return dtype == DType::kF32 ? launch_quantize<float>(x, rows, cols, ldx, scale, q, as_stream(stream))
                              : launch_quantize<__half>(x, rows, cols, ldx, scale, q, as_stream(stream));
 }
 
 bool dequantize_i32(const int32_t* acc, int64_t rows, int64_t cols, const float* x_scale, const float* w_scales,
-                    const float* bias, Activation act, void* y, int64_t ldy, Elem dtype, void* stream) {
+                    const float* bias, Activation act, void* y, int64_t ldy, DType dtype, void* stream) {
   if (!valid_elem(dtype) || rows < 0 || cols < 0 || ldy < cols)
     return invalid("cuda::dequantize_i32: bad element type, shape or stride");
   if (rows == 0 || cols == 0) return true;
   if (!acc || !x_scale || !w_scales || !y) return invalid("cuda::dequantize_i32: null acc, x_scale, w_scales or y");
   const cudaStream_t s = as_stream(stream);
-  return dtype == Elem::kF32 ? launch_dequantize<float>(acc, rows, cols, x_scale, w_scales, bias, act, y, ldy, s)
+  return dtype == DType::kF32 ? launch_dequantize<float>(acc, rows, cols, x_scale, w_scales, bias, act, y, ldy, s)
                              : launch_dequantize<__half>(acc, rows, cols, x_scale, w_scales, bias, act, y, ldy, s);
 }
 

@@ -37,4 +37,14 @@ void batched_matmul_f32_ref(const BatchedMatmulArgs& a) {
         }
 }
 
+const char* gemm_compute_name(GemmCompute c) {
+  switch (c) {
+    case GemmCompute::kExact: return "fp32";
+    case GemmCompute::kTF32: return "tf32";
+    case GemmCompute::kF16: return "fp16";
+    case GemmCompute::kBF16: return "bf16";
+  }
+  return "?";
+}
+
 }  // namespace bert::kernels

@@ -2,7 +2,7 @@
 // computing as the backend's GemmCompute says, and the kernels of kernels/cuda for every other op of
 // runtime::Backend. Nothing here knows the network: engine/model drives these calls. Losses write
 // their {sum, count} to device memory and take the mean on the device (no host synchronisation until
-// the caller downloads them). Built only with nvcc (BERT_HAVE_CUDA); docs/CUDA.md says what has run.
+// the caller downloads them). Built only in CUDA builds; docs/CUDA.md says what has run.
 #include "engine/runtime/cuda/cuda_backend.h"
 
 #include <vector>
@@ -20,19 +20,9 @@ namespace kc = kernels::cuda;
 
 namespace {
 
-kc::F32Compute to_f32_compute(GemmCompute c) {
-  switch (c) {
-    case GemmCompute::kExact: return kc::F32Compute::kExact;
-    case GemmCompute::kTF32: return kc::F32Compute::kTF32;
-    case GemmCompute::kF16: return kc::F32Compute::kF16;
-    case GemmCompute::kBF16: return kc::F32Compute::kBF16;
-  }
-  return kc::F32Compute::kExact;
-}
-
 class CudaBackend final : public Backend {
  public:
-  explicit CudaBackend(GemmCompute compute) : gemm_(to_f32_compute(compute)) {}
+  explicit CudaBackend(GemmCompute compute) : gemm_(compute) {}
   ~CudaBackend() override {
     if (flag_) kc::device_free(flag_);
     kc::stream_destroy(stream_);
@@ -86,7 +76,7 @@ class CudaBackend final : public Backend {
     std::copy(as, as + 4, m.a_strides), std::copy(bs, bs + 4, m.b_strides), std::copy(cs, cs + 4, m.c_strides);
     if (!gemm_.batched_matmul(m, stream_)) return failed("grouped linear layer");
     if (!a.bias && a.act == kernels::Activation::kIdentity) return Status::Ok();
-    return ok(kc::bias_activation(a.y, a.bias, a.M, a.N, ldy, a.act, kc::Elem::kF32, stream_), "bias + activation");
+    return ok(kc::bias_activation(a.y, a.bias, a.M, a.N, ldy, a.act, DType::kF32, stream_), "bias + activation");
   }
   Status batched_matmul(const kernels::BatchedMatmulArgs& a) override {
     return ok(gemm_.batched_matmul(a, stream_), "batched matmul");
@@ -118,7 +108,7 @@ class CudaBackend final : public Backend {
     kc::AttentionArgs k;
     k.q = a.q, k.k = a.k, k.v = a.v, k.out = a.out, k.ld_qkv = a.ld, k.ld_out = a.ldo, k.key_mask = a.key_mask;
     k.batch = a.batch, k.seq = a.seq, k.heads = a.heads, k.head_dim = a.head_dim, k.scale = a.scale;
-    k.dtype = kc::Elem::kF32;
+    k.dtype = DType::kF32;
     return ok(kc::attention(k, stream_), "fused attention");
   }
   Status attention_backward(const AttentionGradArgs& a) override {

@@ -1,5 +1,5 @@
 // Small helpers for the host Tensor type.
-#include "weights/tensor.h"
+#include "engine/core/tensor.h"
 
 #include <cstring>
 
