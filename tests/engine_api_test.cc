@@ -156,6 +156,37 @@ TEST(EngineApi, BadInputsAreErrorsNamingTheProblem) {
 }
 
 // The CPU backend computes in fp32; options it has no kernels for say so instead of being ignored.
+// "On error nothing is written": a failed Run publishes no outputs, so nothing from an earlier run can
+// be read as if the failed batch had produced it; the next good Run publishes again.
+TEST(EngineApi, AFailedRunLeavesNoStaleOutputs) {
+  auto model = tiny_model("BertForSequenceClassification");
+  auto session = Session::Create(model, {.max_batch = 2, .max_seq = 8});
+  ASSERT_TRUE(session.ok());
+  std::vector<int32_t> ids = {101, 2000, 2001, 102, 101, 3000, 3001, 102};
+  ASSERT_TRUE((*session)->Run({2, 4, ids.data()}).ok());
+  auto before = (*session)->Output("logits");
+  ASSERT_TRUE(before.ok());
+  const std::vector<float> first(before->data, before->data + before->numel());
+
+  std::vector<int32_t> bad = ids;
+  bad[5] = 1 << 30;  // outside the vocab
+  Status st = (*session)->Run({2, 4, bad.data()});
+  ASSERT_FALSE(st.ok());
+  for (const char* name : {"logits", "last_hidden_state", "pooler_output"}) {
+    auto out = (*session)->Output(name);
+    EXPECT_FALSE(out.ok()) << name << " is still readable after a failed Run";
+    EXPECT_EQ(out.status().code(), ErrorCode::kNotFound);
+  }
+  EXPECT_FALSE((*session)->Run({3, 4, ids.data()}).ok());  // batch above max_batch: the same
+  EXPECT_FALSE((*session)->Output("logits").ok());
+
+  ASSERT_TRUE((*session)->Run({2, 4, ids.data()}).ok());
+  auto again = (*session)->Output("logits");
+  ASSERT_TRUE(again.ok());
+  ASSERT_EQ(again->numel(), static_cast<int64_t>(first.size()));
+  for (size_t i = 0; i < first.size(); ++i) EXPECT_EQ(again->data[i], first[i]);
+}
+
 TEST(EngineApi, CudaOnlyOptionsOnTheCpuAreErrors) {
   auto json = synthetic_config_json("bert-tiny", "");
   auto config = parse_model_config(*json, "test");

@@ -1,6 +1,8 @@
-// The CPU backend: host memory, oneDNN GEMMs planned once per shape (kernels/gemm.h), and the
-// hand-written kernels of the best ISA this CPU has (kernels/cpu/dispatch.h). Every op runs on the
-// calling thread's OpenMP team and is deterministic for any thread count.
+// The CPU backend: host memory, oneDNN GEMMs planned once per shape (kernels/gemm.h), and every other
+// op resolved ONCE, at creation, from the kernel registry (kernels/registry.h) for the best ISA this
+// CPU runs (BERT_CPU_ISA can lower it): a missing (op, cpu, f32) entry is an error naming it. Each
+// call checks its arguments with the op's one check() before running. Every op runs on the calling
+// thread's OpenMP team and is deterministic for any thread count.
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -8,35 +10,60 @@
 
 #include "engine/runtime/backend.h"
 #include "kernels/attention.h"
-#include "kernels/cpu/dispatch.h"
 #include "kernels/registry.h"
 
 namespace bert::runtime {
 
 namespace {
 
+template <class Args>
+using Fn = typename kernels::OpTraits<Args>::Fn;
+
 Status planning_failed(const char* what, int64_t M, int64_t N, int64_t K) {
   return internal_error(std::string("oneDNN could not plan the ") + what + " " + std::to_string(M) + "x" +
                         std::to_string(N) + "x" + std::to_string(K));
 }
 
-// Counted rows of a cross-entropy (targets != ignore_index).
-int64_t counted(const int32_t* targets, int64_t rows, int32_t ignore) {
-  int64_t n = 0;
-  for (int64_t i = 0; i < rows; ++i) n += targets[i] != ignore;
-  return n;
+// Counted entries (value != ignore) of a target or mask array.
+int64_t counted(const int32_t* v, int64_t n, int32_t ignore) {
+  int64_t c = 0;
+  for (int64_t i = 0; i < n; ++i) c += v[i] != ignore;
+  return c;
+}
+
+// check(args) then the resolved kernel.
+template <class Args>
+Status run(Fn<Args> fn, const Args& a) {
+  BERT_RETURN_IF_ERROR(kernels::check(a));
+  fn(a);
+  return Status::Ok();
 }
 
 class CpuBackend final : public Backend {
  public:
-  CpuBackend() : k_(kernels::cpu_kernels()) {
-    // Resolved once: the best registered CPU attention kernel this CPU runs (null: none registered).
-    auto fn = kernels::resolve<kernels::AttentionArgs>(kernels::Device::kCpu, DType::kF32, k_.isa);
-    if (fn.ok()) attention_ = *fn;
+  // Resolves every op the network runs; the first missing one is the error.
+  Status init() {
+    isa_ = kernels::detect_cpu_isa();
+    BERT_RETURN_IF_ERROR(resolve(layernorm_));
+    BERT_RETURN_IF_ERROR(resolve(softmax_));
+    BERT_RETURN_IF_ERROR(resolve(activation_));
+    BERT_RETURN_IF_ERROR(resolve(embed_));
+    BERT_RETURN_IF_ERROR(resolve(pool_));
+    BERT_RETURN_IF_ERROR(resolve(layernorm_backward_));
+    BERT_RETURN_IF_ERROR(resolve(softmax_backward_));
+    BERT_RETURN_IF_ERROR(resolve(activation_backward_));
+    BERT_RETURN_IF_ERROR(resolve(embed_backward_));
+    BERT_RETURN_IF_ERROR(resolve(column_sum_));
+    BERT_RETURN_IF_ERROR(resolve(cross_entropy_));
+    BERT_RETURN_IF_ERROR(resolve(bce_));
+    BERT_RETURN_IF_ERROR(resolve(mse_));
+    BERT_RETURN_IF_ERROR(resolve(dropout_));
+    if (!resolve(attention_).ok()) attention_ = nullptr;  // optional: the network falls back to unfused
+    return Status::Ok();
   }
 
   Device device() const override { return Device::kCpu; }
-  std::string name() const override { return std::string("cpu (") + kernels::cpu_isa_name(k_.isa) + ")"; }
+  std::string name() const override { return std::string("cpu (") + kernels::cpu_isa_name(isa_) + ")"; }
 
   void* allocate(size_t bytes) override {
     return std::aligned_alloc(256, (bytes + 255) / 256 * 256 + 256);  // (never 0 bytes)
@@ -73,56 +100,35 @@ class CpuBackend final : public Backend {
   Status batched_matmul(const kernels::BatchedMatmulArgs& a) override {
     return gemm_.batched_matmul(a) ? Status::Ok() : planning_failed("batched matmul", a.M, a.N, a.K);
   }
-  Status layernorm(const kernels::LayerNormArgs& a) override {
-    k_.layernorm(a);
-    return Status::Ok();
-  }
-  Status softmax_masked(const kernels::SoftmaxMaskedArgs& a) override {
-    k_.softmax_masked(a);
-    return Status::Ok();
-  }
+  Status layernorm(const kernels::LayerNormArgs& a) override { return run(layernorm_, a); }
+  Status softmax_masked(const kernels::SoftmaxMaskedArgs& a) override { return run(softmax_, a); }
   Status activation(const kernels::ActivationArgs& a) override {
-    if (a.kind != kernels::Activation::kIdentity) k_.activation(a);
-    return Status::Ok();
+    return a.kind == kernels::Activation::kIdentity ? Status::Ok() : run(activation_, a);
   }
-  Status embed(const kernels::EmbedArgs& a) override {
-    k_.embed(a);
-    return Status::Ok();
-  }
-  Status pool(const kernels::PoolArgs& a) override {
-    kernels::pool_tokens_f32_ref(a);
-    return Status::Ok();
-  }
-  // Inference only: the CPU has no fused kernel that keeps the log-sum-exp for a backward.
+  Status embed(const kernels::EmbedArgs& a) override { return run(embed_, a); }
+  Status pool(const kernels::PoolArgs& a) override { return run(pool_, a); }
+  // Inference only: no CPU kernel keeps the log-sum-exp a fused backward needs.
   bool has_fused_attention(bool training, int64_t head_dim) const override {
     return !training && attention_ && head_dim <= kernels::kAttentionMaxHeadDim;
   }
   Status attention(const AttentionArgs& a) override {
     if (!has_fused_attention(a.lse != nullptr, a.head_dim))
-      return unsupported(std::string("fused attention") + (a.lse ? " for training" : "") + " has no CPU kernel registered");
+      return unsupported(std::string("fused attention") + (a.lse ? " for training" : "") + " at head_dim " +
+                         std::to_string(a.head_dim) + " has no CPU kernel registered");
     kernels::AttentionArgs k;
     k.q = a.q, k.k = a.k, k.v = a.v, k.key_mask = a.key_mask, k.out = a.out;
     k.batch = a.batch, k.seq = a.seq, k.heads = a.heads, k.head_dim = a.head_dim, k.ld = a.ld, k.ldo = a.ldo;
     k.scale = a.scale;
-    BERT_RETURN_IF_ERROR(kernels::check(k));
-    attention_(k);
-    return Status::Ok();
+    return run(attention_, k);
   }
   Status attention_backward(const AttentionGradArgs&) override {
     return unsupported("fused attention backward has no CPU kernel registered");
   }
 
-  Status layernorm_backward(const kernels::LayerNormBackwardArgs& a) override {
-    kernels::layernorm_backward_f32(a);
-    return Status::Ok();
-  }
-  Status softmax_backward(const kernels::SoftmaxBackwardArgs& a) override {
-    kernels::softmax_backward_f32(a);
-    return Status::Ok();
-  }
+  Status layernorm_backward(const kernels::LayerNormBackwardArgs& a) override { return run(layernorm_backward_, a); }
+  Status softmax_backward(const kernels::SoftmaxBackwardArgs& a) override { return run(softmax_backward_, a); }
   Status activation_backward(const kernels::ActivationBackwardArgs& a) override {
-    if (a.kind != kernels::Activation::kIdentity) kernels::activation_backward_f32(a);
-    return Status::Ok();
+    return a.kind == kernels::Activation::kIdentity ? Status::Ok() : run(activation_backward_, a);
   }
   Status embed_backward(const kernels::EmbedBackwardArgs& a, EmbedPadding padding) override {
     // The kernel scatters every token; the padding rows are put back as they were afterwards.
@@ -132,38 +138,34 @@ class CpuBackend final : public Backend {
     float* pos_pad = padding.position >= 0 && a.d_position ? a.d_position + padding.position * E : nullptr;
     if (word_pad) std::memcpy(pad_rows_.data(), word_pad, sizeof(float) * E);
     if (pos_pad) std::memcpy(pad_rows_.data() + E, pos_pad, sizeof(float) * E);
-    kernels::embed_backward_f32(a);
+    BERT_RETURN_IF_ERROR(run(embed_backward_, a));
     if (word_pad) std::memcpy(word_pad, pad_rows_.data(), sizeof(float) * E);
     if (pos_pad) std::memcpy(pos_pad, pad_rows_.data() + E, sizeof(float) * E);
     return Status::Ok();
   }
-  Status column_sum(const kernels::ColumnSumArgs& a) override {
-    kernels::column_sum_f32(a);
-    return Status::Ok();
-  }
-  Status dropout(const kernels::DropoutArgs& a) override {
-    if (a.p > 0) kernels::dropout_f32(a);
-    return Status::Ok();
-  }
+  Status column_sum(const kernels::ColumnSumArgs& a) override { return run(column_sum_, a); }
+  Status dropout(const kernels::DropoutArgs& a) override { return a.p > 0 ? run(dropout_, a) : Status::Ok(); }
   Status cross_entropy(const kernels::CrossEntropyArgs& a, kernels::LossSum* result) override {
+    BERT_RETURN_IF_ERROR(kernels::check(a));
     kernels::CrossEntropyArgs m = a;
     const int64_t n = counted(a.targets, a.rows, a.ignore_index);
     m.grad_scale = n ? a.grad_scale / float(n) : 0.f;
-    *result = kernels::cross_entropy_f32(m);
+    *result = cross_entropy_(m);
     return Status::Ok();
   }
   Status bce_with_logits(const kernels::BceWithLogitsArgs& a, kernels::LossSum* result) override {
+    BERT_RETURN_IF_ERROR(kernels::check(a));
     kernels::BceWithLogitsArgs m = a;
-    int64_t n = a.n;
-    if (a.mask) n = counted(a.mask, a.n, 0);
+    const int64_t n = a.mask ? counted(a.mask, a.n, 0) : a.n;
     m.grad_scale = n ? a.grad_scale / float(n) : 0.f;
-    *result = kernels::bce_with_logits_f32_ref(m);
+    *result = bce_(m);
     return Status::Ok();
   }
   Status mse(const kernels::MseArgs& a, kernels::LossSum* result) override {
+    BERT_RETURN_IF_ERROR(kernels::check(a));
     kernels::MseArgs m = a;
     m.grad_scale = a.n ? a.grad_scale / float(a.n) : 0.f;
-    *result = kernels::mse_f32_ref(m);
+    *result = mse_(m);
     return Status::Ok();
   }
   Status all_finite(const float* x, int64_t n, bool* finite) override {
@@ -175,15 +177,40 @@ class CpuBackend final : public Backend {
   }
 
  private:
-  const kernels::CpuKernels& k_;
+  template <class R, class Args>
+  Status resolve(R (*&fn)(const Args&)) {
+    auto r = kernels::resolve<Args>(kernels::Device::kCpu, DType::kF32, isa_);
+    if (!r.ok()) return r.status().with_context("CPU backend");
+    fn = *r;
+    return Status::Ok();
+  }
+
+  kernels::CpuIsa isa_ = kernels::CpuIsa::kScalar;
   kernels::GemmPlanner gemm_;
-  kernels::OpTraits<kernels::AttentionArgs>::Fn attention_ = nullptr;
+  Fn<kernels::LayerNormArgs> layernorm_ = nullptr;
+  Fn<kernels::SoftmaxMaskedArgs> softmax_ = nullptr;
+  Fn<kernels::ActivationArgs> activation_ = nullptr;
+  Fn<kernels::EmbedArgs> embed_ = nullptr;
+  Fn<kernels::PoolArgs> pool_ = nullptr;
+  Fn<kernels::AttentionArgs> attention_ = nullptr;
+  Fn<kernels::LayerNormBackwardArgs> layernorm_backward_ = nullptr;
+  Fn<kernels::SoftmaxBackwardArgs> softmax_backward_ = nullptr;
+  Fn<kernels::ActivationBackwardArgs> activation_backward_ = nullptr;
+  Fn<kernels::EmbedBackwardArgs> embed_backward_ = nullptr;
+  Fn<kernels::ColumnSumArgs> column_sum_ = nullptr;
+  Fn<kernels::CrossEntropyArgs> cross_entropy_ = nullptr;
+  Fn<kernels::BceWithLogitsArgs> bce_ = nullptr;
+  Fn<kernels::MseArgs> mse_ = nullptr;
+  Fn<kernels::DropoutArgs> dropout_ = nullptr;
   std::vector<float> pad_rows_;  // embed_backward's saved padding rows (sized on first use)
 };
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<CpuBackend>(); }
-
+Result<std::unique_ptr<Backend>> make_cpu_backend() {
+  auto backend = std::make_unique<CpuBackend>();
+  BERT_RETURN_IF_ERROR(backend->init());
+  return std::unique_ptr<Backend>(std::move(backend));
+}
 
 }  // namespace bert::runtime

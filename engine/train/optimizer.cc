@@ -41,9 +41,9 @@ Status check_moment(const TensorMap& state, const std::string& name, int64_t n) 
   return Status::Ok();
 }
 
-Tensor copy_to_tensor(const std::vector<float>& values) {
-  Tensor t = make_owned_tensor(DType::kF32, {static_cast<int64_t>(values.size())});
-  if (!values.empty()) std::memcpy(mutable_data(t), values.data(), values.size() * sizeof(float));
+Tensor copy_to_tensor(const float* values, int64_t n) {
+  Tensor t = make_owned_tensor(DType::kF32, {n});
+  if (n) std::memcpy(mutable_data(t), values, static_cast<size_t>(n) * sizeof(float));
   return t;
 }
 
@@ -70,7 +70,7 @@ float LinearSchedule::lr_factor(int64_t step) const {
 
 Optimizer::Optimizer(const OptimizerOptions& options) : options_(options) {}
 
-Status Optimizer::add(std::string name, float* param, float* grad, int64_t n, bool decay) {
+Status Optimizer::add(std::string name, float* param, float* grad, int64_t n, bool decay, float* m, float* v) {
   if (name.empty()) return invalid_argument("optimizer: a parameter needs a name");
   if (names_.count(name)) return invalid_argument("optimizer: parameter '" + name + "' is already registered");
   if (n < 0) return invalid_argument("optimizer: parameter '" + name + "' has negative size " + std::to_string(n));
@@ -87,8 +87,12 @@ Status Optimizer::add(std::string name, float* param, float* grad, int64_t n, bo
   p.grad = grad;
   p.n = n;
   p.decay = decay;
-  p.m.assign(static_cast<size_t>(n), 0.f);
-  p.v.assign(static_cast<size_t>(n), 0.f);
+  if (m && v) {
+    p.m = m, p.v = v;
+  } else {
+    p.owned_m.assign(static_cast<size_t>(n), 0.f), p.owned_v.assign(static_cast<size_t>(n), 0.f);
+    p.m = p.owned_m.data(), p.v = p.owned_v.data();
+  }
   if (options_.kind == OptimizerKind::kLamb && static_cast<size_t>(n) > lamb_scratch_.size()) {
     lamb_scratch_.resize(static_cast<size_t>(n));
   }
@@ -152,8 +156,8 @@ void Optimizer::adamw_update(Param& p, float lr, int64_t step) {
   kernels::AdamWStepArgs a;
   a.param = p.value;
   a.grad = p.grad;
-  a.m = p.m.data();
-  a.v = p.v.data();
+  a.m = p.m;
+  a.v = p.v;
   a.n = p.n;
   a.step = step;
   a.lr = lr;
@@ -169,8 +173,8 @@ void Optimizer::lamb_update(Param& p, float lr, int64_t step) {
   kernels::LambUpdateArgs a;
   a.param = p.value;
   a.grad = p.grad;
-  a.m = p.m.data();
-  a.v = p.v.data();
+  a.m = p.m;
+  a.v = p.v;
   a.update = update;
   a.n = p.n;
   a.step = step;
@@ -202,8 +206,8 @@ std::vector<std::pair<std::string, Tensor>> Optimizer::state() const {
   *static_cast<int64_t*>(mutable_data(step)) = steps_;
   out.emplace_back(kStepName, std::move(step));
   for (const Param& p : params_) {
-    out.emplace_back(first_moment_name(p.name), copy_to_tensor(p.m));
-    out.emplace_back(second_moment_name(p.name), copy_to_tensor(p.v));
+    out.emplace_back(first_moment_name(p.name), copy_to_tensor(p.m, p.n));
+    out.emplace_back(second_moment_name(p.name), copy_to_tensor(p.v, p.n));
   }
   return out;
 }
@@ -232,8 +236,8 @@ Status Optimizer::load_state(const TensorMap& state) {
   for (Param& p : params_) {
     const size_t bytes = static_cast<size_t>(p.n) * sizeof(float);
     if (bytes == 0) continue;
-    std::memcpy(p.m.data(), state.at(first_moment_name(p.name)).data, bytes);
-    std::memcpy(p.v.data(), state.at(second_moment_name(p.name)).data, bytes);
+    std::memcpy(p.m, state.at(first_moment_name(p.name)).data, bytes);
+    std::memcpy(p.v, state.at(second_moment_name(p.name)).data, bytes);
   }
   steps_ = steps;
   return Status::Ok();

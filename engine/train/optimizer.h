@@ -43,9 +43,12 @@ class Optimizer {
 
   // Registers a parameter and its gradient buffer (n floats each, owned by the caller and alive as
   // long as the Optimizer is used; they must not overlap). decay = false for biases and LayerNorm
-  // weights. Allocates the moments (zero). Errors: an empty or duplicate name, n < 0, null buffers,
-  // or a call after the first step (the step count, which drives bias correction, is shared).
-  Status add(std::string name, float* param, float* grad, int64_t n, bool decay);
+  // weights. The moments live in `m` and `v` (n floats each, zeroed by the caller: a trainer's
+  // parameter arena) or, when those are null, in buffers the optimizer allocates (zero). Errors: an
+  // empty or duplicate name, n < 0, null buffers, or a call after the first step (the step count,
+  // which drives bias correction, is shared).
+  Status add(std::string name, float* param, float* grad, int64_t n, bool decay, float* m = nullptr,
+             float* v = nullptr);
 
   // One update of every registered parameter with learning rate `lr`:
   //  (a) if a gradient holds NaN or Inf, returns an error naming the first such parameter in
@@ -86,7 +89,9 @@ class Optimizer {
     float* grad = nullptr;
     int64_t n = 0;
     bool decay = false;
-    std::vector<float> m, v;  // first and second moments
+    float* m = nullptr;  // first and second moments (external, or owned below)
+    float* v = nullptr;
+    std::vector<float> owned_m, owned_v;
   };
 
   void adamw_update(Param& p, float lr, int64_t step);

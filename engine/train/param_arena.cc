@@ -17,10 +17,10 @@ Result<std::unique_ptr<ParamArena>> ParamArena::Create(runtime::Backend& backend
     a->total_ += (static_cast<size_t>(e.n) + 63) / 64 * 64;
     a->entries_.push_back(std::move(e));
   }
-  const size_t bytes = 2 * a->total_ * sizeof(float);
+  const size_t bytes = 4 * a->total_ * sizeof(float);  // parameters, gradients, m, v
   void* p = backend.allocate(bytes);
   if (!p)
-    return out_of_range("cannot allocate " + std::to_string(bytes >> 20) + " MiB for the parameters and gradients on " +
+    return out_of_range("cannot allocate " + std::to_string(bytes >> 20) + " MiB for the parameters, gradients and moments on " +
                         backend.name());
   a->memory_ = runtime::DeviceBuffer(&backend, p);
   a->params_ = static_cast<float*>(p);

@@ -1,5 +1,6 @@
 // The trainable state of a model as contiguous regions on a backend: every parameter in one flat
-// fp32 buffer and every gradient in a second one of the same layout, with a name -> offset table.
+// fp32 buffer, every gradient in a second one of the same layout and the optimizer's two moments in
+// a third and fourth, with one name -> offset table for all four.
 // The network binds a BertWeights to each region; optimizers walk the table; the flat gradient
 // buffer is what an all-reduce or a sharded optimizer works on. Host mirrors are kept only for
 // backends whose memory the host cannot read.
@@ -34,6 +35,8 @@ class ParamArena {
   size_t total() const { return total_; }  // floats per region
   float* params() const { return params_; }
   float* grads() const { return grads_; }
+  float* first_moments() const { return grads_ + total_; }    // AdamW / LAMB m
+  float* second_moments() const { return grads_ + 2 * total_; }  // v
   // Views of the regions as the network reads them.
   const BertWeights& weights() const { return weights_; }
   const BertWeights& gradients() const { return gradients_; }

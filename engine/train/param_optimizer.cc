@@ -12,7 +12,8 @@ class HostOptimizer final : public ParamOptimizer {
   explicit HostOptimizer(const OptimizerOptions& o) : opt_(o) {}
   Status add_all(ParamArena& arena) {
     for (const ParamArena::Entry& e : arena.entries())
-      BERT_RETURN_IF_ERROR(opt_.add(e.name, arena.params() + e.offset, arena.grads() + e.offset, e.n, e.decay));
+      BERT_RETURN_IF_ERROR(opt_.add(e.name, arena.params() + e.offset, arena.grads() + e.offset, e.n, e.decay,
+                                    arena.first_moments() + e.offset, arena.second_moments() + e.offset));
     return Status::Ok();
   }
   Result<double> step(float lr) override {

@@ -1,5 +1,5 @@
 // The CUDA ParamOptimizer (engine/train/param_optimizer.h): AdamW / LAMB as multi-tensor kernels over
-// the ParamArena's device regions, the moments in one more device allocation, global-norm clipping
+// the ParamArena's device regions (parameters, gradients and both moments), global-norm clipping
 // applied as the gradients are read, and torch.amp.GradScaler-style dynamic loss scaling when the
 // GEMMs compute in fp16. One host synchronisation per step (the norm and the overflow flag).
 #include <cmath>
@@ -25,21 +25,15 @@ class CudaOptimizer final : public ParamOptimizer {
     scale_ = scaling_ ? o.loss_scaling.init_scale : 1.f;
   }
   ~CudaOptimizer() override {
-    if (moments_) be_.release(moments_);
     if (scratch_) be_.release(scratch_);
   }
 
   Status init() {
-    const size_t n = arena_.total();
-    moments_ = static_cast<float*>(be_.allocate(2 * n * sizeof(float)));
-    if (!moments_) return out_of_range("device cuda: no room for the optimizer moments (" +
-                                       std::to_string((2 * n * 4) >> 20) + " MiB)");
-    BERT_RETURN_IF_ERROR(be_.zero(moments_, 2 * n * sizeof(float)));
     std::vector<kc::DeviceTensorEntry> entries;
     for (const ParamArena::Entry& e : arena_.entries()) {
       kc::DeviceTensorEntry d;
       d.param = arena_.params() + e.offset, d.grad = arena_.grads() + e.offset;
-      d.m = moments_ + e.offset, d.v = moments_ + n + e.offset, d.n = e.n, d.decay = e.decay;
+      d.m = arena_.first_moments() + e.offset, d.v = arena_.second_moments() + e.offset, d.n = e.n, d.decay = e.decay;
       entries.push_back(d);
     }
     BERT_RETURN_IF_ERROR(be_.synchronize());
@@ -107,9 +101,8 @@ class CudaOptimizer final : public ParamOptimizer {
     static_cast<float*>(mutable_data(scaling))[0] = scale_;
     static_cast<float*>(mutable_data(scaling))[1] = static_cast<float>(good_steps_);
     out.emplace_back("opt.loss_scaling", scaling);
-    const size_t n = arena_.total();
     for (const ParamArena::Entry& e : arena_.entries())
-      for (auto [prefix, region] : {std::pair{"opt.m.", moments_}, std::pair{"opt.v.", moments_ + n}}) {
+      for (auto [prefix, region] : {std::pair{"opt.m.", arena_.first_moments()}, std::pair{"opt.v.", arena_.second_moments()}}) {
         Tensor t = make_owned_tensor(DType::kF32, {e.n});
         BERT_RETURN_IF_ERROR(be_.download(mutable_data(t), region + e.offset, sizeof(float) * e.n));
         out.emplace_back(prefix + e.name, t);
@@ -128,10 +121,11 @@ class CudaOptimizer final : public ParamOptimizer {
           return format_error("checkpoint has no optimizer state '" + std::string(prefix) + e.name + "' (F32 [" +
                               std::to_string(e.n) + "])");
       }
-    const size_t n = arena_.total();
     for (const ParamArena::Entry& e : arena_.entries()) {
-      BERT_RETURN_IF_ERROR(be_.upload(moments_ + e.offset, state.at("opt.m." + e.name).data, sizeof(float) * e.n));
-      BERT_RETURN_IF_ERROR(be_.upload(moments_ + n + e.offset, state.at("opt.v." + e.name).data, sizeof(float) * e.n));
+      BERT_RETURN_IF_ERROR(
+          be_.upload(arena_.first_moments() + e.offset, state.at("opt.m." + e.name).data, sizeof(float) * e.n));
+      BERT_RETURN_IF_ERROR(
+          be_.upload(arena_.second_moments() + e.offset, state.at("opt.v." + e.name).data, sizeof(float) * e.n));
     }
     steps_ = step->second.as<int64_t>()[0];
     if (auto ls = state.find("opt.loss_scaling"); ls != state.end() && ls->second.dtype == DType::kF32 &&
@@ -160,7 +154,6 @@ class CudaOptimizer final : public ParamOptimizer {
   TrainerOptions o_;
   Optimizer checker_;  // the option and lr checks of the host optimizer
   void* stream_ = nullptr;
-  float* moments_ = nullptr;  // m then v, each laid out as the arena
   char* scratch_ = nullptr;
   size_t reduce_bytes_ = 0;
   kc::DeviceTensorListStorage list_;
