@@ -23,10 +23,10 @@ namespace bert {
 
 enum class Device { kCpu, kCuda };
 
-// What the model computes in. The CPU runs fp32 only. On CUDA: fp32 (TF32 tensor cores only with
-// allow_tf32), fp16 (fp16 storage and tensor cores, fp32 accumulation and LayerNorm / softmax
-// statistics), or int8 (the encoder's linear layers in int8 with per-channel weight scales and
-// per-tensor activation scales from Session::Calibrate; everything else fp16).
+// What the model computes in (engine/model/precision.h decides each op site from it). The CPU runs
+// fp32 only. On CUDA: fp32 (TF32 tensor cores only with allow_tf32) or fp16 (fp16 tensor-core GEMMs
+// with fp32 accumulation on fp32 storage; LayerNorm / softmax in fp32). int8 is refused until the
+// precision policy has an int8 entry.
 enum class Precision { kF32, kF16, kInt8 };
 const char* precision_name(Precision p);  // "fp32", "fp16", "int8"
 
@@ -100,14 +100,12 @@ struct SessionOptions {
   bool profile = false;             // accumulate wall time per op (see Session::Profile)
   Pooling pooling = Pooling::kNone; // also output sentence_embedding [batch, hidden]
   bool normalize = false;           // L2-normalise sentence_embedding (needs pooling)
-  // CUDA only. remove_padding: run the position-wise layers on the real tokens of the batch only
-  // (attention per sequence on the packed rows); outputs at padded positions are then 0 instead of
-  // what a padded run computes there. copy_outputs = false keeps the outputs on the GPU (for
-  // benchmarks: Output() then says so).
+  // Padding removal (run the position-wise layers on the real tokens only): refused today on every
+  // backend, the network has no packed layout yet.
   bool remove_padding = false;
+  // CUDA: false keeps the outputs on the GPU (for benchmarks: Output() then says so).
   bool copy_outputs = true;
-  // CUDA: a batch shape's second and later runs replay its forward as a CUDA graph (one launch
-  // instead of hundreds; off while profiling and with BERT_CUDA_SYNC=1).
+  // CUDA graphs: not used by the shared network yet (sessions launch eagerly); kept for compatibility.
   bool cuda_graphs = true;
 };
 
@@ -154,15 +152,14 @@ class Session {
   Result<OutputView> Output(std::string_view name) const;
   std::vector<std::string> OutputNames() const;
 
-  // int8 sessions (CUDA): records the range of every quantized layer's input over a representative
-  // batch (running the fp16 path); Run quantizes with the ranges of all batches calibrated so far,
-  // and refuses to run before the first. Other sessions: an error.
+  // int8 calibration (the range of every quantized layer's input): an error today, since no
+  // precision policy entry is int8 yet.
   Status Calibrate(const BatchInput& input);
 
   // Per-op times accumulated since creation (empty unless SessionOptions.profile). On CUDA each op
   // is synchronized for its time, so profiled runs are slower.
   std::vector<OpProfile> Profile() const;
-  // CUDA: the last Run's time on the GPU (CUDA events around the uploads, forward and copies); CPU: 0.
+  // CUDA: the last Run's wall time including its uploads, forward and copies back; CPU: 0.
   double LastRunDeviceSeconds() const;
 
   const SessionOptions& options() const;

@@ -45,7 +45,7 @@ struct LinearSchedule {
   float lr_factor(int64_t step) const;
 };
 
-// How a CUDA trainer's GEMMs compute (the CPU trainer runs kF32 only and refuses the others). kF32 is
+// How a trainer's GEMMs compute (the CPU backend runs kF32 only and refuses the others). kF32 is
 // exact fp32; kTF32, kF16 and kBF16 run the GEMMs on tensor cores with their fp32 operands rounded to
 // that type inside cuBLASLt and fp32 accumulation. Parameters (the fp32 masters), gradients, optimizer
 // moments and activations stay fp32 in memory in every mode, as do LayerNorm, softmax and the losses.
@@ -72,11 +72,13 @@ struct TrainerOptions {
   OptimizerOptions optimizer;
   TrainPrecision precision = TrainPrecision::kF32;  // CUDA: how the GEMMs compute
   LossScaling loss_scaling;                          // CUDA, kF16
-  // CUDA: fused attention that keeps only each query row's log-sum-exp and recomputes the
-  // probabilities in the backward (O(seq) instead of O(seq^2) memory per head; fp32 CUDA-core math).
+  // Fused attention that keeps only each query row's log-sum-exp and recomputes the probabilities in
+  // the backward (O(seq) instead of O(seq^2) memory per head): on backends with a fused training
+  // attention kernel (CUDA); elsewhere Trainer::Create says none is registered.
   bool fused_attention = false;
-  // CUDA: keep only each encoder layer's input and recompute the layer's activations just before its
-  // backward (about one more forward pass of FLOPs for one layer's activations instead of all of them).
+  // Keep only each encoder layer's input and recompute the layer's activations just before its
+  // backward (about one more forward pass of FLOPs for one layer's activations instead of all of them;
+  // the same gradients, bit for bit). Every backend.
   bool recompute_activations = false;
 };
 
