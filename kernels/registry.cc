@@ -1,7 +1,9 @@
 // The op registry's table (every kernel implementation, one row each) and its lookups.
 #include "kernels/registry.h"
 
+#include <algorithm>
 #include <string>
+#include <vector>
 
 namespace bert::kernels {
 
@@ -26,9 +28,11 @@ constexpr DType kF32 = DType::kF32;
 constexpr DType kF16 = DType::kF16;
 constexpr DType kBF16 = DType::kBF16;
 
-// Refs first within an op, then by ascending ISA (resolve_kernel does not depend on this order except
-// for ties, but the tests and benches list entries in it).
-const KernelEntry kTable[] = {
+// The host rows. Refs first within an op, then by ascending ISA (resolve_kernel does not depend on this
+// order except for ties, but the tests and benches list entries in it). Inside a function so that it
+// is initialised on first use, whatever the order of static initialisation.
+std::span<const KernelEntry> host_table() {
+  static const KernelEntry kTable[] = {
     // name                          op                      device dtype isa    variant fn
     {"layernorm_f32_ref", Op::kLayerNorm, kRef, kF32, kAny, "", any(layernorm_f32_ref), nullptr},
     {"layernorm_f32_avx2", Op::kLayerNorm, kCpu, kF32, kAvx2, "", any(layernorm_f32_avx2), nullptr},
@@ -95,14 +99,48 @@ const KernelEntry kTable[] = {
     {"mse_f32_ref", Op::kMse, kRef, kF32, kAny, "", any(mse_f32_ref), nullptr},
     {"dropout_f32_ref", Op::kDropout, kRef, kF32, kAny, "", any(dropout_f32_ref), nullptr},
     {"dropout_f32_cpu", Op::kDropout, kCpu, kF32, kAny, "", any(dropout_f32), nullptr},
-};
+  };
+  return kTable;
+}
 
-const char* isa_tag(CpuIsa isa) { return isa == CpuIsa::kScalar ? "any" : cpu_isa_name(isa); }
+// The one table: the host rows and, in CUDA builds, the kCuda rows, each op's rows together (host
+// rows first, in their order, then the CUDA rows). Built once.
+std::span<const KernelEntry> table() {
+  static const std::vector<KernelEntry> all = [] {
+    std::vector<KernelEntry> t(host_table().begin(), host_table().end());
+#ifdef BERT_HAVE_CUDA
+    const std::span<const KernelEntry> cuda = detail::cuda_kernel_entries();
+    t.insert(t.end(), cuda.begin(), cuda.end());
+#endif
+    std::stable_sort(t.begin(), t.end(), [](const KernelEntry& a, const KernelEntry& b) {
+      return static_cast<int>(a.op) < static_cast<int>(b.op);
+    });
+    return t;
+  }();
+  return all;
+}
+
+std::string needs_tag(const KernelEntry& e) {
+  if (e.device == Device::kCuda) return "device cuda";
+  return std::string("needs ") + (e.isa == CpuIsa::kScalar ? "any" : cpu_isa_name(e.isa));
+}
+
+// The entries registered for an op, for error messages: "name (needs avx2), name (device cuda)".
+std::string registered_for(Op op) {
+  std::string have;
+  for (const KernelEntry& e : table()) {
+    if (e.op != op) continue;
+    have += have.empty() ? "" : ", ";
+    have += e.name;
+    have += " (" + needs_tag(e) + ")";
+  }
+  return have.empty() ? std::string("none") : have;
+}
 
 Result<const KernelEntry*> resolve_impl(Op op, Device device, DType dtype, CpuIsa max_isa, const void* args) {
   const KernelEntry* best = nullptr;
   const KernelEntry* ref = nullptr;
-  for (const KernelEntry& e : kTable) {
+  for (const KernelEntry& e : table()) {
     if (e.op != op || e.dtype != dtype) continue;
     if (args && e.supports && !e.supports(args)) continue;
     if (device == Device::kCpu && e.device == Device::kRef && !ref) ref = &e;
@@ -111,20 +149,31 @@ Result<const KernelEntry*> resolve_impl(Op op, Device device, DType dtype, CpuIs
   }
   if (!best) best = ref;
   if (best) return best;
-  std::string have;
-  for (const KernelEntry& e : kTable) {
-    if (e.op != op) continue;
-    have += have.empty() ? "" : ", ";
-    have += e.name;
-    have += " (needs ";
-    have += isa_tag(e.isa);
-    have += ")";
-  }
+  std::string limits;
+  if (device != Device::kCuda) limits = std::string("CPU ISA up to ") + cpu_isa_name(max_isa);
+#ifndef BERT_HAVE_CUDA
+  if (device == Device::kCuda) limits = "this build has no CUDA";
+#endif
+  if (args) limits += limits.empty() ? "for these arguments" : ", for these arguments";
   return not_found(std::string("no kernel for op '") + op_name(op) + "' on device '" + device_name(device) +
-                   "' with dtype '" + kernel_dtype_name(dtype) + "' (CPU ISA up to " + cpu_isa_name(max_isa) +
-                   (args ? ", for these arguments" : "") + "); registered for this op: " +
-                   (have.empty() ? std::string("none") : have));
+                   "' with dtype '" + kernel_dtype_name(dtype) + "'" + (limits.empty() ? "" : " (" + limits + ")") +
+                   "; registered for this op: " + registered_for(op));
 }
+
+template <class Args>
+Status resolve_into(DType dtype, typename OpTraits<Args>::CudaFn* out) {
+  auto fn = resolve_cuda<Args>(dtype);
+  if (!fn.ok()) return fn.status();
+  *out = *fn;
+  return Status::Ok();
+}
+
+constexpr Op kCudaBackendOps[] = {
+    Op::kLayerNorm,         Op::kSoftmaxMasked,  Op::kActivation,         Op::kEmbed,
+    Op::kAttention,         Op::kLayerNormBackward, Op::kSoftmaxBackward, Op::kActivationBackward,
+    Op::kEmbedBackward,     Op::kColumnSum,      Op::kDropout,            Op::kCrossEntropy,
+    Op::kBceWithLogits,     Op::kMse,
+};
 
 }  // namespace
 
@@ -176,10 +225,10 @@ const char* kernel_dtype_name(DType t) {
   return "unknown_dtype";
 }
 
-std::span<const KernelEntry> kernel_registry() { return kTable; }
+std::span<const KernelEntry> kernel_registry() { return table(); }
 
 const KernelEntry* find_kernel(std::string_view name) {
-  for (const KernelEntry& e : kTable) {
+  for (const KernelEntry& e : table()) {
     if (name == e.name) return &e;
   }
   return nullptr;
@@ -200,10 +249,41 @@ Result<const KernelEntry*> resolve_kernel_for(Op op, Device device, DType dtype,
 }
 
 const KernelEntry* reference_of(const KernelEntry& e) {
-  for (const KernelEntry& r : kTable) {
+  for (const KernelEntry& r : table()) {
     if (r.op == e.op && r.dtype == e.dtype && r.device == Device::kRef) return &r;
   }
   return nullptr;
+}
+
+Result<const KernelEntry*> resolve_cuda_kernel(Op op, DType dtype, const void* args) {
+  return resolve_impl(op, Device::kCuda, dtype, CpuIsa::kScalar, args);
+}
+
+Status host_only_error(Op op, Device device, DType dtype) {
+  return not_found(std::string("no host-callable kernel for op '") + op_name(op) + "' on device '" +
+                   device_name(device) + "' with dtype '" + kernel_dtype_name(dtype) +
+                   "': its entries take device pointers and a stream (use resolve_cuda)");
+}
+
+std::span<const Op> cuda_backend_ops() { return kCudaBackendOps; }
+
+Result<CudaKernels> resolve_cuda_kernels(DType dtype) {
+  CudaKernels k;
+  k.dtype = dtype;
+  for (Status st : {resolve_into<LayerNormArgs>(dtype, &k.layernorm),
+                    resolve_into<SoftmaxMaskedArgs>(dtype, &k.softmax_masked),
+                    resolve_into<ActivationArgs>(dtype, &k.activation), resolve_into<EmbedArgs>(dtype, &k.embed),
+                    resolve_into<AttentionArgs>(dtype, &k.attention),
+                    resolve_into<LayerNormBackwardArgs>(dtype, &k.layernorm_backward),
+                    resolve_into<SoftmaxBackwardArgs>(dtype, &k.softmax_backward),
+                    resolve_into<ActivationBackwardArgs>(dtype, &k.activation_backward),
+                    resolve_into<EmbedBackwardArgs>(dtype, &k.embed_backward),
+                    resolve_into<ColumnSumArgs>(dtype, &k.column_sum), resolve_into<DropoutArgs>(dtype, &k.dropout),
+                    resolve_into<CrossEntropyArgs>(dtype, &k.cross_entropy),
+                    resolve_into<BceWithLogitsArgs>(dtype, &k.bce_with_logits), resolve_into<MseArgs>(dtype, &k.mse)}) {
+    if (!st.ok()) return st;
+  }
+  return k;
 }
 
 }  // namespace bert::kernels

@@ -1,6 +1,9 @@
 // The CUDA backend: device memory, one stream per backend, cuBLASLt GEMMs (kernels/cuda/cuda_gemm.h)
-// computing as the backend's GemmCompute says, and the kernels of kernels/cuda for every other op of
-// runtime::Backend. Nothing here knows the network: engine/model drives these calls. Losses write
+// computing as the backend's GemmCompute says, and for every registry op of runtime::Backend the kCuda
+// entry of the op registry (kernels/registry.h), resolved once in init() (an op without one is the
+// error make_cuda_backend returns) and called through the kept pointers. GEMMs, memory, copies, the
+// element-wise helpers and the fused training attention are not registry ops: direct calls into
+// kernels/cuda. Nothing here knows the network: engine/model drives these calls. Losses write
 // their {sum, count} to device memory and take the mean on the device (no host synchronisation until
 // the caller downloads them). Built only in CUDA builds; docs/CUDA.md says what has run.
 #include "engine/runtime/cuda/cuda_backend.h"
@@ -13,6 +16,7 @@
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/precision.h"
 #include "kernels/cuda/train_kernels.h"
+#include "kernels/registry.h"
 
 namespace bert::runtime {
 
@@ -28,6 +32,11 @@ class CudaBackend final : public Backend {
     kc::stream_destroy(stream_);
   }
   Status init() {
+    auto resolved = kernels::resolve_cuda_kernels(DType::kF32);
+    if (!resolved.ok()) {
+      return Status(resolved.status().code(), "device cuda: the op registry: " + resolved.status().message());
+    }
+    k_ = *resolved;
     stream_ = kc::stream_create();
     flag_ = static_cast<int*>(kc::device_alloc(256));
     if (!stream_ || !flag_) return failed("creating a stream");
@@ -81,14 +90,14 @@ class CudaBackend final : public Backend {
   Status batched_matmul(const kernels::BatchedMatmulArgs& a) override {
     return ok(gemm_.batched_matmul(a, stream_), "batched matmul");
   }
-  Status layernorm(const kernels::LayerNormArgs& a) override { return ok(kc::layernorm_f32(a, stream_), "layernorm"); }
+  Status layernorm(const kernels::LayerNormArgs& a) override { return ok(k_.layernorm(a, stream_), "layernorm"); }
   Status softmax_masked(const kernels::SoftmaxMaskedArgs& a) override {
-    return ok(kc::softmax_masked_f32(a, stream_), "softmax");
+    return ok(k_.softmax_masked(a, stream_), "softmax");
   }
   Status activation(const kernels::ActivationArgs& a) override {
-    return ok(kc::activation_f32(a, stream_), "activation");
+    return ok(k_.activation(a, stream_), "activation");
   }
-  Status embed(const kernels::EmbedArgs& a) override { return ok(kc::embed_f32(a, stream_), "embedding"); }
+  Status embed(const kernels::EmbedArgs& a) override { return ok(k_.embed(a, stream_), "embedding"); }
   // No pooling kernel on the device: the token states come to the host, pool there, and go back.
   Status pool(const kernels::PoolArgs& a) override {
     const size_t states = size_t(a.batch) * a.seq * a.width, tokens = size_t(a.batch) * a.seq;
@@ -105,11 +114,10 @@ class CudaBackend final : public Backend {
     if (a.lse) {
       return ok(kc::attention_train_forward(train_args(a), a.out, a.ldo, a.lse, stream_), "fused training attention");
     }
-    kc::AttentionArgs k;
-    k.q = a.q, k.k = a.k, k.v = a.v, k.out = a.out, k.ld_qkv = a.ld, k.ld_out = a.ldo, k.key_mask = a.key_mask;
+    kernels::AttentionArgs k;
+    k.q = a.q, k.k = a.k, k.v = a.v, k.out = a.out, k.ld = a.ld, k.ldo = a.ldo, k.key_mask = a.key_mask;
     k.batch = a.batch, k.seq = a.seq, k.heads = a.heads, k.head_dim = a.head_dim, k.scale = a.scale;
-    k.dtype = DType::kF32;
-    return ok(kc::attention(k, stream_), "fused attention");
+    return ok(k_.attention(k, stream_), "fused attention");
   }
   Status attention_backward(const AttentionGradArgs& a) override {
     kc::AttentionGradArgs g;
@@ -119,31 +127,31 @@ class CudaBackend final : public Backend {
   }
 
   Status layernorm_backward(const kernels::LayerNormBackwardArgs& a) override {
-    return ok(kc::layernorm_backward_f32(a, stream_), "layernorm backward");
+    return ok(k_.layernorm_backward(a, stream_), "layernorm backward");
   }
   Status softmax_backward(const kernels::SoftmaxBackwardArgs& a) override {
-    return ok(kc::softmax_backward_f32(a, stream_), "softmax backward");
+    return ok(k_.softmax_backward(a, stream_), "softmax backward");
   }
   Status activation_backward(const kernels::ActivationBackwardArgs& a) override {
-    return ok(kc::activation_backward_f32(a, stream_), "activation backward");
+    return ok(k_.activation_backward(a, stream_), "activation backward");
   }
   Status embed_backward(const kernels::EmbedBackwardArgs& a, EmbedPadding padding) override {
     kc::EmbedPadding p;
     p.word = padding.word, p.position = padding.position;
-    return ok(kc::embed_backward_f32(a, stream_, {}, p), "embedding backward");
+    return ok(k_.embed_backward(a, stream_, p), "embedding backward");
   }
   Status column_sum(const kernels::ColumnSumArgs& a) override {
-    return ok(kc::column_sum_f32(a, stream_), "bias gradient");
+    return ok(k_.column_sum(a, stream_), "bias gradient");
   }
-  Status dropout(const kernels::DropoutArgs& a) override { return ok(kc::dropout_f32(a, stream_), "dropout"); }
+  Status dropout(const kernels::DropoutArgs& a) override { return ok(k_.dropout(a, stream_), "dropout"); }
   Status cross_entropy(const kernels::CrossEntropyArgs& a, kernels::LossSum* result) override {
-    return ok(kc::cross_entropy_f32(a, mean_into(result), stream_), "cross-entropy");
+    return ok(k_.cross_entropy(a, stream_, mean_into(result)), "cross-entropy");
   }
   Status bce_with_logits(const kernels::BceWithLogitsArgs& a, kernels::LossSum* result) override {
-    return ok(kc::bce_with_logits_f32(a, mean_into(result), stream_), "binary cross-entropy");
+    return ok(k_.bce_with_logits(a, stream_, mean_into(result)), "binary cross-entropy");
   }
   Status mse(const kernels::MseArgs& a, kernels::LossSum* result) override {
-    return ok(kc::mse_f32(a, mean_into(result), stream_), "mean squared error");
+    return ok(k_.mse(a, stream_, mean_into(result)), "mean squared error");
   }
   Status all_finite(const float* x, int64_t n, bool* finite) override {
     int found = 0;
@@ -174,6 +182,7 @@ class CudaBackend final : public Backend {
   Status ok(bool success, const char* what) const { return success ? Status::Ok() : failed(what); }
 
   kc::CudaGemm gemm_;
+  kernels::CudaKernels k_;  // the registry's kCuda f32 entries, resolved once in init()
   void* stream_ = nullptr;
   int* flag_ = nullptr;  // all_finite's device flag
   std::string name_;
