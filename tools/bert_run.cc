@@ -11,9 +11,10 @@
 //       for every parameter (eval mode: no dropout), the engine's backward pass as transformers names it.
 //   Either mode: --pooling cls|mean|max [--normalize] adds sentence_embedding [batch, hidden]
 //       (mean and max over the tokens the attention mask keeps; --normalize: unit L2 norm).
-//   --device cuda [--precision fp32|fp16|int8] [--tf32] [--remove-padding] runs on the GPU. int8
-//       calibrates its activation ranges on --calibration in.safetensors (default: the batch itself);
-//       --drift also runs the model in fp32 on the same device and prints each output's drift.
+//   --device cuda [--precision fp32|fp16|int8] [--tf32] runs on the GPU (fp16: fp16 tensor-core GEMMs
+//       on fp32 storage); --drift also runs the model in fp32 on the same device and prints each
+//       output's drift. int8 (with --calibration in.safetensors) and --remove-padding are refused by
+//       the engine until its precision policy and network have them (docs/CUDA.md).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>

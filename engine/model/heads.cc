@@ -17,6 +17,17 @@ const int32_t* upload(Network::Impl& n, Buf dst, const int32_t* src, int64_t cou
   return n.upload_ints(dst, src, count);
 }
 
+// Integer labels: present, and each in [0, classes) or -100 (ignored).
+Status check_classes(const int32_t* v, int64_t n, int64_t classes, const char* head, const char* what,
+                     const char* size_name) {
+  if (!v) return invalid_argument(std::string("the ") + head + " head needs labels '" + what + "'");
+  for (int64_t i = 0; i < n; ++i)
+    if (v[i] != -100 && (v[i] < 0 || v[i] >= classes))
+      return out_of_range(std::string(what) + "[" + std::to_string(i) + "] = " + std::to_string(v[i]) +
+                          " is outside 0.." + std::to_string(classes - 1) + " (" + size_name + ") and is not -100");
+  return Status::Ok();
+}
+
 // Registers loss slot `slot` with `weight` and returns its backend pointer.
 kernels::LossSum* loss_slot(Network::Impl& n, size_t slot, double weight) {
   n.loss_terms.push_back({slot, weight});
@@ -26,6 +37,10 @@ kernels::LossSum* loss_slot(Network::Impl& n, size_t slot, double weight) {
 // No head: the base model's outputs only (nothing to train).
 class NoHead final : public Head {
  public:
+  std::vector<std::string> output_names() const override { return {}; }
+  Status check_labels(const TrainLabels&, int64_t, int64_t) const override {
+    return invalid_argument("a base model (no head) has no loss to train; use a model with a head");
+  }
   void plan(Plan&, int64_t, int64_t, bool) override {}
   void forward(Network::Impl&, int64_t, int64_t) override {}
   void publish(Network::Impl&, int64_t, int64_t) override {}
@@ -39,6 +54,13 @@ class NoHead final : public Head {
 class SequenceClassification final : public Head {
  public:
   explicit SequenceClassification(const ModelConfig& c) : c_(c) {}
+  std::vector<std::string> output_names() const override { return {"logits"}; }
+  Status check_labels(const TrainLabels& y, int64_t B, int64_t) const override {
+    if (c_.num_labels != 1)
+      return check_classes(y.labels, B, c_.num_labels, "sequence_classification", "labels", "num_labels");
+    if (!y.regression) return invalid_argument("num_labels 1 is regression: it needs float labels 'labels'");
+    return Status::Ok();
+  }
   void plan(Plan& p, int64_t B, int64_t S, bool training) override {
     const int64_t H = c_.hidden_size;
     cls_in_ = p.add(B * H);
@@ -102,6 +124,10 @@ class SequenceClassification final : public Head {
 class TokenClassification final : public Head {
  public:
   explicit TokenClassification(const ModelConfig& c) : c_(c) {}
+  std::vector<std::string> output_names() const override { return {"logits"}; }
+  Status check_labels(const TrainLabels& y, int64_t B, int64_t S) const override {
+    return check_classes(y.labels, B * S, c_.num_labels, "token_classification", "labels", "num_labels");
+  }
   void plan(Plan& p, int64_t B, int64_t S, bool training) override {
     const int64_t T = B * S, H = c_.hidden_size;
     logits_ = p.add(T * c_.num_labels);
@@ -145,6 +171,12 @@ class TokenClassification final : public Head {
 class QuestionAnswering final : public Head {
  public:
   explicit QuestionAnswering(const ModelConfig& c) : c_(c) {}
+  std::vector<std::string> output_names() const override { return {"start_logits", "end_logits"}; }
+  Status check_labels(const TrainLabels& y, int64_t, int64_t) const override {
+    if (!y.start_positions || !y.end_positions)
+      return invalid_argument("the question_answering head needs 'start_positions' and 'end_positions'");
+    return Status::Ok();
+  }
   void plan(Plan& p, int64_t B, int64_t S, bool training) override {
     const int64_t T = B * S;
     logits_ = p.add(2 * T), start_ = p.add(T), end_ = p.add(T);
@@ -198,6 +230,10 @@ class QuestionAnswering final : public Head {
 class Discriminator final : public Head {
  public:
   explicit Discriminator(const ModelConfig& c) : c_(c) {}
+  std::vector<std::string> output_names() const override { return {"logits"}; }
+  Status check_labels(const TrainLabels& y, int64_t B, int64_t S) const override {
+    return check_classes(y.labels, B * S, 2, "discriminator", "labels", "0 or 1");
+  }
   void plan(Plan& p, int64_t B, int64_t S, bool training) override {
     const int64_t T = B * S, H = c_.hidden_size;
     pre_ = p.add(T * H), act_ = p.add(T * H), logits_ = p.add(T);
@@ -238,6 +274,18 @@ class Discriminator final : public Head {
 class MaskedLM final : public Head {
  public:
   explicit MaskedLM(const ModelConfig& c) : c_(c), pretraining_(c.head == HeadKind::kPreTraining) {}
+  std::vector<std::string> output_names() const override {
+    if (!pretraining_) return {"logits"};
+    return {"prediction_logits", c_.sentence_head_output()};
+  }
+  Status check_labels(const TrainLabels& y, int64_t B, int64_t S) const override {
+    const char* head = pretraining_ ? "pretraining" : "masked_lm";
+    BERT_RETURN_IF_ERROR(check_classes(y.labels, B * S, c_.vocab_size, head, "labels", "vocab_size"));
+    if (!pretraining_) return Status::Ok();
+    return check_classes(y.sentence_labels, B, 2, head,
+                         c_.family == ModelFamily::kAlbert ? "sentence_order_label" : "next_sentence_label",
+                         "2 classes");
+  }
   void plan(Plan& p, int64_t B, int64_t S, bool training) override {
     const int64_t T = B * S, E = c_.embedding_size, V = c_.vocab_size;
     pre_ = p.add(T * E), act_ = p.add(T * E), ln_ = p.add(T * E), logits_ = p.add(T * V);
@@ -306,6 +354,12 @@ std::unique_ptr<Head> make_head(const ModelConfig& c) {
     case HeadKind::kPreTraining: return std::make_unique<MaskedLM>(c);
   }
   return std::make_unique<NoHead>();
+}
+
+std::vector<std::string> head_output_names(const ModelConfig& c) { return make_head(c)->output_names(); }
+
+Status check_head_labels(const ModelConfig& c, const TrainLabels& y, int64_t batch, int64_t seq) {
+  return make_head(c)->check_labels(y, batch, seq);
 }
 
 }  // namespace bert::model

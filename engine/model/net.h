@@ -105,6 +105,10 @@ class Ops {
 class Head {
  public:
   virtual ~Head() = default;
+  // The names publish() gives its outputs, in order.
+  virtual std::vector<std::string> output_names() const = 0;
+  // The labels this head's loss reads, checked against the model's sizes (the first bad one named).
+  virtual Status check_labels(const TrainLabels& y, int64_t B, int64_t S) const = 0;
   virtual void plan(Plan& p, int64_t B, int64_t S, bool training) = 0;
   virtual void forward(Network::Impl& n, int64_t B, int64_t S) = 0;
   virtual void publish(Network::Impl& n, int64_t B, int64_t S) = 0;

@@ -42,6 +42,11 @@ struct DeviceOutput {
   const float* data = nullptr;
 };
 
+// What a model's head names its outputs (in the order a forward publishes them), and the check of
+// the labels its loss reads: both asked of the head's one class (engine/model/heads.cc).
+std::vector<std::string> head_output_names(const ModelConfig& config);
+Status check_head_labels(const ModelConfig& config, const TrainLabels& labels, int64_t batch, int64_t seq);
+
 class Network {
  public:
   // `w` (backend memory) must outlive the network; so must `backend`.

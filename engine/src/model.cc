@@ -4,6 +4,7 @@
 #include <map>
 #include <set>
 
+#include "engine/model/network.h"
 #include "engine/model/precision.h"
 #include "engine/src/model_impl.h"
 #include "weights/bert_layout.h"
@@ -24,21 +25,7 @@ std::vector<std::string> Model::output_names(bool with_hidden_states, bool with_
     for (int64_t i = 0; i <= c.num_layers; ++i) names.push_back("hidden_states." + std::to_string(i));
   names.push_back("last_hidden_state");
   if (c.has_pooler) names.push_back("pooler_output");
-  switch (c.head) {
-    case HeadKind::kNone: break;
-    case HeadKind::kSequenceClassification:
-    case HeadKind::kTokenClassification:
-    case HeadKind::kMaskedLM:
-    case HeadKind::kDiscriminator: names.push_back("logits"); break;
-    case HeadKind::kQuestionAnswering:
-      names.push_back("start_logits");
-      names.push_back("end_logits");
-      break;
-    case HeadKind::kPreTraining:
-      names.push_back("prediction_logits");
-      names.push_back(c.sentence_head_output());
-      break;
-  }
+  for (std::string& name : model::head_output_names(c)) names.push_back(std::move(name));
   if (with_sentence_embedding) names.push_back("sentence_embedding");
   return names;
 }

@@ -27,7 +27,6 @@ struct Trainer::Impl {
   std::unique_ptr<ParamOptimizer> optimizer;
   uint64_t calls = 0;  // ForwardBackward calls: picks each call's dropout stream
 
-  Status check_labels(const BatchInput& in, const TrainLabels& y) const;
   // The current parameters as a model source (F32 views of host memory that must outlive it).
   Result<ModelSource> source();
 };
@@ -75,38 +74,6 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(std::shared_ptr<const Model> mo
 
 void Trainer::ZeroGrad() { (void)impl_->arena->zero_grads(); }
 
-Status Trainer::Impl::check_labels(const BatchInput& in, const TrainLabels& y) const {
-  const int64_t B = in.batch, S = in.seq;
-  auto check = [&](const int32_t* v, int64_t n, int64_t classes, const char* what, const char* size_name) -> Status {
-    if (!v) return invalid_argument(std::string("the ") + head_kind_name(c->head) + " head needs labels '" + what + "'");
-    for (int64_t i = 0; i < n; ++i)
-      if (v[i] != -100 && (v[i] < 0 || v[i] >= classes))
-        return out_of_range(std::string(what) + "[" + std::to_string(i) + "] = " + std::to_string(v[i]) +
-                            " is outside 0.." + std::to_string(classes - 1) + " (" + size_name + ") and is not -100");
-    return Status::Ok();
-  };
-  switch (c->head) {
-    case HeadKind::kNone: return invalid_argument("a base model (no head) has no loss to train; use a model with a head");
-    case HeadKind::kSequenceClassification:
-      if (c->num_labels == 1) {
-        if (!y.regression) return invalid_argument("num_labels 1 is regression: it needs float labels 'labels'");
-        return Status::Ok();
-      }
-      return check(y.labels, B, c->num_labels, "labels", "num_labels");
-    case HeadKind::kTokenClassification: return check(y.labels, B * S, c->num_labels, "labels", "num_labels");
-    case HeadKind::kQuestionAnswering:
-      if (!y.start_positions || !y.end_positions)
-        return invalid_argument("the question_answering head needs 'start_positions' and 'end_positions'");
-      return Status::Ok();
-    case HeadKind::kMaskedLM: return check(y.labels, B * S, c->vocab_size, "labels", "vocab_size");
-    case HeadKind::kPreTraining:
-      BERT_RETURN_IF_ERROR(check(y.labels, B * S, c->vocab_size, "labels", "vocab_size"));
-      return check(y.sentence_labels, B, 2,
-                   c->family == ModelFamily::kAlbert ? "sentence_order_label" : "next_sentence_label", "2 classes");
-    case HeadKind::kDiscriminator: return check(y.labels, B * S, 2, "labels", "0 or 1");
-  }
-  return Status::Ok();
-}
 
 Result<double> Trainer::ForwardBackward(const BatchInput& in, const TrainLabels& labels, float loss_scale) {
   Impl& s = *impl_;
@@ -119,7 +86,7 @@ Result<double> Trainer::ForwardBackward(const BatchInput& in, const TrainLabels&
   if (!(loss_scale > 0.f && std::isfinite(loss_scale)))
     return invalid_argument("loss_scale must be positive and finite, got " + std::to_string(loss_scale));
   BERT_RETURN_IF_ERROR(validate_batch_values(c, in));
-  BERT_RETURN_IF_ERROR(s.check_labels(in, labels));
+  BERT_RETURN_IF_ERROR(model::check_head_labels(c, labels, in.batch, in.seq));
   if (s.o.num_threads > 0) omp_set_num_threads(s.o.num_threads);
   const uint64_t stream = s.o.seed * 0x9E3779B97F4A7C15ull + (++s.calls);
   BERT_RETURN_IF_ERROR(s.network->forward(in, stream));
