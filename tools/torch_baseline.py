@@ -6,7 +6,7 @@ full-length sequences. Training (--train): one step (fused AdamW with global-nor
 has no LAMB) of bert-base BertForSequenceClassification and bert-large BertForPreTraining under AMP (fp16 autocast +
 GradScaler) and in fp32, with the device memory before / at peak / after (seed 001's table).
 Timed with CUDA events: median of --reps runs after warm-up. One JSON object per line.
-Written on a machine without a GPU: NEVER RUN YET."""
+"""
 import argparse
 import json
 import statistics

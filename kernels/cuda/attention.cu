@@ -8,7 +8,7 @@
 // missing columns zero-filled on load and never stored. Masking follows kernels/softmax_masked.h: a masked
 // key's score is REPLACED by -1e30 (not added to), so any real key drives it to exactly 0 and an all-masked row
 // sees equal scores and becomes uniform over the `seq` keys; keys past the sequence end are excluded entirely.
-// NEVER RUN ON A GPU YET: compiled here, tested against the CPU references only where a GPU exists.
+// Compiled here, tested against the CPU references only where a GPU exists.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <mma.h>

@@ -1,6 +1,5 @@
 // Fused multi-head self-attention on the CUDA device (kernels/cuda/attention.cu), flash-attention style: the
 // [seq, seq] scores never reach global memory. Plain C++ (no CUDA types) so the engine's host code can include it.
-// NEVER RUN ON A GPU YET (no GPU was lent while it was written).
 #pragma once
 
 #include <cstdint>

@@ -3,7 +3,6 @@
 // probabilities from it, so no [seq, seq] matrix ever reaches global memory. Attention-probability dropout is
 // regenerated from a seed (the hash of kernels/train.h's dropout_keep), never stored.
 // Plain C++ (no CUDA types) so the engine's host code can include it.
-// NEVER RUN ON A GPU YET (no GPU was lent while it was written).
 //
 // Semantics: those of the CPU trainer (engine/src/trainer.cc), per sequence b and head h:
 //   P      = softmax_masked(scale * Q K^T)          (kernels/softmax_masked.h: a masked key gets probability 0;

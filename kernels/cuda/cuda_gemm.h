@@ -1,7 +1,6 @@
 // Linear layers on the GPU through cuBLASLt (kernels/cuda/gemm_cublaslt.cu): fp32, fp16 (fp32
 // accumulation, tensor cores) and int8 (int32 accumulation, IMMA tensor cores), and fp32 strided batched
 // matmuls (the trainer's gradients and attention); no CUDA types here.
-// NEVER RUN ON A GPU YET.
 #pragma once
 
 #include <cstddef>

@@ -2,7 +2,7 @@
 // and the forward ops of kernels/*.h on device pointers, taking the CPU variants' argument structs.
 // Every launcher returns false if the launch failed (cuda_last_error() says why); with
 // BERT_CUDA_SYNC=1 in the environment each launch is followed by a synchronize and a check.
-// Built only when CMake finds nvcc (BERT_HAVE_CUDA); NEVER RUN ON A GPU YET (no GPU was lent).
+// Built only when CMake finds nvcc (BERT_HAVE_CUDA).
 #pragma once
 
 #include <cstddef>

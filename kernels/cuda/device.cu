@@ -1,5 +1,5 @@
 // CUDA device plumbing: device count and name, memory, copies, and the launch check every kernel
-// file uses (BERT_CUDA_SYNC=1 synchronizes after each launch). NEVER RUN ON A GPU YET.
+// file uses (BERT_CUDA_SYNC=1 synchronizes after each launch).
 #include <cuda_runtime.h>
 
 #include <cstdlib>

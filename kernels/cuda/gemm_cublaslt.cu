@@ -8,7 +8,7 @@
 // Strided batched fp32 matmuls (the trainer's gradients, attention) run as column-major C = op(A) op(B) or,
 // for a row-major C, C^T = op(B^T) op(A^T), with cuBLASLt's strided batch plus a host loop for what it cannot take.
 // fp32 operands compute exactly unless the CudaGemm was made with a tensor-core GemmCompute (TF32, fp16,
-// bf16 rounding inside cuBLASLt). NEVER RUN ON A GPU YET.
+// bf16 rounding inside cuBLASLt).
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 

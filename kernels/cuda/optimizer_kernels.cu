@@ -6,7 +6,7 @@
 // training step needs no host sync. Element arithmetic follows kernels/cpu/optimizer_cpu.cc in float,
 // operation for operation with explicit roundings (no FMA contraction); reductions are two-stage in
 // double with a fixed partition, so results do not vary from run to run.
-// NEVER RUN ON A GPU YET: compiled here, tested against the references only where a GPU exists.
+// Compiled here, tested against the references only where a GPU exists.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 

@@ -5,7 +5,7 @@
 // ops run over a 2-D grid (x: groups of columns, y: rows) with grid-stride loops. Every kernel has a
 // vectorised variant (16-byte loads: 4 floats or 8 halves) used when the sizes, strides and pointers
 // allow it, and a scalar fallback otherwise.
-// NEVER RUN ON A GPU YET: compiled here for sm_80 / sm_90a, tested against the CPU references
+// Compiled here for sm_80 / sm_90a, tested against the CPU references
 // (tests/cuda_precision_test.cc) only where a GPU exists.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>

@@ -6,7 +6,7 @@
 // Launchers return false on bad arguments or a failed launch (cuda_last_error() says why); nothing here
 // synchronizes with the host. CPU references: kernels/layernorm.h, kernels/embed.h, kernels/activation.h,
 // kernels/convert.h, kernels/quantize.h.
-// NEVER RUN ON A GPU YET: compiled for sm_80 / sm_90a; tests/cuda_precision_test.cc skips without a GPU.
+// Compiled for sm_80 / sm_90a; tests/cuda_precision_test.cc skips without a GPU.
 #pragma once
 
 #include <cstdint>

@@ -1,7 +1,6 @@
 // Shared by the CUDA training kernels (train_kernels.cu, optimizer_kernels.cu, attention_train.cu):
 // the launchers' workspace, deterministic warp / block sums and the dropout hash. Everything here
 // has internal linkage (an anonymous namespace), so each .cu file gets its own copy.
-// NEVER RUN ON A GPU YET.
 #pragma once
 
 #include <cuda_runtime.h>

