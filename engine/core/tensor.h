@@ -9,24 +9,12 @@
 #include <vector>
 
 #include "bert/dtype.h"
+#include "bert/tensor.h"
 
 namespace bert {
 
-struct Tensor {
-  DType dtype = DType::kF32;
-  std::vector<int64_t> shape;
-  const void* data = nullptr;    // nbytes() bytes, little-endian, row-major, contiguous
-  std::shared_ptr<const void> owner;  // keeps `data` valid
-
-  int64_t numel() const {
-    int64_t n = 1;
-    for (int64_t d : shape) n *= d;
-    return n;
-  }
-  size_t nbytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype); }
-  template <typename T>
-  const T* as() const { return static_cast<const T*>(data); }
-};
+// The public host tensor (bert/tensor.h) under the name the engine's internals use.
+using Tensor = HostTensor;
 
 // "[2, 3, 4]"
 std::string shape_string(const std::vector<int64_t>& shape);

@@ -11,24 +11,6 @@
 namespace bert {
 namespace {
 
-Tensor to_internal(const HostTensor& h) {
-  Tensor t;
-  t.dtype = h.dtype;
-  t.shape = h.shape;
-  t.data = h.data;
-  t.owner = h.owner;
-  return t;
-}
-
-HostTensor to_public(const Tensor& t) {
-  HostTensor h;
-  h.dtype = t.dtype;
-  h.shape = t.shape;
-  h.data = t.data;
-  h.owner = t.owner;
-  return h;
-}
-
 // A tensor owning a copy of `values` laid out as `shape`.
 template <typename T>
 Result<HostTensor> owned(std::vector<T> values, std::vector<int64_t> shape, DType dtype) {
@@ -93,7 +75,7 @@ Result<TensorsFile> ReadTensorsFile(const std::string& path) {
   TensorsFile out;
   out.path = path;
   out.metadata = f.metadata();
-  for (const auto& [name, t] : f.tensors()) out.tensors.emplace(name, to_public(t));
+  for (const auto& [name, t] : f.tensors()) out.tensors.emplace(name, t);
   return out;
 }
 
@@ -103,7 +85,7 @@ Status WriteTensorsFile(const std::string& path, const std::vector<std::pair<std
   internal.reserve(tensors.size());
   for (const auto& [name, h] : tensors) {
     if (!h.data && h.numel() > 0) return invalid_argument(path + ": tensor '" + name + "' has no data");
-    internal.emplace_back(name, to_internal(h));
+    internal.emplace_back(name, h);
   }
   return write_safetensors(path, internal, metadata);
 }
