@@ -21,6 +21,10 @@ struct AttentionArgs {
   const float* k = nullptr;         // same layout
   const float* v = nullptr;         // same layout
   const int32_t* key_mask = nullptr;  // [batch, seq]: nonzero = attend; nullptr = attend to all
+  // Packed layout (padding removed): [batch + 1] prefix offsets; sequence b owns token rows
+  // [seq_starts[b], seq_starts[b + 1]) and attends to exactly those rows (no key_mask); `seq` is then
+  // the longest sequence. nullptr = padded layout: sequence b owns rows [b*seq, (b+1)*seq).
+  const int32_t* seq_starts = nullptr;
   float* out = nullptr;             // [batch*seq, ldo], columns [0, heads*head_dim) written
   int64_t batch = 0, seq = 0, heads = 0, head_dim = 0;
   int64_t ld = 0;   // row stride of q, k, v in elements (0 means heads*head_dim)
@@ -29,7 +33,9 @@ struct AttentionArgs {
 };
 
 // q, k, v, out non-null when there is work; sizes >= 0 and every addressed element representable in
-// bytes; ld, ldo 0 or >= heads*head_dim; scale finite; out's rows disjoint from q, k, v and key_mask.
+// bytes; ld, ldo 0 or >= heads*head_dim; scale finite; out's rows disjoint from q, k, v and key_mask;
+// not both key_mask and seq_starts. (Packed offsets are the caller's: non-decreasing, each length
+// <= seq, the last row inside the buffers; check() does not read them, they may be device memory.)
 Status check(const AttentionArgs& a);
 
 // Scalar reference, double accumulation: the specification.

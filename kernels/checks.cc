@@ -161,10 +161,14 @@ Status check(const AttentionArgs& a) {
     return bad(op, "ldo " + std::to_string(a.ldo) + " is below heads*head_dim " + std::to_string(width));
   }
   if (!std::isfinite(a.scale)) return bad(op, "scale is not finite");
+  if (a.key_mask && a.seq_starts) return bad(op, "key_mask and seq_starts together (the packed layout has no mask)");
   BERT_TRY(need(op, a.q, "q"));
   BERT_TRY(need(op, a.k, "k"));
   BERT_TRY(need(op, a.v, "v"));
   BERT_TRY(need(op, a.out, "out"));
+  // The packed layout's row count lives in seq_starts, which check() does not read (it may be device
+  // memory): its buffers' extents are the caller's.
+  if (a.seq_starts) return Status::Ok();
   const int64_t rows = a.batch * a.seq;  // cannot overflow: bytes above did not
   const int64_t in_bytes = strided_bytes(rows, width, ld, kF), out_bytes = strided_bytes(rows, width, ldo, kF);
   if (in_bytes < 0 || out_bytes < 0) return bad(op, "rows x row stride overflows 64-bit byte counts");

@@ -207,6 +207,41 @@ TEST_P(AttentionVariant, MatchesRef) {
   std::cout << "[ info ] " << GetParam() << ": " << cases << " cases, max abs err vs ref " << worst << "\n";
 }
 
+// The packed layout (padding removed): sequences of different lengths back to back, addressed by
+// seq_starts; each sequence's rows equal the reference run on that sequence alone, padded layout.
+TEST_P(AttentionVariant, PackedLayoutEqualsEachSequenceAlone) {
+  for (int64_t dh : {32, 64, 80}) {
+    const std::vector<int32_t> lengths = {129, 1, 64, 17, 0, 130};
+    const int64_t heads = 3, H = heads * dh, B = int64_t(lengths.size());
+    std::vector<int32_t> starts = {0};
+    for (int32_t l : lengths) starts.push_back(starts.back() + l);
+    const int64_t T = starts.back();
+    Problem all = make_problem(1, T, heads, dh, true, 0, static_cast<uint32_t>(dh));
+    AttentionArgs a = all.args(nullptr);
+    std::vector<float> got(static_cast<size_t>(T * H), -7.f);
+    a.out = got.data(), a.batch = B, a.seq = 130, a.seq_starts = starts.data();
+    ASSERT_TRUE(check(a).ok()) << check(a).to_string();
+    run(a);
+    for (int64_t b = 0; b < B; ++b) {
+      if (lengths[b] == 0) continue;
+      AttentionArgs one = all.args(nullptr);  // the same rows, as a padded batch of one
+      const int64_t off = starts[b] * 3 * H;
+      one.q = all.qkv.data() + off, one.k = one.q + H, one.v = one.q + 2 * H;
+      std::vector<float> want(static_cast<size_t>(lengths[b] * H), -5.f);
+      one.out = want.data(), one.batch = 1, one.seq = lengths[b];
+      attention_f32_ref(one);
+      const std::vector<float> part(got.begin() + starts[b] * H, got.begin() + starts[b + 1] * H);
+      ASSERT_EQ(compare(part, want, kAtol, kRtol), "")
+          << GetParam() << " packed sequence " << b << " (length " << lengths[b] << ") head_dim " << dh;
+    }
+  }
+  AttentionArgs both = make_problem(1, 4, 1, 32, true, 1, 3).args(nullptr);
+  std::vector<float> out(4 * 32);
+  const int32_t starts[2] = {0, 4};
+  both.out = out.data(), both.seq_starts = starts;
+  EXPECT_FALSE(check(both).ok());  // a mask and packed offsets together
+}
+
 // Output rows wider than heads*head_dim (ldo) keep their extra columns; bert-base-like shape.
 TEST_P(AttentionVariant, StridedOutputAndManyHeads) {
   const Problem p = make_problem(2, 50, 12, 64, true, 1, 99);

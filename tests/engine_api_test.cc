@@ -204,11 +204,6 @@ TEST(EngineApi, CudaOnlyOptionsOnTheCpuAreErrors) {
   EXPECT_EQ(model->info().precision, "fp32");
   SessionOptions opts;
   opts.max_batch = 1, opts.max_seq = 8;
-  opts.remove_padding = true;
-  auto packed = Session::Create(model, opts);
-  ASSERT_FALSE(packed.ok());
-  EXPECT_NE(packed.status().message().find("remove_padding"), std::string::npos);
-  opts.remove_padding = false;
   auto session = Session::Create(model, opts);
   ASSERT_TRUE(session.ok());
   std::vector<int32_t> ids(8, 1000);

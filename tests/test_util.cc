@@ -10,6 +10,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <nlohmann/json.hpp>
+
 namespace bert::test {
 
 std::optional<std::filesystem::path> shared_dir() {
@@ -91,5 +93,23 @@ double max_abs(const float* x, size_t n) {
   for (size_t i = 0; i < n; ++i) m = std::max(m, std::fabs(double(x[i])));
   return m;
 }
+
+std::string tiny_family_config(const std::string& family) {
+  nlohmann::json j = {{"model_type", family}, {"vocab_size", 97},          {"hidden_size", 32},
+            {"num_hidden_layers", 3},   {"num_attention_heads", 4}, {"intermediate_size", 48},
+            {"max_position_embeddings", 40}, {"type_vocab_size", 2}, {"hidden_act", "gelu"},
+            {"layer_norm_eps", 1e-12},  {"pad_token_id", 0}};
+  if (family == "roberta") j.update({{"pad_token_id", 1}, {"type_vocab_size", 1}});
+  if (family == "electra") j["embedding_size"] = 16;
+  if (family == "albert") j.update({{"embedding_size", 16}, {"num_hidden_groups", 1}, {"hidden_act", "gelu_new"}});
+  if (family == "squeezebert")
+    j.update({{"embedding_size", 32}, {"q_groups", 4}, {"k_groups", 4}, {"v_groups", 2},
+              {"post_attention_groups", 1}, {"intermediate_groups", 4}, {"output_groups", 8}});
+  if (family == "distilbert")
+    j = {{"model_type", "distilbert"}, {"vocab_size", 97}, {"dim", 32}, {"n_layers", 3}, {"n_heads", 4},
+         {"hidden_dim", 48}, {"max_position_embeddings", 40}, {"activation", "relu"}, {"pad_token_id", 0}};
+  return j.dump();
+}
+
 
 }  // namespace bert::test

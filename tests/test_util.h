@@ -49,6 +49,10 @@ double relative_l2(const float* got, const float* want, size_t n);
 double max_abs_diff(const float* got, const float* want, size_t n);
 double max_abs(const float* x, size_t n);
 
+// config.json text of a tiny model of `family` (bert, roberta, distilbert, electra, albert, squeezebert)
+// with the options that make the family different switched on: vocab 97, hidden 32, 3 layers, 4 heads.
+std::string tiny_family_config(const std::string& family);
+
 }  // namespace bert::test
 
 // Skip the current test when ../shared is not there.

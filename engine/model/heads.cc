@@ -76,7 +76,7 @@ class SequenceClassification final : public Head {
       ops.copy(n.at(n.pooled), cin, B * H);
       ops.dropout(cin, B * H, kClassifierInSite);
     } else {
-      ops.check(ops.backend().copy_rows(n.hidden_at(c_.num_layers), S * H, n.at(first_), H, B, H));
+      ops.check(ops.backend().copy_rows(n.last_hidden(), S * H, n.at(first_), H, B, H));
       ops.dropout(n.at(first_), B * H, kClassifierInSite);
       ops.linear("head", n.at(first_), n.w->pre_classifier, n.at(first_pre_), B);
       ops.copy(n.at(first_pre_), cin, B * H);
@@ -135,12 +135,12 @@ class TokenClassification final : public Head {
   }
   // The classifier's input: the last hidden state, or its dropped-out copy.
   const float* input(Network::Impl& n) const {
-    return n.ops->dropping() ? n.at(cls_in_) : n.hidden_at(c_.num_layers);
+    return n.ops->dropping() ? n.at(cls_in_) : n.last_hidden();
   }
   void forward(Network::Impl& n, int64_t B, int64_t S) override {
     const int64_t T = B * S, H = c_.hidden_size;
     if (n.ops->dropping()) {
-      n.ops->copy(n.hidden_at(c_.num_layers), n.at(cls_in_), T * H);
+      n.ops->copy(n.last_hidden(), n.at(cls_in_), T * H);
       n.ops->dropout(n.at(cls_in_), T * H, kClassifierInSite);
     }
     n.ops->linear("head", input(n), n.w->classifier, n.at(logits_), T);
@@ -189,7 +189,7 @@ class QuestionAnswering final : public Head {
   void forward(Network::Impl& n, int64_t B, int64_t S) override {
     Ops& ops = *n.ops;
     const int64_t T = B * S;
-    ops.linear("head", n.hidden_at(c_.num_layers), n.w->qa, n.at(logits_), T);
+    ops.linear("head", n.last_hidden(), n.w->qa, n.at(logits_), T);
     ops.check(ops.backend().copy_rows(n.at(logits_), 2, n.at(start_), 1, T, 1));
     ops.check(ops.backend().copy_rows(n.at(logits_) + 1, 2, n.at(end_), 1, T, 1));
   }
@@ -217,7 +217,7 @@ class QuestionAnswering final : public Head {
     }
     ops.check(ops.backend().copy_rows(n.at(d_start_), 1, n.at(d_logits_), 2, T, 1));
     ops.check(ops.backend().copy_rows(n.at(d_end_), 1, n.at(d_logits_) + 1, 2, T, 1));
-    ops.linear_backward(n.w->qa, g.qa, n.hidden_at(c_.num_layers), n.at(d_logits_), n.at(n.d_h), T, true);
+    ops.linear_backward(n.w->qa, g.qa, n.last_hidden(), n.at(d_logits_), n.at(n.d_h), T, true);
   }
 
  private:
@@ -242,7 +242,7 @@ class Discriminator final : public Head {
   void forward(Network::Impl& n, int64_t B, int64_t S) override {
     Ops& ops = *n.ops;
     const int64_t T = B * S, H = c_.hidden_size;
-    ops.linear("head", n.hidden_at(c_.num_layers), n.w->disc_dense, n.at(pre_), T);
+    ops.linear("head", n.last_hidden(), n.w->disc_dense, n.at(pre_), T);
     ops.copy(n.at(pre_), n.at(act_), T * H);
     ops.activation(n.at(act_), T * H, to_activation(c_.hidden_act));
     ops.linear("head", n.at(act_), n.w->disc_out, n.at(logits_), T);
@@ -260,7 +260,7 @@ class Discriminator final : public Head {
     ops.check(ops.backend().bce_with_logits(a, loss_slot(n, 0, 1.0)));
     ops.linear_backward(n.w->disc_out, g.disc_out, n.at(act_), n.at(d_logits_), n.at(d_x_), T, false);
     ops.activation_backward(n.at(pre_), n.at(d_x_), T * H, to_activation(c_.hidden_act));
-    ops.linear_backward(n.w->disc_dense, g.disc_dense, n.hidden_at(c_.num_layers), n.at(d_x_), n.at(n.d_h), T, true);
+    ops.linear_backward(n.w->disc_dense, g.disc_dense, n.last_hidden(), n.at(d_x_), n.at(n.d_h), T, true);
   }
 
  private:
@@ -298,7 +298,7 @@ class MaskedLM final : public Head {
   void forward(Network::Impl& n, int64_t B, int64_t S) override {
     Ops& ops = *n.ops;
     const int64_t T = B * S, E = c_.embedding_size;
-    ops.linear("head", n.hidden_at(c_.num_layers), n.w->mlm_transform, n.at(pre_), T);
+    ops.linear("head", n.last_hidden(), n.w->mlm_transform, n.at(pre_), T);
     ops.copy(n.at(pre_), n.at(act_), T * E);
     ops.activation(n.at(act_), T * E, to_activation(c_.mlm_act));
     ops.layernorm(n.at(act_), nullptr, n.w->mlm_ln, n.at(ln_), T, E);
@@ -325,7 +325,7 @@ class MaskedLM final : public Head {
     ops.linear_backward(n.w->mlm_decoder, g.mlm_decoder, n.at(ln_), n.at(d_logits_), d_ln, T, false);
     ops.layernorm_backward(n.at(act_), n.w->mlm_ln, g.mlm_ln, d_ln, d_ln, T, E);
     ops.activation_backward(n.at(pre_), d_ln, T * E, to_activation(c_.mlm_act));
-    ops.linear_backward(n.w->mlm_transform, g.mlm_transform, n.hidden_at(c_.num_layers), d_ln, n.at(n.d_h), T, true);
+    ops.linear_backward(n.w->mlm_transform, g.mlm_transform, n.last_hidden(), d_ln, n.at(n.d_h), T, true);
     if (!pretraining_) return;
     kernels::CrossEntropyArgs s;
     s.logits = n.at(sentence_), s.targets = upload(n, sentence_labels_, y.sentence_labels, B);

@@ -150,12 +150,19 @@ struct Network::Impl {
 
   // Inputs (backend memory) and host staging.
   Buf ids, mask, types, positions;
+  // Padding removal: [B + 1] row offsets of each sequence's real tokens, each packed row's padded
+  // position, and the padded copies of the published hidden states (zero at padded positions).
+  Buf seq_starts, row_index;
+  std::vector<Buf> padded_hidden;
+  const int32_t* d_seq_starts = nullptr;
+  const int32_t* d_row_index = nullptr;
   std::vector<int32_t> host_positions, host_ints;
   std::vector<float> host_floats;
   const int32_t* d_ids = nullptr;  // this run's inputs on the backend (mask / types null when absent)
   const int32_t* d_mask = nullptr;
   const int32_t* d_types = nullptr;
   const int32_t* d_positions = nullptr;
+  const int32_t* d_key_mask = nullptr;  // what attention masks with (null when packed)
 
   // Embeddings and encoder.
   Buf emb_sum, emb_out;        // [T, E] (training: the sum before the LayerNorm; inference: the E-wide output)
@@ -175,13 +182,23 @@ struct Network::Impl {
   size_t published = 0;
   std::vector<std::string> hidden_names;
 
-  int64_t B = 0, S = 0, T = 0;  // this run's batch
+  int64_t B = 0, S = 0, T = 0;  // this run's batch; T = the rows the encoder runs (real tokens when packed)
 
   float* at(Buf b) const { return plan(b); }
   float* hidden_at(int64_t layer) const {
     return plan(hidden[hidden.size() == 2 ? static_cast<size_t>(layer % 2) : static_cast<size_t>(layer)]);
   }
   LayerActs& acts_of(int64_t layer) { return acts[acts.size() == 1 ? 0 : static_cast<size_t>(layer)]; }
+  // hidden_states.layer in the padded [B, S, H] layout the heads and outputs read.
+  float* padded_hidden_at(int64_t layer) const {
+    if (!o.remove_padding) return hidden_at(layer);
+    return plan(padded_hidden[padded_hidden.size() == 1 ? 0 : static_cast<size_t>(layer)]);
+  }
+  float* last_hidden() const { return padded_hidden_at(c->num_layers); }
+  // Padding removal: checks the mask, packs the batch's real tokens and uploads the packed inputs.
+  Status pack_inputs(const BatchInput& in);
+  // Padding removal: hidden_states.layer scattered back to the padded layout (zeros at padding).
+  void unpack_hidden(int64_t layer);
   void publish(std::string_view name, std::initializer_list<int64_t> shape, const float* data);
   // Uploads host ints into a planned int32 region and returns its backend pointer.
   const int32_t* upload_ints(Buf dst, const int32_t* src, int64_t n);

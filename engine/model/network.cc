@@ -131,6 +131,11 @@ Result<std::unique_ptr<Network>> Network::Create(const ModelConfig& c, const Ber
   if (o.fused_attention && !be.has_fused_attention(o.training, c.head_dim()))
     return unsupported(std::string("fused attention") + (o.training ? " for training" : "") +
                        " has no kernel on " + be.name());
+  if (o.remove_padding && o.training)
+    return unsupported("padding removal is an inference option (training runs every token)");
+  if (o.remove_padding && !be.has_fused_attention(false, c.head_dim()))
+    return unsupported("padding removal needs a packed attention kernel at head_dim " + std::to_string(c.head_dim()) +
+                       "; " + be.name() + " has none registered");
   // Sizes in floats, checked against overflow before anything is allocated.
   const size_t B = o.max_batch, S = o.max_seq, T = B * S;
   const size_t H = c.hidden_size, I = c.intermediate_size, nh = c.num_heads, E = c.embedding_size;
@@ -144,10 +149,15 @@ Result<std::unique_ptr<Network>> Network::Create(const ModelConfig& c, const Ber
   n.c = &c, n.w = &w, n.o = o;
   n.ops = std::make_unique<Ops>(be, c, o.profile);
   n.head = make_head(c);
-  n.fused_attention = o.fused_attention;
+  n.fused_attention = o.fused_attention || o.remove_padding;
   Plan& p = n.plan;
   n.ids = p.add(T), n.positions = p.add(T), n.mask = p.add(T), n.types = p.add(T);
   n.host_positions.resize(T);
+  if (o.remove_padding) {
+    n.seq_starts = p.add(B + 1), n.row_index = p.add(T);
+    const size_t published = o.keep_hidden_states ? c.num_layers + 1 : 1;
+    for (size_t i = 0; i < published; ++i) n.padded_hidden.push_back(p.add(T * H));
+  }
   const bool train = o.training;
   if (train || c.embedding_projection) n.emb_out = p.add(T * E);
   if (train) n.emb_sum = p.add(T * E);
@@ -177,7 +187,7 @@ Result<std::unique_ptr<Network>> Network::Create(const ModelConfig& c, const Ber
     n.losses = p.add(4 * sizeof(kernels::LossSum) / sizeof(float));
   }
   n.head->plan(p, B, S, train);
-  n.host_ints.resize(2 * T), n.host_floats.resize(T);
+  n.host_ints.resize(4 * T + B + 1), n.host_floats.resize(T);
   BERT_RETURN_IF_ERROR(p.allocate(be));
   for (int64_t l = 0; l <= c.num_layers; ++l) n.hidden_names.push_back("hidden_states." + std::to_string(l));
   return std::unique_ptr<Network>(new Network(std::move(impl)));
@@ -208,19 +218,26 @@ Status Network::forward(const BatchInput& in, uint64_t dropout_stream) {
   n.B = in.batch, n.S = in.seq, n.T = n.B * n.S;
   const int64_t B = n.B, S = n.S, T = n.T, H = c.hidden_size;
   compute_position_ids(c, in.input_ids, B, S, n.host_positions.data());
-  n.d_ids = n.upload_ints(n.ids, in.input_ids, T);
-  n.d_positions = n.upload_ints(n.positions, n.host_positions.data(), T);
   n.d_mask = in.attention_mask ? n.upload_ints(n.mask, in.attention_mask, T) : nullptr;
-  n.d_types = in.token_type_ids && c.has_token_types() ? n.upload_ints(n.types, in.token_type_ids, T) : nullptr;
+  if (n.o.remove_padding) {
+    BERT_RETURN_IF_ERROR(n.pack_inputs(in));  // n.T becomes the number of real tokens
+  } else {
+    n.d_ids = n.upload_ints(n.ids, in.input_ids, T);
+    n.d_positions = n.upload_ints(n.positions, n.host_positions.data(), T);
+    n.d_types = in.token_type_ids && c.has_token_types() ? n.upload_ints(n.types, in.token_type_ids, T) : nullptr;
+  }
+  n.d_key_mask = n.o.remove_padding ? nullptr : n.d_mask;
 
   n.embeddings();
   for (int64_t l = 0; l < c.num_layers; ++l) n.layer_forward(l);
+  if (n.o.remove_padding)
+    for (int64_t l = n.o.keep_hidden_states ? 0 : c.num_layers; l <= c.num_layers; ++l) n.unpack_hidden(l);
   if (c.has_pooler) n.pooler_forward();
   n.head->forward(n, B, S);
   if (n.o.pooling != Pooling::kNone && n.ops->ok()) {
     Ops::Timed timed(*n.ops, "pooling");
     kernels::PoolArgs pa;
-    pa.hidden = n.hidden_at(c.num_layers), pa.mask = n.d_mask, pa.out = n.at(n.sentence);
+    pa.hidden = n.last_hidden(), pa.mask = n.d_mask, pa.out = n.at(n.sentence);
     pa.batch = B, pa.seq = S, pa.width = H;
     pa.kind = n.o.pooling == Pooling::kCls    ? kernels::TokenPooling::kCls
               : n.o.pooling == Pooling::kMean ? kernels::TokenPooling::kMean
@@ -231,12 +248,62 @@ Status Network::forward(const BatchInput& in, uint64_t dropout_stream) {
   BERT_RETURN_IF_ERROR(n.ops->status());
 
   if (n.o.keep_hidden_states || n.o.training)
-    for (int64_t l = 0; l <= c.num_layers; ++l) n.publish(n.hidden_names[l], {B, S, H}, n.hidden_at(l));
-  n.publish("last_hidden_state", {B, S, H}, n.hidden_at(c.num_layers));
+    for (int64_t l = 0; l <= c.num_layers; ++l) n.publish(n.hidden_names[l], {B, S, H}, n.padded_hidden_at(l));
+  n.publish("last_hidden_state", {B, S, H}, n.last_hidden());
   if (c.has_pooler) n.publish("pooler_output", {B, H}, n.at(n.pooled));
   n.head->publish(n, B, S);
   if (n.o.pooling != Pooling::kNone) n.publish("sentence_embedding", {B, H}, n.at(n.sentence));
   return Status::Ok();
+}
+
+Status Network::Impl::pack_inputs(const BatchInput& in) {
+  const ModelConfig& cf = *c;
+  int32_t* packed_ids = host_ints.data();
+  int32_t* packed_positions = packed_ids + B * S;
+  int32_t* packed_types = packed_positions + B * S;
+  int32_t* index = packed_types + B * S;
+  int32_t* starts = index + B * S;
+  const bool types = in.token_type_ids && cf.has_token_types();
+  int64_t t = 0;
+  starts[0] = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    const int32_t* mask = in.attention_mask ? in.attention_mask + b * S : nullptr;
+    int64_t len = S;
+    if (mask) {
+      len = 0;
+      while (len < S && mask[len] != 0) ++len;
+      auto where = [&](int64_t s) { return "attention_mask[" + std::to_string(b) + "][" + std::to_string(s) + "]"; };
+      if (len == 0)
+        return invalid_argument(where(0) + " = 0: padding removal needs every sequence to start with a real token");
+      for (int64_t s = len; s < S; ++s)
+        if (mask[s] != 0)
+          return invalid_argument(where(s) + " = 1 after padding: padding removal needs each sequence's real tokens "
+                                  "first");
+    }
+    for (int64_t s = 0; s < len; ++s, ++t) {
+      const int64_t from = b * S + s;
+      packed_ids[t] = in.input_ids[from], packed_positions[t] = host_positions[from];
+      packed_types[t] = types ? in.token_type_ids[from] : 0;
+      index[t] = static_cast<int32_t>(from);
+    }
+    starts[b + 1] = static_cast<int32_t>(t);
+  }
+  T = t;
+  d_ids = upload_ints(ids, packed_ids, T);
+  d_positions = upload_ints(positions, packed_positions, T);
+  d_types = types ? upload_ints(this->types, packed_types, T) : nullptr;
+  d_row_index = upload_ints(row_index, index, T);
+  d_seq_starts = upload_ints(seq_starts, starts, B + 1);
+  return ops->status();
+}
+
+void Network::Impl::unpack_hidden(int64_t layer) {
+  if (!ops->ok()) return;
+  Ops::Timed timed(*ops, "unpack");
+  const int64_t H = c->hidden_size;
+  float* padded = padded_hidden_at(layer);
+  ops->check(ops->backend().zero(padded, sizeof(float) * B * S * H));
+  ops->check(ops->backend().scatter_rows(hidden_at(layer), H, padded, H, d_row_index, T, H));
 }
 
 // Word + position + token type, LayerNorm, dropout -> hidden_states.0 (through the E -> H projection
@@ -325,7 +392,8 @@ void Network::Impl::attention_forward(int64_t l, const LayerWeights& lw, LayerAc
     if (!ops->ok()) return;
     Ops::Timed timed(*ops, "attention.fused");
     runtime::AttentionArgs a;
-    a.q = q, a.k = k, a.v = v, a.ld = ld, a.key_mask = d_mask, a.out = at(sv.ctx), a.ldo = H;
+    a.q = q, a.k = k, a.v = v, a.ld = ld, a.key_mask = d_key_mask, a.seq_starts = d_seq_starts;
+    a.out = at(sv.ctx), a.ldo = H;
     a.batch = B, a.seq = S, a.heads = nh, a.head_dim = dh, a.scale = scale;
     if (o.training) a.lse = at(sv.lse), a.dropout = o.dropout, a.seed = ops->stream(), a.offset = layer_site(l, 0) << 40;
     ops->check(ops->backend().attention(a));
@@ -340,7 +408,7 @@ void Network::Impl::attention_forward(int64_t l, const LayerWeights& lw, LayerAc
   ops->batched_matmul("attention.scores", qk);
   if (ops->ok()) {
     Ops::Timed timed(*ops, "softmax");
-    ops->check(ops->backend().softmax_masked({probs, d_mask, B, nh, S, S, scale}));
+    ops->check(ops->backend().softmax_masked({probs, d_key_mask, B, nh, S, S, scale}));
   }
   const float* p_used = probs;
   if (ops->dropping()) {  // the backward regenerates the dropped probabilities from the same site
@@ -359,7 +427,7 @@ void Network::Impl::attention_forward(int64_t l, const LayerWeights& lw, LayerAc
 // pooler_output = tanh(W h[CLS] + b): the first token of each sequence (row stride S * H).
 void Network::Impl::pooler_forward() {
   const int64_t H = c->hidden_size;
-  ops->linear("pooler", hidden_at(c->num_layers), w->pooler, at(pooled_pre), B, Activation::kIdentity, S * H);
+  ops->linear("pooler", last_hidden(), w->pooler, at(pooled_pre), B, Activation::kIdentity, S * H);
   ops->copy(at(pooled_pre), at(pooled), B * H);
   ops->activation(at(pooled), B * H, Activation::kTanh);
 }
@@ -393,7 +461,7 @@ Result<double> Network::backward(const BatchInput& in, const TrainLabels& y, flo
 void Network::Impl::pooler_backward(float* d_pooled, const BertWeights& g) {
   const int64_t H = c->hidden_size;
   ops->activation_backward(at(pooled_pre), d_pooled, B * H, Activation::kTanh);
-  ops->linear_backward(w->pooler, g.pooler, hidden_at(c->num_layers), d_pooled, at(d_h), B, true, S * H);
+  ops->linear_backward(w->pooler, g.pooler, last_hidden(), d_pooled, at(d_h), B, true, S * H);
 }
 
 // The backward of layer_forward, from d_h = dL/dy into d_h = dL/dx.
@@ -431,7 +499,7 @@ void Network::Impl::layer_backward(int64_t l, const BertWeights& g) {
     if (ops->ok()) {
       Ops::Timed timed(*ops, "backward.attention.fused");
       runtime::AttentionGradArgs a;
-      a.fwd.q = q, a.fwd.k = k, a.fwd.v = v, a.fwd.ld = ld, a.fwd.key_mask = d_mask, a.fwd.out = at(sv.ctx);
+      a.fwd.q = q, a.fwd.k = k, a.fwd.v = v, a.fwd.ld = ld, a.fwd.key_mask = d_key_mask, a.fwd.out = at(sv.ctx);
       a.fwd.ldo = H, a.fwd.batch = B, a.fwd.seq = S, a.fwd.heads = nh, a.fwd.head_dim = dh, a.fwd.scale = scale;
       a.fwd.lse = at(sv.lse), a.fwd.dropout = o.dropout, a.fwd.seed = ops->stream(), a.fwd.offset = layer_site(l, 0) << 40;
       a.d_out = dctx, a.dq = dq, a.dk = dk, a.dv = dv, a.scratch = at(attention_scratch);

@@ -3,8 +3,11 @@
 // fused bias + activation and residual + LayerNorm); a Trainer runs it in training mode (keeps what
 // the backward needs, or only each layer's input with recomputation), then the head's loss and the
 // backward into a gradient BertWeights. Attention is unfused (batched matmuls + masked softmax) or the
-// backend's fused kernel when one is registered and asked for. One activation plan is made at
-// creation for max_batch x max_seq and allocated once on the backend: running allocates nothing.
+// backend's fused kernel when one is registered and asked for. With padding removal the encoder runs
+// on the batch's real tokens packed together (attention per sequence through row offsets) and its
+// states are scattered back to the padded layout for the heads and the outputs. One activation plan
+// is made at creation for max_batch x max_seq and allocated once on the backend: running allocates
+// nothing.
 #pragma once
 
 #include <cstdint>
@@ -30,6 +33,9 @@ struct NetworkOptions {
   // Training.
   float dropout = 0.f;
   bool recompute = false;  // keep each layer's input only; recompute its activations before its backward
+  // Inference: run the encoder on the real tokens only (each sequence's real tokens must come first);
+  // outputs come back in the padded layout with zeros at padded positions. Needs fused attention.
+  bool remove_padding = false;
   // Both: use the backend's fused attention kernel (an error at creation when it has none).
   bool fused_attention = false;
   bool profile = false;  // wall time per op (synchronising the backend around each op)

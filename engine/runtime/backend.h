@@ -38,6 +38,8 @@ struct AttentionArgs {
   const float* v = nullptr;
   int64_t ld = 0;
   const int32_t* key_mask = nullptr;  // [batch, seq] or nullptr
+  // Packed layout (padding removed): [batch + 1] row offsets of each sequence; seq is the longest.
+  const int32_t* seq_starts = nullptr;
   float* out = nullptr;
   int64_t ldo = 0;
   int64_t batch = 0, seq = 0, heads = 0, head_dim = 0;
@@ -84,6 +86,10 @@ class Backend {
                           int64_t cols) = 0;
   // out[i] = a[i] + b[i] (out may alias a or b).
   virtual Status add(const float* a, const float* b, float* out, int64_t n) = 0;
+  // dst[index[r] * dst_ld + c] = src[r * src_ld + c] for r < rows, c < cols (index: backend memory,
+  // distinct rows): packed token rows back to their padded positions.
+  virtual Status scatter_rows(const float* src, int64_t src_ld, float* dst, int64_t dst_ld, const int32_t* index,
+                              int64_t rows, int64_t cols) = 0;
 
   // ---- forward ops ---------------------------------------------------------------------------
   virtual Status linear(const kernels::LinearArgs& a) = 0;

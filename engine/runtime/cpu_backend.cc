@@ -94,6 +94,12 @@ class CpuBackend final : public Backend {
     return Status::Ok();
   }
 
+  Status scatter_rows(const float* src, int64_t src_ld, float* dst, int64_t dst_ld, const int32_t* index,
+                      int64_t rows, int64_t cols) override {
+    for (int64_t r = 0; r < rows; ++r) std::memcpy(dst + index[r] * dst_ld, src + r * src_ld, sizeof(float) * cols);
+    return Status::Ok();
+  }
+
   Status linear(const kernels::LinearArgs& a) override {
     return gemm_.linear(a) ? Status::Ok() : planning_failed("linear layer", a.M, a.N, a.K);
   }
@@ -116,7 +122,7 @@ class CpuBackend final : public Backend {
       return unsupported(std::string("fused attention") + (a.lse ? " for training" : "") + " at head_dim " +
                          std::to_string(a.head_dim) + " has no CPU kernel registered");
     kernels::AttentionArgs k;
-    k.q = a.q, k.k = a.k, k.v = a.v, k.key_mask = a.key_mask, k.out = a.out;
+    k.q = a.q, k.k = a.k, k.v = a.v, k.key_mask = a.key_mask, k.seq_starts = a.seq_starts, k.out = a.out;
     k.batch = a.batch, k.seq = a.seq, k.heads = a.heads, k.head_dim = a.head_dim, k.ld = a.ld, k.ldo = a.ldo;
     k.scale = a.scale;
     return run(attention_, k);

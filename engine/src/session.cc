@@ -51,9 +51,6 @@ Result<std::unique_ptr<Session>> Session::Create(std::shared_ptr<const Model> mo
   if (o.num_threads < 0) return invalid_argument("SessionOptions.num_threads must be >= 0");
   if (o.normalize && o.pooling == Pooling::kNone)
     return invalid_argument("SessionOptions.normalize needs a pooling (cls, mean or max)");
-  if (o.remove_padding)
-    return unsupported("SessionOptions.remove_padding: the shared model has no packed (padding-free) attention "
-                       "kernel registered for any backend yet");
 
   const LoadOptions& lo = impl->m->options;
   BERT_ASSIGN_OR_RETURN(model::PrecisionPolicy policy,
@@ -63,6 +60,7 @@ Result<std::unique_ptr<Session>> Session::Create(std::shared_ptr<const Model> mo
   no.max_batch = o.max_batch, no.max_seq = o.max_seq, no.training = false;
   no.keep_hidden_states = o.keep_hidden_states, no.pooling = o.pooling, no.normalize = o.normalize;
   no.fused_attention = impl->backend->has_fused_attention(false, c.head_dim());
+  no.remove_padding = o.remove_padding;
   no.profile = o.profile;
   BERT_ASSIGN_OR_RETURN(impl->network,
                         model::Network::Create(c, impl->m->weights(), *impl->backend, no));

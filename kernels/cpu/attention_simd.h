@@ -82,14 +82,14 @@ inline void attn_pv_rows(const float* p, const float* vp, int64_t dhp, int64_t k
   if (dc < dhp) attn_pv_tile<V, R, 1>(p, vp, dhp, kn, o, dc);
 }
 
-// Query rows [q0, q0 + qn) of (b, h). mask: this sequence's key mask or nullptr.
+// Query rows [q0, q0 + qn) of (sequence at rows [row0, row0 + S), head h). mask: its key mask or nullptr.
 template <class V>
-void attention_task(const AttentionArgs& a, int64_t b, int64_t h, int64_t q0, int64_t qn, const int32_t* mask,
-                    float scale, int64_t ld, int64_t ldo) {
+void attention_task(const AttentionArgs& a, int64_t row0, int64_t S, int64_t h, int64_t q0, int64_t qn,
+                    const int32_t* mask, float scale, int64_t ld, int64_t ldo) {
   using F = typename V::F;
   constexpr int W = V::W;
   constexpr int kRows = W >= 16 ? 8 : 4;  // rows per register tile: 8x2 accumulators need 32 registers
-  const int64_t S = a.seq, dh = a.head_dim;
+  const int64_t dh = a.head_dim;
   const int64_t dhp = (dh + W - 1) / W * W;  // <= kAttentionMaxHeadDim (a multiple of every W)
   alignas(64) float kt[kAttentionMaxHeadDim * kAttnBk];
   alignas(64) float vp[kAttnBk * kAttentionMaxHeadDim];
@@ -99,7 +99,7 @@ void attention_task(const AttentionArgs& a, int64_t b, int64_t h, int64_t q0, in
   float m[kAttnBq], l[kAttnBq];
   const float* qr[kAttnBq];
   for (int64_t i = 0; i < qn; ++i) {
-    qr[i] = a.q + (b * S + q0 + i) * ld + h * dh;
+    qr[i] = a.q + (row0 + q0 + i) * ld + h * dh;
     m[i] = -kInf;
     l[i] = 0.f;
     for (int64_t d = 0; d < dhp; d += W) V::store(o + i * dhp + d, V::zero());
@@ -110,8 +110,8 @@ void attention_task(const AttentionArgs& a, int64_t b, int64_t h, int64_t q0, in
     const int64_t knv = (kn + W - 1) / W * W;
     // Pack this key block: K^T [dh, kAttnBk] and V [kAttnBk, dhp], zero-padded.
     for (int64_t j = 0; j < kn; ++j) {
-      const float* kr = a.k + (b * S + k0 + j) * ld + h * dh;
-      const float* vr = a.v + (b * S + k0 + j) * ld + h * dh;
+      const float* kr = a.k + (row0 + k0 + j) * ld + h * dh;
+      const float* vr = a.v + (row0 + k0 + j) * ld + h * dh;
       for (int64_t d = 0; d < dh; ++d) kt[d * kAttnBk + j] = kr[d];
       for (int64_t d = 0; d < dh; ++d) vp[j * dhp + d] = vr[d];
       for (int64_t d = dh; d < dhp; ++d) vp[j * dhp + d] = 0.f;
@@ -160,7 +160,7 @@ void attention_task(const AttentionArgs& a, int64_t b, int64_t h, int64_t q0, in
     for (; i < qn; ++i) attn_pv_rows<V, 1>(sp + i * kAttnBk, vp, dhp, kn, o + i * dhp);
   }
   for (int64_t i = 0; i < qn; ++i) {
-    float* out = a.out + (b * S + q0 + i) * ldo + h * dh;
+    float* out = a.out + (row0 + q0 + i) * ldo + h * dh;
     const F inv = V::set1(1.f / l[i]);
     int64_t d = 0;
     for (; d + W <= dh; d += W) V::store(out + d, V::mul(V::load(o + i * dhp + d), inv));
@@ -171,7 +171,8 @@ void attention_task(const AttentionArgs& a, int64_t b, int64_t h, int64_t q0, in
   }
 }
 
-// The whole call: OpenMP over (batch, head, query block); head_dim <= kAttentionMaxHeadDim.
+// The whole call: OpenMP over (batch, head, query block); head_dim <= kAttentionMaxHeadDim. In the
+// packed layout the grid is sized by the longest sequence and shorter ones skip their missing blocks.
 template <class V>
 void attention_all(const AttentionArgs& a) {
   if (a.batch <= 0 || a.seq <= 0 || a.heads <= 0 || a.head_dim <= 0) return;
@@ -184,13 +185,17 @@ void attention_all(const AttentionArgs& a) {
   for (int64_t t = 0; t < tasks; ++t) {
     const int64_t qb = t % qblocks, bh = t / qblocks;
     const int64_t h = bh % a.heads, b = bh / a.heads;
+    // This sequence's rows: [b*seq, (b+1)*seq), or its packed rows (its own length, no mask).
+    const int64_t row0 = a.seq_starts ? a.seq_starts[b] : b * a.seq;
+    const int64_t len = a.seq_starts ? a.seq_starts[b + 1] - a.seq_starts[b] : a.seq;
     const int32_t* mask = a.key_mask ? a.key_mask + b * a.seq : nullptr;
     bool any = mask == nullptr;
-    for (int64_t j = 0; !any && j < a.seq; ++j) any = mask[j] != 0;
+    for (int64_t j = 0; !any && j < len; ++j) any = mask[j] != 0;
     const int64_t q0 = qb * kAttnBq;
-    const int64_t qn = a.seq - q0 < kAttnBq ? a.seq - q0 : kAttnBq;
+    if (q0 >= len) continue;  // (packed: a shorter sequence has fewer query blocks)
+    const int64_t qn = len - q0 < kAttnBq ? len - q0 : kAttnBq;
     // All keys masked: unmasked with every score 0 -> uniform P, exactly as the spec.
-    attention_task<V>(a, b, h, q0, qn, any ? mask : nullptr, any ? a.scale : 0.f, ld, ldo);
+    attention_task<V>(a, row0, len, h, q0, qn, any ? mask : nullptr, any ? a.scale : 0.f, ld, ldo);
   }
 }
 

@@ -33,7 +33,7 @@ bool attention_f32_cuda_flash(const AttentionArgs& a, void* stream) {
   k.q = a.q, k.k = a.k, k.v = a.v, k.out = a.out;
   k.ld_qkv = a.ld ? a.ld : width;  // 0 means heads*head_dim in kernels/attention.h
   k.ld_out = a.ldo ? a.ldo : width;
-  k.key_mask = a.key_mask;
+  k.key_mask = a.key_mask, k.seq_starts = a.seq_starts;
   k.batch = a.batch, k.seq = a.seq, k.heads = a.heads, k.head_dim = a.head_dim, k.scale = a.scale;
   k.dtype = DType::kF32;
   return kc::attention(k, stream);

@@ -100,8 +100,11 @@ struct SessionOptions {
   bool profile = false;             // accumulate wall time per op (see Session::Profile)
   Pooling pooling = Pooling::kNone; // also output sentence_embedding [batch, hidden]
   bool normalize = false;           // L2-normalise sentence_embedding (needs pooling)
-  // Padding removal (run the position-wise layers on the real tokens only): refused today on every
-  // backend, the network has no packed layout yet.
+  // Padding removal: the encoder runs on the batch's real tokens only (attention per sequence on the
+  // packed rows), so its cost follows the real token count, not batch x seq. Each sequence's real
+  // tokens must come first (mask 1..1 0..0). Outputs keep the padded shape: hidden states are 0 at
+  // padded positions, per-token head outputs there are the head applied to that zero state (read
+  // only the real positions). Needs a fused attention kernel on the backend.
   bool remove_padding = false;
   // CUDA: false keeps the outputs on the GPU (for benchmarks: Output() then says so).
   bool copy_outputs = true;

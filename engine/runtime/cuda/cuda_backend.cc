@@ -74,6 +74,11 @@ class CudaBackend final : public Backend {
     return ok(kc::add_f32(a, b, out, n, stream_), "add");
   }
 
+  Status scatter_rows(const float* src, int64_t src_ld, float* dst, int64_t dst_ld, const int32_t* index,
+                      int64_t rows, int64_t cols) override {
+    return ok(kc::scatter_rows(src, src_ld, dst, dst_ld, index, rows, cols, DType::kF32, stream_), "scatter rows");
+  }
+
   Status linear(const kernels::LinearArgs& a) override {
     if (a.groups == 1) return ok(gemm_.linear(a, stream_), "linear layer");
     // Grouped (SqueezeBERT): one strided batched matmul over the groups, then bias + activation.
@@ -116,6 +121,7 @@ class CudaBackend final : public Backend {
     }
     kernels::AttentionArgs k;
     k.q = a.q, k.k = a.k, k.v = a.v, k.out = a.out, k.ld = a.ld, k.ldo = a.ldo, k.key_mask = a.key_mask;
+    k.seq_starts = a.seq_starts;
     k.batch = a.batch, k.seq = a.seq, k.heads = a.heads, k.head_dim = a.head_dim, k.scale = a.scale;
     return ok(k_.attention(k, stream_), "fused attention");
   }
