@@ -9,6 +9,9 @@
 //                synthetic weights, or the file given with --model (reported as model:0).
 //                speedup_vs_bert_base = bert-base's latency / this model's at the same batch, seq and
 //                threads (bert-base is timed on the side when its own benchmark did not run).
+// BM_PaddingRemoval  bert-base batch 8 (or --model) over seq 128 with SST-2-like sentence lengths (mean
+//                25 tokens, 5..55: SST-2 dev averages 25.2, longest 55), padded vs remove_padding (the
+//                encoder on the real tokens only), with real tokens/s and the real-token fraction.
 // BM_ModelLoad   Model::Load of an engine file (bert-base-shaped synthetic by default, or --model).
 // BM_CudaGemmPeak, BM_CudaInference: the GPU (bench/cuda_bench.cc), in CUDA builds with a GPU.
 // BM_TrainStep   One fp32 training step (forward + backward + AdamW) of a sequence classifier over
@@ -151,6 +154,39 @@ void inference_args(benchmark::internal::Benchmark* b) {
   b->UseRealTime()->Unit(benchmark::kMillisecond)->MeasureProcessCPUTime();
 }
 
+void BM_PaddingRemoval(benchmark::State& state) {
+  const bool remove = state.range(0) != 0;
+  const int batch = static_cast<int>(state.range(1)), seq = 128, threads = static_cast<int>(state.range(2));
+  std::string error;
+  auto model = get_model(0, &error);
+  if (!model) return state.SkipWithError(error.c_str());
+  state.SetLabel(std::string(g_model_file.empty() ? kShapes[0] : g_model_file) + (remove ? " packed" : " padded"));
+  bert::SessionOptions opts;
+  opts.max_batch = batch, opts.max_seq = seq, opts.num_threads = threads, opts.remove_padding = remove;
+  auto session = bert::Session::Create(model, opts);
+  if (!session.ok()) return state.SkipWithError(session.status().to_string().c_str());
+  // Sentence lengths like SST-2 dev's (a seeded draw, the same for both modes), real tokens first.
+  std::mt19937 rng(7);
+  std::lognormal_distribution<double> length(std::log(22.0), 0.45);
+  std::uniform_int_distribution<int32_t> id(1000, int32_t(model->info().vocab_size - 1));
+  std::vector<int32_t> ids(size_t(batch) * seq, 0), mask(ids.size(), 0);
+  int64_t real = 0;
+  for (int b = 0; b < batch; ++b) {
+    const int len = std::clamp(static_cast<int>(length(rng)), 5, 55);
+    for (int s = 0; s < len; ++s) ids[size_t(b) * seq + s] = id(rng), mask[size_t(b) * seq + s] = 1;
+    real += len;
+  }
+  bert::BatchInput in{batch, seq, ids.data(), mask.data(), nullptr};
+  if (auto st = (*session)->Run(in); !st.ok()) return state.SkipWithError(st.to_string().c_str());
+  for (auto _ : state) {
+    auto st = (*session)->Run(in);
+    benchmark::DoNotOptimize(st);
+  }
+  state.counters["seq/s"] = benchmark::Counter(double(batch), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["real_tokens/s"] = benchmark::Counter(double(real), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["real_fraction"] = double(real) / (double(batch) * seq);
+}
+
 // Training-step models: synthetic sequence classifiers, loaded once.
 const char* const kTrainShapes[] = {"bert-base", "bert-mini"};
 
@@ -246,6 +282,12 @@ int main(int argc, char** argv) {
   benchmark::Initialize(&n, args.data());
   if (benchmark::ReportUnrecognizedArguments(n, args.data())) return 1;
   benchmark::RegisterBenchmark("BM_Inference", BM_Inference)->Apply(inference_args);
+  benchmark::RegisterBenchmark("BM_PaddingRemoval", BM_PaddingRemoval)
+      ->ArgNames({"remove", "batch", "threads"})
+      ->ArgsProduct({{0, 1}, {8}, {1, 2}})
+      ->UseRealTime()
+      ->Unit(benchmark::kMillisecond)
+      ->MeasureProcessCPUTime();
   benchmark::RegisterBenchmark("BM_ModelLoad", BM_ModelLoad)->Unit(benchmark::kMillisecond)->Iterations(5);
   if (g_model_file.empty()) benchmark::RegisterBenchmark("BM_TrainStep", BM_TrainStep)->Apply(train_args);
   if (g_model_file.empty()) register_cuda_benchmarks();

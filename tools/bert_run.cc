@@ -13,8 +13,9 @@
 //       (mean and max over the tokens the attention mask keeps; --normalize: unit L2 norm).
 //   --device cuda [--precision fp32|fp16|int8] [--tf32] runs on the GPU (fp16: fp16 tensor-core GEMMs
 //       on fp32 storage); --drift also runs the model in fp32 on the same device and prints each
-//       output's drift. int8 (with --calibration in.safetensors) and --remove-padding are refused by
-//       the engine until its precision policy and network have them (docs/CUDA.md).
+//       output's drift. int8 (with --calibration in.safetensors) is refused by the engine until its
+//       precision policy has it (docs/CUDA.md). --remove-padding (any device) runs the encoder on the
+//       real tokens only.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
