@@ -20,8 +20,8 @@
 //   changing the schedule (which spans all epochs). --device cuda trains on the GPU (the same dropout
 //   streams as the CPU; dev evaluation runs there too) with fp32 master weights; --precision picks
 //   how its GEMMs compute (fp16 with dynamic loss scaling) and --attention fused keeps O(seq) memory
-//   per attention head instead of the [seq, seq] probabilities; --recompute yes keeps one layer's
-//   activations and recomputes each layer in the backward.
+//   per attention head instead of the [seq, seq] probabilities. --recompute yes (any device) keeps one
+//   layer's activations and recomputes each layer in the backward (the same gradients, less memory).
 #include <unistd.h>
 
 #include <algorithm>
@@ -207,8 +207,9 @@ int main(int argc, char** argv) {
     return usage("--precision must be fp32, tf32, fp16 or bf16");
   if (attention != "matmul" && attention != "fused") return usage("--attention must be matmul or fused");
   if (recompute != "no" && recompute != "yes") return usage("--recompute must be yes or no");
-  if (device == "cpu" && (precision != "fp32" || attention != "matmul" || recompute != "no"))
-    return usage("--precision other than fp32, --attention fused and --recompute yes need --device cuda");
+  if (device == "cpu" && (precision != "fp32" || attention != "matmul"))
+    return usage("--precision other than fp32 and --attention fused need --device cuda (the CPU backend has fp32 "
+                 "GEMMs and no fused training attention)");
   bert::LoadOptions load;  // fp32 (training computes in fp32 on either device)
   load.device = device == "cuda" ? bert::Device::kCuda : bert::Device::kCpu;
   load.pack_weights = false;  // the trainer keeps its own copies
