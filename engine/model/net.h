@@ -212,6 +212,8 @@ struct Network::Impl {
   void pooler_backward(float* d_pooled, const BertWeights& g);
   void layer_backward(int64_t l, const BertWeights& g);
   void embeddings_backward(const BertWeights& g);
+  // The fused attention kernel's arguments for this run (mask or packed offsets, 1/sqrt(head_dim)).
+  kernels::AttentionArgs attention_args(const float* q, const float* k, const float* v, int64_t ld, float* out) const;
   // Q, K, V of a qkv buffer: pointers and row stride.
   void qkv_views(float* base, const LayerWeights& lw, float** q, float** k, float** v, int64_t* ld) const;
 };

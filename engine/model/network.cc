@@ -392,9 +392,7 @@ void Network::Impl::attention_forward(int64_t l, const LayerWeights& lw, LayerAc
     if (!ops->ok()) return;
     Ops::Timed timed(*ops, "attention.fused");
     runtime::AttentionArgs a;
-    a.q = q, a.k = k, a.v = v, a.ld = ld, a.key_mask = d_key_mask, a.seq_starts = d_seq_starts;
-    a.out = at(sv.ctx), a.ldo = H;
-    a.batch = B, a.seq = S, a.heads = nh, a.head_dim = dh, a.scale = scale;
+    a.op = attention_args(q, k, v, ld, at(sv.ctx));
     if (o.training) a.lse = at(sv.lse), a.dropout = o.dropout, a.seed = ops->stream(), a.offset = layer_site(l, 0) << 40;
     ops->check(ops->backend().attention(a));
     return;
@@ -422,6 +420,15 @@ void Network::Impl::attention_forward(int64_t l, const LayerWeights& lw, LayerAc
   const int64_t vs[4] = {S * ld, dh, ld, 1}, cs[4] = {S * H, dh, H, 1};
   std::memcpy(pv.a_strides, ps, sizeof ps), std::memcpy(pv.b_strides, vs, sizeof vs), std::memcpy(pv.c_strides, cs, sizeof cs);
   ops->batched_matmul("attention.context", pv);
+}
+
+kernels::AttentionArgs Network::Impl::attention_args(const float* q, const float* k, const float* v, int64_t ld,
+                                                    float* out) const {
+  kernels::AttentionArgs a;
+  a.q = q, a.k = k, a.v = v, a.ld = ld, a.key_mask = d_key_mask, a.seq_starts = d_seq_starts, a.out = out;
+  a.ldo = c->hidden_size, a.batch = B, a.seq = S, a.heads = c->num_heads, a.head_dim = c->head_dim();
+  a.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c->head_dim())));
+  return a;
 }
 
 // pooler_output = tanh(W h[CLS] + b): the first token of each sequence (row stride S * H).
@@ -499,9 +506,9 @@ void Network::Impl::layer_backward(int64_t l, const BertWeights& g) {
     if (ops->ok()) {
       Ops::Timed timed(*ops, "backward.attention.fused");
       runtime::AttentionGradArgs a;
-      a.fwd.q = q, a.fwd.k = k, a.fwd.v = v, a.fwd.ld = ld, a.fwd.key_mask = d_key_mask, a.fwd.out = at(sv.ctx);
-      a.fwd.ldo = H, a.fwd.batch = B, a.fwd.seq = S, a.fwd.heads = nh, a.fwd.head_dim = dh, a.fwd.scale = scale;
-      a.fwd.lse = at(sv.lse), a.fwd.dropout = o.dropout, a.fwd.seed = ops->stream(), a.fwd.offset = layer_site(l, 0) << 40;
+      a.fwd.op = attention_args(q, k, v, ld, at(sv.ctx));
+      a.fwd.lse = at(sv.lse), a.fwd.dropout = o.dropout, a.fwd.seed = ops->stream();
+      a.fwd.offset = layer_site(l, 0) << 40;
       a.d_out = dctx, a.dq = dq, a.dk = dk, a.dv = dv, a.scratch = at(attention_scratch);
       ops->check(ops->backend().attention_backward(a));
     }

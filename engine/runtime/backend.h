@@ -15,6 +15,7 @@
 #include "bert/engine.h"
 #include "bert/status.h"
 #include "kernels/activation.h"
+#include "kernels/attention.h"
 #include "kernels/embed.h"
 #include "kernels/gemm.h"
 #include "kernels/layernorm.h"
@@ -26,31 +27,19 @@ namespace bert::runtime {
 
 using kernels::GemmCompute;  // how fp32 GEMMs compute (kernels/gemm.h)
 
-// Fused attention over the fused QKV rows of the encoder (the unfused path is two batched matmuls and
-// the masked softmax). q, k, v: [batch * seq, ld] rows, one head's columns at h * head_dim; out:
-// [batch * seq, ldo]. P = softmax(scale Q K^T) with masked keys at exactly 0 (a fully masked row is
-// uniform, as HF's additive mask gives); out = P V. Training variants keep one log-sum-exp per query
-// row (lse [batch, heads, seq]) and recompute P in the backward; dropout on P is regenerated from
-// (seed, offset).
+// Fused attention: the kernel op's arguments (kernels/attention.h: Q, K, V rows, key mask or packed
+// row offsets, P = masked softmax(scale Q K^T), out = P V) plus what training adds: one log-sum-exp per
+// query row (lse [batch, heads, seq], from which the backward recomputes P) and dropout on P
+// regenerated from (seed, offset).
 struct AttentionArgs {
-  const float* q = nullptr;
-  const float* k = nullptr;
-  const float* v = nullptr;
-  int64_t ld = 0;
-  const int32_t* key_mask = nullptr;  // [batch, seq] or nullptr
-  // Packed layout (padding removed): [batch + 1] row offsets of each sequence; seq is the longest.
-  const int32_t* seq_starts = nullptr;
-  float* out = nullptr;
-  int64_t ldo = 0;
-  int64_t batch = 0, seq = 0, heads = 0, head_dim = 0;
-  float scale = 1.f;
+  kernels::AttentionArgs op;
   float* lse = nullptr;  // training: [batch, heads, seq]
   float dropout = 0.f;   // training: dropout on P
   uint64_t seed = 0, offset = 0;
 };
 struct AttentionGradArgs {
   AttentionArgs fwd;  // the forward's arguments (q, k, v, out, lse)
-  const float* d_out = nullptr;  // [batch * seq, ldo]
+  const float* d_out = nullptr;  // [batch * seq, ldo] like out
   float* dq = nullptr;           // [batch * seq, ld] like q, k, v (written)
   float* dk = nullptr;
   float* dv = nullptr;

@@ -9,7 +9,6 @@
 #include <vector>
 
 #include "engine/runtime/backend.h"
-#include "kernels/attention.h"
 #include "kernels/registry.h"
 
 namespace bert::runtime {
@@ -118,14 +117,10 @@ class CpuBackend final : public Backend {
     return !training && attention_ && head_dim <= kernels::kAttentionMaxHeadDim;
   }
   Status attention(const AttentionArgs& a) override {
-    if (!has_fused_attention(a.lse != nullptr, a.head_dim))
+    if (!has_fused_attention(a.lse != nullptr, a.op.head_dim))
       return unsupported(std::string("fused attention") + (a.lse ? " for training" : "") + " at head_dim " +
-                         std::to_string(a.head_dim) + " has no CPU kernel registered");
-    kernels::AttentionArgs k;
-    k.q = a.q, k.k = a.k, k.v = a.v, k.key_mask = a.key_mask, k.seq_starts = a.seq_starts, k.out = a.out;
-    k.batch = a.batch, k.seq = a.seq, k.heads = a.heads, k.head_dim = a.head_dim, k.ld = a.ld, k.ldo = a.ldo;
-    k.scale = a.scale;
-    return run(attention_, k);
+                         std::to_string(a.op.head_dim) + " has no CPU kernel registered");
+    return run(attention_, a.op);
   }
   Status attention_backward(const AttentionGradArgs&) override {
     return unsupported("fused attention backward has no CPU kernel registered");

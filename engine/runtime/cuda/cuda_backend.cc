@@ -117,18 +117,16 @@ class CudaBackend final : public Backend {
   bool has_fused_attention(bool training, int64_t head_dim) const override { return head_dim >= 1 && head_dim <= 128; }
   Status attention(const AttentionArgs& a) override {
     if (a.lse) {
-      return ok(kc::attention_train_forward(train_args(a), a.out, a.ldo, a.lse, stream_), "fused training attention");
+      return ok(kc::attention_train_forward(train_args(a), a.op.out, ld_out(a.op), a.lse, stream_),
+                "fused training attention");
     }
-    kernels::AttentionArgs k;
-    k.q = a.q, k.k = a.k, k.v = a.v, k.out = a.out, k.ld = a.ld, k.ldo = a.ldo, k.key_mask = a.key_mask;
-    k.seq_starts = a.seq_starts;
-    k.batch = a.batch, k.seq = a.seq, k.heads = a.heads, k.head_dim = a.head_dim, k.scale = a.scale;
-    return ok(k_.attention(k, stream_), "fused attention");
+    return ok(k_.attention(a.op, stream_), "fused attention");
   }
   Status attention_backward(const AttentionGradArgs& a) override {
     kc::AttentionGradArgs g;
-    g.out = a.fwd.out, g.ld_out = a.fwd.ldo, g.d_out = a.d_out, g.ld_dout = a.fwd.ldo;
-    g.dq = a.dq, g.dk = a.dk, g.dv = a.dv, g.ld_dqkv = a.fwd.ld, g.lse = a.fwd.lse, g.delta_workspace = a.scratch;
+    g.out = a.fwd.op.out, g.ld_out = ld_out(a.fwd.op), g.d_out = a.d_out, g.ld_dout = ld_out(a.fwd.op);
+    g.dq = a.dq, g.dk = a.dk, g.dv = a.dv, g.ld_dqkv = ld_qkv(a.fwd.op), g.lse = a.fwd.lse;
+    g.delta_workspace = a.scratch;
     return ok(kc::attention_train_backward(train_args(a.fwd), g, stream_), "fused attention backward");
   }
 
@@ -175,10 +173,14 @@ class CudaBackend final : public Backend {
     o.mean = true;  // the gradient is divided by the count on the device
     return o;
   }
+  // Row strides of kernels/attention.h (0 = heads * head_dim), as the training kernels take them.
+  static int64_t ld_qkv(const kernels::AttentionArgs& a) { return a.ld ? a.ld : a.heads * a.head_dim; }
+  static int64_t ld_out(const kernels::AttentionArgs& a) { return a.ldo ? a.ldo : a.heads * a.head_dim; }
   static kc::AttentionTrainArgs train_args(const AttentionArgs& a) {
+    const kernels::AttentionArgs& o = a.op;
     kc::AttentionTrainArgs t;
-    t.q = a.q, t.k = a.k, t.v = a.v, t.ld_qkv = a.ld, t.key_mask = a.key_mask;
-    t.batch = a.batch, t.seq = a.seq, t.heads = a.heads, t.head_dim = a.head_dim, t.scale = a.scale;
+    t.q = o.q, t.k = o.k, t.v = o.v, t.ld_qkv = ld_qkv(o), t.key_mask = o.key_mask;
+    t.batch = o.batch, t.seq = o.seq, t.heads = o.heads, t.head_dim = o.head_dim, t.scale = o.scale;
     t.dropout_p = a.dropout, t.dropout_seed = a.seed, t.dropout_offset = a.offset;
     return t;
   }
