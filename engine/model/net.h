@@ -41,7 +41,7 @@ class Plan {
 };
 
 // Dropout sites: a (stream, site) pair regenerates the same mask in the backward.
-enum Site : uint64_t { kEmbedSite = 1, kClassifierInSite = 2, kClassifierHiddenSite = 3, kLayerBaseSite = 16 };
+enum DropoutSite : uint64_t { kEmbedSite = 1, kClassifierInSite = 2, kClassifierHiddenSite = 3, kLayerBaseSite = 16 };
 inline uint64_t layer_site(int64_t layer, uint64_t k) { return uint64_t(kLayerBaseSite) + uint64_t(layer) * 4 + k; }
 
 // The blocks the network is written in, on the backend; every call records the first failure and

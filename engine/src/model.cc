@@ -131,6 +131,7 @@ Status upload_weights(Model::Impl& m) {
     next += (static_cast<size_t>(t.numel()) + 63) / 64 * 64;
   }
   m.info.device_weight_bytes = floats * sizeof(float);
+  BERT_RETURN_IF_ERROR(be.synchronize());  // sessions read the weights from their own streams
   return bind_weights(m.source.config, [&](const std::string& name) -> const float* {
     auto it = placed.find(name);
     return it == placed.end() ? nullptr : it->second;
