@@ -12,11 +12,6 @@ namespace {
 
 using kernels::Activation;
 
-// Labels uploaded into a planned int32 region.
-const int32_t* upload(Network::Impl& n, Buf dst, const int32_t* src, int64_t count) {
-  return n.upload_ints(dst, src, count);
-}
-
 // Integer labels: present, and each in [0, classes) or -100 (ignored).
 Status check_classes(const int32_t* v, int64_t n, int64_t classes, const char* head, const char* what,
                      const char* size_name) {
@@ -96,7 +91,7 @@ class SequenceClassification final : public Head {
       ops.check(ops.backend().mse({n.at(logits_), target, n.at(d_logits_), B, loss_scale}, loss_slot(n, 0, 1.0)));
     } else {
       kernels::CrossEntropyArgs a;
-      a.logits = n.at(logits_), a.targets = upload(n, labels_, y.labels, B), a.dlogits = n.at(d_logits_);
+      a.logits = n.at(logits_), a.targets = n.upload_ints(labels_, y.labels, B), a.dlogits = n.at(d_logits_);
       a.rows = B, a.classes = L, a.grad_scale = loss_scale;
       ops.check(ops.backend().cross_entropy(a, loss_slot(n, 0, 1.0)));
     }
@@ -153,7 +148,7 @@ class TokenClassification final : public Head {
     Ops& ops = *n.ops;
     const int64_t T = B * S, H = c_.hidden_size;
     kernels::CrossEntropyArgs a;
-    a.logits = n.at(logits_), a.targets = upload(n, labels_, y.labels, T), a.dlogits = n.at(d_logits_);
+    a.logits = n.at(logits_), a.targets = n.upload_ints(labels_, y.labels, T), a.dlogits = n.at(d_logits_);
     a.rows = T, a.classes = c_.num_labels, a.grad_scale = loss_scale;
     ops.check(ops.backend().cross_entropy(a, loss_slot(n, 0, 1.0)));
     ops.linear_backward(n.w->classifier, g.classifier, input(n), n.at(d_logits_), n.at(d_x_), T, false);
@@ -206,8 +201,8 @@ class QuestionAnswering final : public Head {
       host_[b] = std::clamp<int32_t>(y.start_positions[b], 0, s32);
       host_[B + b] = std::clamp<int32_t>(y.end_positions[b], 0, s32);
     }
-    const int32_t* starts = upload(n, starts_, host_.data(), B);
-    const int32_t* ends = upload(n, ends_, host_.data() + B, B);
+    const int32_t* starts = n.upload_ints(starts_, host_.data(), B);
+    const int32_t* ends = n.upload_ints(ends_, host_.data() + B, B);
     for (int side = 0; side < 2; ++side) {
       kernels::CrossEntropyArgs a;
       a.logits = n.at(side ? end_ : start_), a.targets = side ? ends : starts;
@@ -318,7 +313,7 @@ class MaskedLM final : public Head {
     Ops& ops = *n.ops;
     const int64_t T = B * S, E = c_.embedding_size;
     kernels::CrossEntropyArgs a;
-    a.logits = n.at(logits_), a.targets = upload(n, labels_, y.labels, T), a.dlogits = n.at(d_logits_);
+    a.logits = n.at(logits_), a.targets = n.upload_ints(labels_, y.labels, T), a.dlogits = n.at(d_logits_);
     a.rows = T, a.classes = c_.vocab_size, a.grad_scale = loss_scale;
     ops.check(ops.backend().cross_entropy(a, loss_slot(n, 0, 1.0)));
     float* d_ln = n.at(d_ln_);
@@ -328,7 +323,7 @@ class MaskedLM final : public Head {
     ops.linear_backward(n.w->mlm_transform, g.mlm_transform, n.last_hidden(), d_ln, n.at(n.d_h), T, true);
     if (!pretraining_) return;
     kernels::CrossEntropyArgs s;
-    s.logits = n.at(sentence_), s.targets = upload(n, sentence_labels_, y.sentence_labels, B);
+    s.logits = n.at(sentence_), s.targets = n.upload_ints(sentence_labels_, y.sentence_labels, B);
     s.dlogits = n.at(d_sentence_), s.rows = B, s.classes = 2, s.grad_scale = loss_scale;
     ops.check(ops.backend().cross_entropy(s, loss_slot(n, 1, 1.0)));
     ops.linear_backward(n.w->nsp, g.nsp, n.at(n.pooled), n.at(d_sentence_), n.at(d_pooled_), B, false);
