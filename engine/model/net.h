@@ -156,8 +156,8 @@ struct Network::Impl {
   std::vector<Buf> padded_hidden;
   const int32_t* d_seq_starts = nullptr;
   const int32_t* d_row_index = nullptr;
-  std::vector<int32_t> host_positions, host_ints;
-  std::vector<float> host_floats;
+  std::vector<int32_t> host_positions;
+  std::vector<int32_t> host_ints;  // padding removal: packed ids, positions, types, row index, offsets
   const int32_t* d_ids = nullptr;  // this run's inputs on the backend (mask / types null when absent)
   const int32_t* d_mask = nullptr;
   const int32_t* d_types = nullptr;

@@ -155,6 +155,7 @@ Result<std::unique_ptr<Network>> Network::Create(const ModelConfig& c, const Ber
   n.host_positions.resize(T);
   if (o.remove_padding) {
     n.seq_starts = p.add(B + 1), n.row_index = p.add(T);
+    n.host_ints.resize(4 * T + B + 1);
     const size_t published = o.keep_hidden_states ? c.num_layers + 1 : 1;
     for (size_t i = 0; i < published; ++i) n.padded_hidden.push_back(p.add(T * H));
   }
@@ -187,7 +188,6 @@ Result<std::unique_ptr<Network>> Network::Create(const ModelConfig& c, const Ber
     n.losses = p.add(4 * sizeof(kernels::LossSum) / sizeof(float));
   }
   n.head->plan(p, B, S, train);
-  n.host_ints.resize(4 * T + B + 1), n.host_floats.resize(T);
   BERT_RETURN_IF_ERROR(p.allocate(be));
   for (int64_t l = 0; l <= c.num_layers; ++l) n.hidden_names.push_back("hidden_states." + std::to_string(l));
   return std::unique_ptr<Network>(new Network(std::move(impl)));
