@@ -14,6 +14,7 @@ const char* error_code_name(ErrorCode code) {
     case ErrorCode::kUnsupported: return "Unsupported";
     case ErrorCode::kOutOfRange: return "OutOfRange";
     case ErrorCode::kInternal: return "Internal";
+    case ErrorCode::kAborted: return "Aborted";
   }
   return "Unknown";
 }

@@ -18,6 +18,7 @@ enum class ErrorCode {
   kUnsupported,      // valid input this build cannot handle (a dtype, an architecture, a device)
   kOutOfRange,       // a value beyond a planned or allowed limit (batch, seq, vocab)
   kInternal,         // a bug or a library failure
+  kAborted,          // another rank of a data-parallel job failed, or the job's collectives broke
 };
 
 const char* error_code_name(ErrorCode code);
@@ -52,6 +53,7 @@ inline Status format_error(std::string m) { return {ErrorCode::kFormatError, std
 inline Status unsupported(std::string m) { return {ErrorCode::kUnsupported, std::move(m)}; }
 inline Status out_of_range(std::string m) { return {ErrorCode::kOutOfRange, std::move(m)}; }
 inline Status internal_error(std::string m) { return {ErrorCode::kInternal, std::move(m)}; }
+inline Status aborted(std::string m) { return {ErrorCode::kAborted, std::move(m)}; }
 
 // A value of T or the Status that explains why there is none.
 template <typename T>
