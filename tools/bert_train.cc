@@ -8,6 +8,16 @@
 //              [--checkpoint ckpt.bert [--checkpoint-every STEPS]] [--resume ckpt.bert]
 //              [--max-steps N] [--limit-train N] [--limit-dev N] [--device cpu|cuda]
 //              [--precision fp32|tf32|fp16|bf16] [--attention matmul|fused] [--recompute no|yes]
+//              [--zero 0|1|2] [--bucket-mb 25] [--check-every K] [--log-steps yes|no]
+//
+// Under `mpirun -np N` (no flag needed) it trains data-parallel: --batch stays the global batch (each
+// rank takes its share of every batch, the sizes differing by at most one), every rank reads a
+// disjoint share of each epoch's shuffled data and runs the same steps, gradients are summed across
+// ranks in --bucket-mb buckets while the backward runs, dev metrics are reduced over the ranks, and
+// only rank 0 prints, logs and writes. --zero 1 shards the optimizer moments (--zero 2, keeping only
+// the local gradient shard, is not implemented yet and says so). --check-every K compares the parameters' checksums across
+// ranks every K steps. The same command trains the same model on any number of ranks (dropout 0:
+// the same loss curve within float rounding; dropout masks are drawn per rank).
 //
 // classify: TSV with a header line, `sentence[<TAB>sentence2]<TAB>label` (integer labels; float for
 //   a one-label regression model). mlm: one text per line; each epoch re-masks 15% of the tokens
@@ -22,6 +32,7 @@
 //   how its GEMMs compute (fp16 with dynamic loss scaling) and --attention fused keeps O(seq) memory
 //   per attention head instead of the [seq, seq] probabilities. --recompute yes (any device) keeps one
 //   layer's activations and recomputes each layer in the backward (the same gradients, less memory).
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -35,6 +46,7 @@
 #include <string>
 #include <vector>
 
+#include "bert/comm.h"
 #include "bert/data.h"
 #include "bert/engine.h"
 #include "bert/model_builder.h"
@@ -57,13 +69,38 @@ int usage(const std::string& msg) {
                "                  [--max-seq N] [--seed N] [--threads N] [--log FILE] [--checkpoint FILE\n"
                "                  [--checkpoint-every STEPS]] [--resume FILE] [--max-steps N] [--limit-train N]\n"
                "                  [--limit-dev N] [--device cpu|cuda] [--precision fp32|tf32|fp16|bf16]\n"
-               "                  [--attention matmul|fused] [--recompute no|yes]\n");
+               "                  [--attention matmul|fused] [--recompute no|yes] [--zero 0|1|2] [--bucket-mb 25]\n"
+               "                  [--check-every K] [--log-steps yes|no]\n"
+               "under mpirun -np N: data-parallel over N ranks (see the top of tools/bert_train.cc)\n");
   return 2;
 }
 
+std::shared_ptr<bert::Communicator> g_comm;  // the job's ranks (one, or mpirun's)
+
+// An error: printed (naming the rank in a multi-rank job) and reported to the other ranks, which stop
+// at their next collective with a message naming this one.
 int fail(const Status& st) {
-  std::fprintf(stderr, "bert_train: %s\n", st.to_string().c_str());
+  if (g_comm && g_comm->world_size() > 1) {
+    std::fprintf(stderr, "bert_train: rank %d: %s\n", g_comm->rank(), st.to_string().c_str());
+    if (st.code() != bert::ErrorCode::kAborted) g_comm->Fail(st.message());
+  } else {
+    std::fprintf(stderr, "bert_train: %s\n", st.to_string().c_str());
+  }
   return 1;
+}
+
+// This rank's rows of the global batch [begin, end): contiguous shares differing by at most one.
+std::pair<size_t, size_t> my_share(size_t begin, size_t end, int rank, int ranks) {
+  const size_t n = end - begin, per = n / ranks, extra = n % ranks, r = static_cast<size_t>(rank);
+  const size_t from = begin + r * per + std::min(r, extra);
+  return {from, from + per + (r < extra ? 1 : 0)};
+}
+
+// Peak resident set of this process (bytes).
+int64_t peak_rss() {
+  struct rusage u;
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<int64_t>(u.ru_maxrss) * 1024;
 }
 
 using bert::data::Batch;
@@ -74,9 +111,10 @@ struct Eval {
   int64_t n = 0;
 };
 
-// Dev metrics with the inference engine: loss, accuracy and F1 (binary: class 1; else macro).
+// Dev metrics with the inference engine: loss, accuracy and F1 (binary: class 1; else macro). Each
+// rank evaluates its share of the rows; the sums are reduced over the ranks before the metrics.
 Result<Eval> evaluate(const std::shared_ptr<const bert::Model>& model, const std::vector<Example>& dev, int batch,
-                      int max_seq, int threads, int32_t pad_id) {
+                      int max_seq, int threads, int32_t pad_id, bert::Communicator& comm) {
   bert::SessionOptions so;
   so.max_batch = batch, so.max_seq = max_seq, so.num_threads = threads;
   BERT_ASSIGN_OR_RETURN(auto session, bert::Session::Create(model, so));
@@ -84,32 +122,37 @@ Result<Eval> evaluate(const std::shared_ptr<const bert::Model>& model, const std
   const bool types = model->info().type_vocab_size > 0;
   std::vector<int64_t> order(dev.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int64_t>(i);
-  std::vector<int64_t> tp(L, 0), fp(L, 0), fn(L, 0);
-  Eval e;
-  for (size_t begin = 0; begin < dev.size(); begin += batch) {
-    const size_t end = std::min(dev.size(), begin + batch);
+  // sums: loss, correct, rows, then tp, fp, fn per class
+  std::vector<double> sums(3 + 3 * static_cast<size_t>(std::max<int64_t>(L, 1)), 0.0);
+  double *tp = sums.data() + 3, *fp = tp + L, *fn = fp + L;
+  const auto [from, to] = my_share(0, dev.size(), comm.rank(), comm.world_size());
+  for (size_t begin = from; begin < to; begin += batch) {
+    const size_t end = std::min(to, begin + batch);
     BERT_ASSIGN_OR_RETURN(Batch b, bert::data::MakeBatch(dev, order, begin, end, pad_id));
     BERT_RETURN_IF_ERROR(session->Run(b.input(types)));
     BERT_ASSIGN_OR_RETURN(bert::OutputView logits, session->Output("logits"));
     for (int r = 0; r < b.batch; ++r) {
       const float* x = logits.data + r * L;
       if (L == 1) {  // regression: MSE, no accuracy
-        e.loss += (x[0] - b.targets[r]) * (x[0] - b.targets[r]);
+        sums[0] += (x[0] - b.targets[r]) * (x[0] - b.targets[r]);
         continue;
       }
       const float mx = *std::max_element(x, x + L);
       double z = 0;
       for (int64_t k = 0; k < L; ++k) z += std::exp(double(x[k]) - mx);
-      e.loss += std::log(z) + mx - x[b.labels[r]];
+      sums[0] += std::log(z) + mx - x[b.labels[r]];
       const int64_t pred = std::max_element(x, x + L) - x, gold = b.labels[r];
-      e.accuracy += pred == gold;
+      sums[1] += pred == gold;
       if (pred == gold) ++tp[gold];
       else ++fp[pred], ++fn[gold];
     }
-    e.n += b.batch;
+    sums[2] += b.batch;
   }
-  e.loss /= double(e.n);
-  e.accuracy /= double(e.n);
+  BERT_RETURN_IF_ERROR(comm.AllReduceSync(sums.data(), static_cast<int64_t>(sums.size())));
+  Eval e;
+  e.n = static_cast<int64_t>(sums[2]);
+  e.loss = sums[0] / sums[2];
+  e.accuracy = sums[1] / sums[2];
   auto f1_of = [&](int64_t k) {
     const double d = 2.0 * tp[k] + fp[k] + fn[k];
     return d > 0 ? 2.0 * tp[k] / d : 0.0;
@@ -135,10 +178,10 @@ void progress(int epoch, int epochs, size_t done, size_t total, double loss, dou
 int main(int argc, char** argv) {
   std::string train_path, dev_path, out_path, model_path, synthetic, architecture, config_path, vocab_path;
   std::string task = "classify", optimizer = "adamw", log_path, checkpoint_path, resume_path, device = "cpu";
-  std::string precision = "fp32", attention = "matmul", recompute = "no";
-  int epochs = 3, batch = 32, accumulate = 1, max_seq = 128, threads = 0;
-  int64_t checkpoint_every = 0, max_steps = 0, limit_train = 0, limit_dev = 0;
-  double lr = 5e-5, warmup = 0.1, weight_decay = 0.01, max_grad_norm = 1.0, dropout = 0.1;
+  std::string precision = "fp32", attention = "matmul", recompute = "no", log_steps = "no";
+  int epochs = 3, batch = 32, accumulate = 1, max_seq = 128, threads = 0, zero = 0;
+  int64_t checkpoint_every = 0, max_steps = 0, limit_train = 0, limit_dev = 0, check_every = 0;
+  double lr = 5e-5, warmup = 0.1, weight_decay = 0.01, max_grad_norm = 1.0, dropout = 0.1, bucket_mb = 25;
   uint64_t seed = 42;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -175,6 +218,10 @@ int main(int argc, char** argv) {
     else if (a == "--precision") precision = v;
     else if (a == "--attention") attention = v;
     else if (a == "--recompute") recompute = v;
+    else if (a == "--log-steps") log_steps = v;
+    else if (a == "--zero") ok = to_int(0, 2, &n), zero = static_cast<int>(n);
+    else if (a == "--check-every") ok = to_int(1, INT64_MAX, &check_every);
+    else if (a == "--bucket-mb") ok = to_double(0.01, 4096, &bucket_mb);
     else if (a == "--log") log_path = v;
     else if (a == "--checkpoint") checkpoint_path = v;
     else if (a == "--resume") resume_path = v;
@@ -207,9 +254,19 @@ int main(int argc, char** argv) {
     return usage("--precision must be fp32, tf32, fp16 or bf16");
   if (attention != "matmul" && attention != "fused") return usage("--attention must be matmul or fused");
   if (recompute != "no" && recompute != "yes") return usage("--recompute must be yes or no");
+  if (log_steps != "no" && log_steps != "yes") return usage("--log-steps must be yes or no");
   if (device == "cpu" && (precision != "fp32" || attention != "matmul"))
     return usage("--precision other than fp32 and --attention fused need --device cuda (the CPU backend has fp32 "
                  "GEMMs and no fused training attention)");
+  // The ranks: mpirun's (found in the environment), or this process alone.
+  auto comm_or = bert::Communicator::FromEnvironment();
+  if (!comm_or.ok()) return fail(comm_or.status());
+  g_comm = *comm_or;
+  bert::Communicator& comm = *g_comm;
+  const int ranks = comm.world_size(), rank = comm.rank();
+  const bool root = rank == 0;  // prints, logs and writes
+  if (zero > 0 && ranks == 1 && root)
+    std::fprintf(stderr, "bert_train: --zero %d on one rank shards nothing (launch with mpirun -np N)\n", zero);
   bert::LoadOptions load;  // fp32 (training computes in fp32 on either device)
   load.device = device == "cuda" ? bert::Device::kCuda : bert::Device::kCpu;
   load.pack_weights = false;  // the trainer keeps its own copies
@@ -295,6 +352,8 @@ int main(int argc, char** argv) {
                                        : bert::TrainPrecision::kF32;
   to.fused_attention = attention == "fused";
   to.recompute_activations = recompute == "yes";
+  to.max_batch = (batch + ranks - 1) / ranks;  // this rank's share of a global batch
+  to.communicator = g_comm, to.zero_stage = zero, to.bucket_bytes = static_cast<int64_t>(bucket_mb * (1 << 20));
   auto trainer = bert::Trainer::Create(model, to);
   if (!trainer.ok()) return fail(trainer.status());
 
@@ -319,7 +378,7 @@ int main(int argc, char** argv) {
                  start_epoch + 1, start_batch, static_cast<long long>((*trainer)->steps()));
   }
   std::ofstream log;
-  if (!log_path.empty()) {
+  if (!log_path.empty() && root) {
     log.open(log_path, resume_path.empty() ? std::ios::trunc : std::ios::app);
     if (!log) return fail(bert::io_error(log_path + ": cannot open for writing"));
   }
@@ -330,9 +389,20 @@ int main(int argc, char** argv) {
 
   const bool types = info.type_vocab_size > 0;
   const int32_t pad_id = static_cast<int32_t>(tok->pad_id());
-  std::printf("training %s: %zu examples, %d epochs x %zu batches of %d, %lld optimizer steps (warmup %lld), %s\n",
-              info.architecture.c_str(), train->size(), epochs, batches_per_epoch, batch,
-              static_cast<long long>(total_steps), static_cast<long long>(warmup_steps), optimizer.c_str());
+  if (root)
+    std::printf("training %s: %zu examples, %d epochs x %zu batches of %d, %lld optimizer steps (warmup %lld), %s%s\n",
+                info.architecture.c_str(), train->size(), epochs, batches_per_epoch, batch,
+                static_cast<long long>(total_steps), static_cast<long long>(warmup_steps), optimizer.c_str(),
+                ranks > 1 ? (", " + std::to_string(ranks) + " ranks (ZeRO stage " + std::to_string(zero) + ")").c_str()
+                          : "");
+  auto memory_record = [&](json& rec) {
+    const bert::TrainerMemory m = (*trainer)->Memory();
+    rec["world_size"] = ranks, rec["zero_stage"] = zero;
+    rec["memory_mib"] = {{"parameters", m.parameters / 1048576.0}, {"gradients", m.gradients / 1048576.0},
+                         {"optimizer_state", m.optimizer_state / 1048576.0},
+                         {"activations", m.activations / 1048576.0}, {"peak_rss", peak_rss() / 1048576.0}};
+  };
+  double step_loss = 0;  // this rank's share of the current step's loss
   const auto run_start = std::chrono::steady_clock::now();
   bool stopped = false;
   for (int epoch = start_epoch; epoch < epochs && !stopped; ++epoch) {
@@ -346,33 +416,63 @@ int main(int argc, char** argv) {
     double loss_sum = 0;
     int64_t loss_batches = 0, samples = 0;
     size_t b = epoch == start_epoch ? start_batch : 0;
-    for (; b < batches_per_epoch; ++b) {
-      const size_t begin = b * batch, end = std::min(train->size(), begin + batch);
-      auto made = bert::data::MakeBatch(*train, order, begin, end, pad_id);
-      if (!made.ok()) return fail(made.status());
-      Batch& bt = *made;
+    // Forward and backward over rows [begin, end) of this epoch's order (this rank's share of a batch).
+    auto train_rows = [&](size_t begin, size_t end, float loss_scale, bool sync) -> Result<double> {
+      BERT_ASSIGN_OR_RETURN(Batch bt, bert::data::MakeBatch(*train, order, begin, end, pad_id));
       const std::vector<int32_t> sentence_labels = bt.labels;  // pretrain: NSP / SOP
       if (masked) {
         bert::data::MaskingOptions mo;
         mo.seed = seed, mo.epoch = epoch, mo.vocab_size = info.vocab_size;
-        auto mlm_labels = bert::data::MaskTokens(bt, order, begin, *tok, mo);
-        if (!mlm_labels.ok()) return fail(mlm_labels.status());
-        bt.labels = std::move(*mlm_labels);
+        BERT_ASSIGN_OR_RETURN(bt.labels, bert::data::MaskTokens(bt, order, begin, *tok, mo));
       }
       bert::TrainLabels labels;
       if (regression) labels.regression = bt.targets.data();
       else labels.labels = bt.labels.data();
       if (task == "pretrain") labels.sentence_labels = sentence_labels.data();
-      auto loss = (*trainer)->ForwardBackward(bt.input(types), labels, 1.f / float(accumulate));
-      if (!loss.ok()) return fail(loss.status().with_context("epoch " + std::to_string(epoch + 1) + ", batch " +
-                                                            std::to_string(b)));
-      loss_sum += *loss, ++loss_batches, samples += bt.batch;
+      return (*trainer)->ForwardBackward(bt.input(types), labels, loss_scale, sync);
+    };
+    for (; b < batches_per_epoch; ++b) {
+      const size_t global_begin = b * batch, global_end = std::min(train->size(), global_begin + batch);
+      const auto [begin, end] = my_share(global_begin, global_end, rank, ranks);
       const bool step_now = (b + 1) % accumulate == 0 || b + 1 == batches_per_epoch;
+      // This rank's share of the batch's loss: its rows / the batch's rows.
+      const double share = double(end - begin) / double(global_end - global_begin);
+      double loss_value = 0;
+      if (begin == end) {  // no rows here in this batch (fewer rows than ranks): join the reduction only
+        if (step_now)
+          if (Status st = (*trainer)->SyncGradients(); !st.ok()) return fail(st);
+      } else {
+        auto loss = train_rows(begin, end, static_cast<float>(share / accumulate), step_now);
+        if (!loss.ok()) return fail(loss.status().with_context("epoch " + std::to_string(epoch + 1) + ", batch " +
+                                                              std::to_string(b)));
+        loss_value = *loss * share;
+      }
+      loss_sum += loss_value, ++loss_batches, samples += global_end - global_begin;
+      step_loss += loss_value / accumulate;
       if (step_now) {
         bert::LinearSchedule schedule{warmup_steps, total_steps};
-        auto norm = (*trainer)->Step(static_cast<float>(lr * schedule.lr_factor((*trainer)->steps())));
+        const float step_lr = static_cast<float>(lr * schedule.lr_factor((*trainer)->steps()));
+        auto norm = (*trainer)->Step(step_lr);
         if (!norm.ok()) return fail(norm.status().with_context("epoch " + std::to_string(epoch + 1)));
         const int64_t step = (*trainer)->steps();
+        if (log_steps == "yes") {  // the global batch's loss: every rank's share, summed
+          if (ranks > 1)
+            if (Status st = comm.AllReduceSync(&step_loss, 1); !st.ok()) return fail(st);
+          json rec = {{"step", step}, {"loss", step_loss}, {"grad_norm", *norm}, {"lr", step_lr},
+                      {"world_size", ranks}, {"zero_stage", zero}};
+          if (log) log << rec.dump() << "\n" << std::flush;
+        }
+        step_loss = 0;
+        if (check_every > 0 && step % check_every == 0 && ranks > 1) {  // every rank holds the same bits?
+          const int64_t mine = static_cast<int64_t>((*trainer)->ParameterChecksum() >> 1);
+          std::vector<int64_t> all(ranks);
+          if (Status st = comm.AllGather(&mine, all.data(), 1, bert::CommType::kI64).Wait(); !st.ok()) return fail(st);
+          for (int r = 1; r < ranks; ++r)
+            if (all[r] != all[0])
+              return fail(bert::internal_error("after step " + std::to_string(step) + " rank " + std::to_string(r) +
+                                               "'s parameters differ from rank 0's (checksums " +
+                                               std::to_string(all[r]) + " vs " + std::to_string(all[0]) + ")"));
+        }
         if (!checkpoint_path.empty() && checkpoint_every > 0 && step % checkpoint_every == 0)
           if (Status st = save_checkpoint(epoch, b + 1); !st.ok()) return fail(st);
         if (max_steps > 0 && step >= max_steps) {
@@ -382,8 +482,12 @@ int main(int argc, char** argv) {
         }
       }
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count();
-      progress(epoch + 1, epochs, b + 1, batches_per_epoch, loss_sum / loss_batches, samples / std::max(secs, 1e-9));
+      if (root)
+        progress(epoch + 1, epochs, b + 1, batches_per_epoch, loss_sum * ranks / loss_batches,
+                 samples / std::max(secs, 1e-9));
     }
+    if (ranks > 1)  // the epoch's loss: every rank's shares, summed
+      if (Status st = comm.AllReduceSync(&loss_sum, 1); !st.ok()) return fail(st);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count();
     json rec = {{"epoch", epoch + 1},
                 {"step", (*trainer)->steps()},
@@ -392,17 +496,23 @@ int main(int argc, char** argv) {
                 {"seconds", secs},
                 {"device", device},
                 {"precision", precision}};
+    memory_record(rec);
+    if (ranks > 1) {
+      const bert::TrainerCommStats cs = (*trainer)->CommStats();
+      rec["comm"] = {{"bytes_per_step", cs.bytes_per_step}, {"wait_seconds", cs.wait_seconds},
+                     {"synced_steps", cs.synced_steps}};
+    }
     if (precision == "fp16") rec["loss_scale"] = (*trainer)->loss_scale();
     if (!dev.empty()) {
       auto snapshot = (*trainer)->Snapshot();
       if (!snapshot.ok()) return fail(snapshot.status());
-      auto e = evaluate(*snapshot, dev, batch, max_seq, threads, pad_id);
+      auto e = evaluate(*snapshot, dev, batch, max_seq, threads, pad_id, comm);
       if (!e.ok()) return fail(e.status());
       rec["dev_loss"] = e->loss;
       if (!regression) rec["dev_accuracy"] = e->accuracy, rec["dev_f1"] = e->f1;
     }
     if (stopped) rec["stopped_early"] = true;
-    std::printf("%s\n", rec.dump().c_str());
+    if (root) std::printf("%s\n", rec.dump().c_str());
     std::fflush(stdout);
     if (log) log << rec.dump() << "\n" << std::flush;
     if (!checkpoint_path.empty() && !stopped)
@@ -410,7 +520,8 @@ int main(int argc, char** argv) {
   }
   if (Status st = (*trainer)->Save(out_path); !st.ok()) return fail(st);
   const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
-  std::printf("wrote %s after %lld steps in %.1f s\n", out_path.c_str(), static_cast<long long>((*trainer)->steps()),
-              total);
+  if (root)
+    std::printf("wrote %s after %lld steps in %.1f s\n", out_path.c_str(),
+                static_cast<long long>((*trainer)->steps()), total);
   return 0;
 }

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -143,6 +144,7 @@ struct Network::Impl {
   const ModelConfig* c = nullptr;
   const BertWeights* w = nullptr;
   NetworkOptions o;
+  std::function<void(int64_t)> gradients_ready;  // Network::set_gradients_ready
   std::unique_ptr<Ops> ops;
   std::unique_ptr<Head> head;
   Plan plan;

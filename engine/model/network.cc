@@ -123,6 +123,8 @@ Network::Network(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Network::~Network() = default;
 const std::vector<DeviceOutput>& Network::outputs() const { return impl_->outputs; }
 size_t Network::workspace_bytes() const { return impl_->plan.bytes(); }
+
+void Network::set_gradients_ready(std::function<void(int64_t)> f) { impl_->gradients_ready = std::move(f); }
 std::vector<OpProfile> Network::profile() const { return impl_->ops->profile; }
 
 Result<std::unique_ptr<Network>> Network::Create(const ModelConfig& c, const BertWeights& w, runtime::Backend& be,
@@ -450,9 +452,14 @@ Result<double> Network::backward(const BatchInput& in, const TrainLabels& y, flo
   n.loss_terms.clear();
   BERT_RETURN_IF_ERROR(be.zero(n.at(n.d_h), sizeof(float) * n.T * H));
   BERT_RETURN_IF_ERROR(be.zero(n.at(n.losses), 4 * sizeof(kernels::LossSum)));
+  auto ready = [&](int64_t stage) {
+    if (n.gradients_ready && n.ops->ok()) n.gradients_ready(stage);
+  };
   n.head->loss_backward(n, y, n.B, n.S, loss_scale, g);
-  for (int64_t l = c.num_layers - 1; l >= 0; --l) n.layer_backward(l, g);
+  ready(c.num_layers);
+  for (int64_t l = c.num_layers - 1; l >= 0; --l) n.layer_backward(l, g), ready(l);
   n.embeddings_backward(g);
+  ready(-1);
   BERT_RETURN_IF_ERROR(n.ops->status());
 
   kernels::LossSum sums[4];

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -69,6 +70,12 @@ class Network {
   // validated by the caller), and the gradient of loss * loss_scale ADDED into `grads` (backend
   // memory, same layout as the weights). Returns the (unscaled) loss.
   Result<double> backward(const BatchInput& in, const TrainLabels& labels, float loss_scale, const BertWeights& grads);
+
+  // Called during backward() as gradients become final: with stage = num_layers after the head and
+  // pooler, l after encoder layer l, -1 after the embeddings (data parallelism starts reducing a
+  // bucket of gradients while the rest of the backward runs). The backend's queued work may still be
+  // running (CUDA): a consumer orders itself after the backend's stream.
+  void set_gradients_ready(std::function<void(int64_t stage)> f);
 
   size_t workspace_bytes() const;
   std::vector<OpProfile> profile() const;

@@ -67,6 +67,9 @@ class Backend {
   virtual Status download(void* dst, const void* src, size_t bytes) = 0;  // backend -> host, waits
   virtual Status zero(void* p, size_t bytes) = 0;
   virtual Status synchronize() = 0;
+  // The queue the backend's work runs on (a cudaStream_t on CUDA; null where work is synchronous):
+  // a GPU communicator orders its collectives after it.
+  virtual void* queue() const { return nullptr; }
   // dst[r * dst_ld + c] = src[r * src_ld + c] (add: +=) for r < rows, c < cols (first tokens of each
   // sequence, one column of interleaved logits, plain copies with ld = cols).
   virtual Status copy_rows(const float* src, int64_t src_ld, float* dst, int64_t dst_ld, int64_t rows,

@@ -121,16 +121,20 @@ Result<double> Optimizer::step(float lr) {
   for (size_t i = 0; i < params_.size(); ++i) {
     grad_sum_squares_[i] = kernels::sum_squares_f32(params_[i].grad, params_[i].n);
   }
+  double total = 0.0;  // (b) the global norm, in registration order
+  for (double s : grad_sum_squares_) total += s;
+  if (reduce_norm_) BERT_RETURN_IF_ERROR(reduce_norm_(&total));
   for (size_t i = 0; i < params_.size(); ++i) {
     if (!std::isfinite(grad_sum_squares_[i])) {
       return invalid_argument("optimizer step " + std::to_string(steps_ + 1) + ": the gradient of '" +
                               params_[i].name + "' holds NaN or Inf; nothing was updated");
     }
   }
+  if (!std::isfinite(total))
+    return invalid_argument("optimizer step " + std::to_string(steps_ + 1) +
+                            ": a gradient on another rank holds NaN or Inf; nothing was updated");
 
-  // (b) Global norm in registration order; clip_grad_norm_ semantics.
-  double total = 0.0;
-  for (double s : grad_sum_squares_) total += s;
+  // clip_grad_norm_ semantics.
   const double norm = std::sqrt(total);
   if (options_.max_grad_norm > 0.f) {
     const double clip = static_cast<double>(options_.max_grad_norm) / (norm + 1e-6);

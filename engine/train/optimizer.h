@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <unordered_set>
 #include <utility>
@@ -64,6 +65,11 @@ class Optimizer {
   // negative or non-finite lr) are reported before anything changes.
   Result<double> step(float lr);
 
+  // Sharded parameters (ZeRO): `reduce` turns this rank's sum of squared gradients into the sum over
+  // every rank (NaN when any rank holds a NaN or Inf), so that clipping and the finite check are
+  // global. Every rank's step() calls it exactly once, before anything changes.
+  void set_norm_reducer(std::function<Status(double* sum_squares)> reduce) { reduce_norm_ = std::move(reduce); }
+
   // The option and lr checks step() starts with (also for the CUDA trainer's device optimizer).
   Status check_step_arguments(float lr) const;
 
@@ -71,6 +77,12 @@ class Optimizer {
   void zero_grads();
 
   int64_t steps() const { return steps_; }
+  // The step count alone (a sharded optimizer restoring its moments itself); >= 0.
+  Status set_steps(int64_t steps) {
+    if (steps < 0) return format_error("optimizer step count " + std::to_string(steps) + " is negative");
+    steps_ = steps;
+    return Status::Ok();
+  }
   const OptimizerOptions& options() const { return options_; }
   size_t num_params() const { return params_.size(); }
 
@@ -103,6 +115,7 @@ class Optimizer {
   std::vector<double> grad_sum_squares_;  // per parameter, scratch for step()
   std::vector<float> lamb_scratch_;       // LAMB's raw update u, as long as the largest parameter
   int64_t steps_ = 0;
+  std::function<Status(double*)> reduce_norm_;
 };
 
 }  // namespace bert

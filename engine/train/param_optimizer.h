@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "bert/comm.h"
 #include "bert/train.h"
 #include "engine/runtime/backend.h"
 #include "engine/train/param_arena.h"
@@ -31,9 +32,13 @@ class ParamOptimizer {
   virtual Status load_state(const TensorMap& state) = 0;
 };
 
-// The optimizer for `arena` on `backend` (which must outlive it), per the trainer's options.
+// The optimizer for `arena` on `backend` (which must outlive it), per the trainer's options. With
+// ZeRO (the arena's layout has zero_stage >= 1) it updates this rank's shard from the reduce-scattered
+// gradients and all-gathers the parameters over `comm`; its state() and load_state() are then
+// collective and use the one-process layout (whole tensors).
 Result<std::unique_ptr<ParamOptimizer>> make_param_optimizer(runtime::Backend& backend, ParamArena& arena,
-                                                             const TrainerOptions& options);
+                                                             const TrainerOptions& options,
+                                                             Communicator* comm = nullptr);
 // The CUDA one (engine/runtime/cuda/cuda_optimizer.cc; an error in builds without CUDA).
 Result<std::unique_ptr<ParamOptimizer>> make_cuda_optimizer(runtime::Backend& backend, ParamArena& arena,
                                                             const TrainerOptions& options);

@@ -1,6 +1,8 @@
 // Trainer: the shared network (engine/model) in training mode on the model's backend, the head's
 // loss and backward into a flat gradient region (engine/train/param_arena.h), the optimizer over
-// the same regions, and checkpoints. The Model it was made from is not changed.
+// the same regions, and checkpoints. The Model it was made from is not changed. With a communicator
+// of several ranks it trains data-parallel: rank 0's parameters broadcast at creation, gradients
+// reduced in buckets during the backward (engine/train/grad_sync.h), and with ZeRO a sharded optimizer.
 #include <omp.h>
 
 #include <cmath>
@@ -10,6 +12,7 @@
 #include "engine/model/network.h"
 #include "engine/model/precision.h"
 #include "engine/src/model_impl.h"
+#include "engine/train/grad_sync.h"
 #include "engine/train/param_arena.h"
 #include "engine/train/param_optimizer.h"
 #include "weights/bert_layout.h"
@@ -26,6 +29,12 @@ struct Trainer::Impl {
   std::unique_ptr<model::Network> network;
   std::unique_ptr<ParamOptimizer> optimizer;
   uint64_t calls = 0;  // ForwardBackward calls: picks each call's dropout stream
+  // Data parallelism (null for one process): the host communicator, the one the gradients travel on
+  // (the same, or NCCL for CUDA), and the bucketed reduction.
+  std::shared_ptr<Communicator> comm, grad_comm;
+  std::unique_ptr<GradientSync> sync;
+  bool distributed() const { return sync != nullptr; }
+  bool writer() const { return !comm || comm->rank() == 0; }
 
   // The current parameters as a model source (F32 views of host memory that must outlive it).
   Result<ModelSource> source();
@@ -62,20 +71,52 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(std::shared_ptr<const Model> mo
   s.model = model;
   s.c = &c;
   s.o = opts;
+  if (opts.zero_stage < 0 || opts.zero_stage > 2)
+    return invalid_argument("TrainerOptions.zero_stage must be 0, 1 or 2, got " + std::to_string(opts.zero_stage));
+  if (opts.bucket_bytes < 4096)
+    return invalid_argument("TrainerOptions.bucket_bytes must be at least 4096, got " + std::to_string(opts.bucket_bytes));
   BERT_ASSIGN_OR_RETURN(s.backend, make_backend(m, policy.gemm_compute()));
-  BERT_ASSIGN_OR_RETURN(s.arena, ParamArena::Create(*s.backend, c, m.f32));
+  ParamArena::Layout layout;
+  const bool dp = opts.communicator && opts.communicator->world_size() > 1;
+  if (dp) {
+    s.comm = opts.communicator;
+    layout.world_size = s.comm->world_size(), layout.rank = s.comm->rank();
+    layout.bucket_bytes = opts.bucket_bytes, layout.zero_stage = opts.zero_stage;
+    if (opts.zero_stage == 2)
+      return unsupported("ZeRO stage 2 (only the local gradient shard kept between steps) is not implemented yet: "
+                         "the backward writes whole gradients into one region; use zero_stage 1");
+    if (opts.precision == TrainPrecision::kF16 && opts.loss_scaling.enabled)
+      return unsupported("data-parallel training with fp16 dynamic loss scaling is not supported yet: use bf16 or tf32");
+  }
+  BERT_ASSIGN_OR_RETURN(s.arena, ParamArena::Create(*s.backend, c, m.f32, layout));
   model::NetworkOptions no;
   no.max_batch = opts.max_batch, no.max_seq = opts.max_seq, no.training = true, no.dropout = opts.dropout;
   no.recompute = opts.recompute_activations, no.fused_attention = opts.fused_attention;
   BERT_ASSIGN_OR_RETURN(s.network, model::Network::Create(c, s.arena->weights(), *s.backend, no));
-  BERT_ASSIGN_OR_RETURN(s.optimizer, make_param_optimizer(*s.backend, *s.arena, opts));
+  if (dp) {
+    if (s.backend->device() == Device::kCpu) {
+      s.grad_comm = s.comm;
+    } else {
+      BERT_ASSIGN_OR_RETURN(s.grad_comm, Communicator::ForCuda(s.comm));
+    }
+    s.grad_comm->set_stream(s.backend->queue());
+    // Every rank starts from rank 0's parameters.
+    BERT_RETURN_IF_ERROR(
+        s.grad_comm->Broadcast(s.arena->params(), static_cast<int64_t>(s.arena->total() * sizeof(float)), 0).Wait());
+    BERT_RETURN_IF_ERROR(s.backend->synchronize());
+    s.sync = std::make_unique<GradientSync>(*s.grad_comm, *s.arena, *s.backend);
+    GradientSync* sync = s.sync.get();
+    s.network->set_gradients_ready([sync](int64_t stage) { sync->on_ready(stage); });
+  }
+  BERT_ASSIGN_OR_RETURN(s.optimizer, make_param_optimizer(*s.backend, *s.arena, opts, s.grad_comm.get()));
   return std::unique_ptr<Trainer>(new Trainer(std::move(impl)));
 }
 
 void Trainer::ZeroGrad() { (void)impl_->arena->zero_grads(); }
 
 
-Result<double> Trainer::ForwardBackward(const BatchInput& in, const TrainLabels& labels, float loss_scale) {
+Result<double> Trainer::ForwardBackward(const BatchInput& in, const TrainLabels& labels, float loss_scale,
+                                        bool sync_gradients) {
   Impl& s = *impl_;
   const ModelConfig& c = *s.c;
   if (!in.input_ids) return invalid_argument("input_ids is null");
@@ -88,10 +129,18 @@ Result<double> Trainer::ForwardBackward(const BatchInput& in, const TrainLabels&
   BERT_RETURN_IF_ERROR(validate_batch_values(c, in));
   BERT_RETURN_IF_ERROR(model::check_head_labels(c, labels, in.batch, in.seq));
   if (s.o.num_threads > 0) omp_set_num_threads(s.o.num_threads);
-  const uint64_t stream = s.o.seed * 0x9E3779B97F4A7C15ull + (++s.calls);
+  const uint64_t rank = s.comm ? static_cast<uint64_t>(s.comm->rank()) : 0;
+  const uint64_t stream = s.o.seed * 0x9E3779B97F4A7C15ull + (++s.calls) + rank * 0xD1B54A32D192ED03ull;
   BERT_RETURN_IF_ERROR(s.network->forward(in, stream));
   const float scale = loss_scale * s.optimizer->loss_scale();  // dynamic loss scaling (fp16 GEMMs)
-  BERT_ASSIGN_OR_RETURN(double loss, s.network->backward(in, labels, scale, s.arena->gradients()));
+  const bool sync = s.distributed() && sync_gradients;
+  if (sync) s.sync->begin();
+  auto backward = s.network->backward(in, labels, scale, s.arena->gradients());
+  if (sync) {
+    const Status reduced = s.sync->finish();  // always: the other ranks are reducing these buckets
+    if (backward.ok() && !reduced.ok()) return reduced;
+  }
+  BERT_ASSIGN_OR_RETURN(double loss, std::move(backward));
   if (!std::isfinite(loss)) return invalid_argument("the loss is " + std::to_string(loss) + " (not finite)");
   // With dynamic loss scaling an overflow is not an error: Step finds it and skips the update.
   const bool scaling = s.o.precision == TrainPrecision::kF16 && s.o.loss_scaling.enabled;
@@ -107,6 +156,39 @@ Result<double> Trainer::ForwardBackward(const BatchInput& in, const TrainLabels&
           return invalid_argument("the gradient of '" + e.name + "' is not finite (loss " + std::to_string(loss) + ")");
   }
   return loss;
+}
+
+Status Trainer::SyncGradients() {
+  if (!impl_->distributed()) return Status::Ok();
+  return impl_->sync->reduce_all();
+}
+
+TrainerMemory Trainer::Memory() const {
+  const ParamArena& a = *impl_->arena;
+  TrainerMemory m;
+  m.parameters = static_cast<int64_t>(a.total() * sizeof(float));
+  m.gradients = static_cast<int64_t>((a.total() + (a.shard_grads() ? a.shard_total() : 0)) * sizeof(float));
+  m.optimizer_state = static_cast<int64_t>(2 * a.moment_total() * sizeof(float));
+  m.activations = static_cast<int64_t>(impl_->network->workspace_bytes());
+  return m;
+}
+
+TrainerCommStats Trainer::CommStats() const {
+  TrainerCommStats c;
+  if (!impl_->distributed()) return c;
+  c.world_size = impl_->comm->world_size(), c.zero_stage = impl_->o.zero_stage;
+  const GradientSync::Stats& g = impl_->sync->stats();
+  c.synced_steps = g.steps, c.bytes_per_step = g.bytes_per_step, c.wait_seconds = g.wait_seconds;
+  return c;
+}
+
+uint64_t Trainer::ParameterChecksum() const {
+  auto p = impl_->arena->host_params();
+  if (!p.ok()) return 0;
+  uint64_t h = 1469598103934665603ull;  // FNV-1a over the bits
+  const uint32_t* bits = reinterpret_cast<const uint32_t*>(*p);
+  for (size_t i = 0; i < impl_->arena->total(); ++i) h = (h ^ bits[i]) * 1099511628211ull;
+  return h;
 }
 
 Result<double> Trainer::Step(float lr) {
@@ -149,13 +231,15 @@ Result<std::shared_ptr<const Model>> Trainer::Snapshot() const {
 }
 
 Status Trainer::Save(const std::string& path) const {
+  if (!impl_->writer()) return Status::Ok();  // rank 0 writes (every rank holds the same parameters)
   BERT_ASSIGN_OR_RETURN(ModelSource m, impl_->source());
   return write_engine_file(path, m, DType::kF32);
 }
 
 Status Trainer::SaveCheckpoint(const std::string& path, const std::string& state) const {
+  BERT_ASSIGN_OR_RETURN(auto extra, impl_->optimizer->state());  // collective with ZeRO
+  if (!impl_->writer()) return Status::Ok();
   BERT_ASSIGN_OR_RETURN(ModelSource m, impl_->source());
-  BERT_ASSIGN_OR_RETURN(auto extra, impl_->optimizer->state());
   Tensor calls = make_owned_tensor(DType::kI64, {1});
   *static_cast<int64_t*>(mutable_data(calls)) = static_cast<int64_t>(impl_->calls);
   extra.emplace_back("trainer.calls", calls);

@@ -361,7 +361,8 @@ class MpiCommunicator final : public Communicator {
       }
       case CollectiveKind::kAllGather:
         if (c.count > kMaxChunk) return unsupported("all-gather of more than 2^28 elements per rank");
-        rc = MPI_Allgather(o.in, static_cast<int>(c.count), t, o.out, static_cast<int>(c.count), t, data_);
+        rc = MPI_Allgather(o.in == static_cast<char*>(o.out) + rank_ * c.count * es ? MPI_IN_PLACE : o.in,
+                           static_cast<int>(c.count), t, o.out, static_cast<int>(c.count), t, data_);
         break;
       case CollectiveKind::kBroadcast:
         for (int64_t done = 0; done < c.count && rc == MPI_SUCCESS; done += kMaxChunk)

@@ -77,7 +77,8 @@ class Communicator {
   virtual CommRequest AllReduce(void* data, int64_t count, CommType type, ReduceOp op) = 0;
   // `in` holds world_size() * count elements; rank r receives the reduction of block r in `out`.
   virtual CommRequest ReduceScatter(const void* in, void* out, int64_t count, CommType type, ReduceOp op) = 0;
-  // `in` holds count elements; `out` receives world_size() * count, rank r's at block r.
+  // `in` holds count elements; `out` receives world_size() * count, rank r's at block r (`in` may
+  // be this rank's own block of `out`).
   virtual CommRequest AllGather(const void* in, void* out, int64_t count, CommType type) = 0;
   virtual CommRequest Broadcast(void* data, int64_t bytes, int root) = 0;
   virtual CommRequest Barrier() = 0;

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "bert/comm.h"
 #include "bert/engine.h"
 #include "bert/status.h"
 
@@ -80,6 +81,35 @@ struct TrainerOptions {
   // backward (about one more forward pass of FLOPs for one layer's activations instead of all of them;
   // the same gradients, bit for bit). Every backend.
   bool recompute_activations = false;
+
+  // Data-parallel training over the communicator's ranks (bert/comm.h; null or one rank = one
+  // process). Every rank creates its Trainer from the same model (rank 0's parameters are broadcast
+  // at creation) and calls the same Trainer methods in the same order; each ForwardBackward takes the
+  // rank's share of a global batch with loss_scale = its rows / the global batch's rows, so the summed
+  // gradient is the one-process gradient of the global batch. The gradients are summed across ranks
+  // in buckets of about bucket_bytes, in the order the backward finishes them, while the rest of the
+  // backward runs. The dropout masks differ per rank (each rank's stream mixes in its rank).
+  std::shared_ptr<Communicator> communicator;
+  int64_t bucket_bytes = 25 << 20;
+  // 0: every rank holds the whole optimizer state (DDP). 1: the moments are sharded over the ranks
+  // (gradients reduce-scattered, each rank updates its shard, parameters all-gathered) (ZeRO-1).
+  // 2: as 1, and only the local gradient shard kept between steps (ZeRO-2): not implemented yet, an
+  // error. Host optimizer (CPU), AdamW.
+  int zero_stage = 0;
+};
+
+// What a trainer holds in memory, per rank (bytes).
+struct TrainerMemory {
+  int64_t parameters = 0, gradients = 0, optimizer_state = 0, activations = 0;
+  int64_t total() const { return parameters + gradients + optimizer_state + activations; }
+};
+
+// Data-parallel communication so far (zeros for one process).
+struct TrainerCommStats {
+  int world_size = 1, zero_stage = 0;
+  int64_t synced_steps = 0;     // backward passes whose gradients were reduced
+  int64_t bytes_per_step = 0;   // gradient bytes each rank puts into the collectives per synced step
+  double wait_seconds = 0;      // time spent waiting for reductions after the backward had finished
 };
 
 // Labels of one batch, named as transformers names them. Only those the model's head uses are read.
@@ -110,7 +140,13 @@ class Trainer {
   // gradient of loss * loss_scale to every parameter's gradient. Returns the (unscaled) loss.
   // Errors (bad ids or labels, a non-finite loss or gradient) name what is wrong; on error the
   // gradients are left as they were before the call only when the error is found before the backward.
-  Result<double> ForwardBackward(const BatchInput& batch, const TrainLabels& labels, float loss_scale = 1.f);
+  // With a communicator, sync_gradients = false (a micro-step of gradient accumulation that is not the
+  // last) keeps the gradients local; the last micro-step syncs all that was accumulated.
+  Result<double> ForwardBackward(const BatchInput& batch, const TrainLabels& labels, float loss_scale = 1.f,
+                                 bool sync_gradients = true);
+  // Data parallelism: a rank with no rows in a step's last micro-batch joins the reduction with this
+  // instead (its accumulated gradients, maybe zero). A no-op for one process.
+  Status SyncGradients();
   void ZeroGrad();
 
   // One optimizer update with learning rate `lr` from the accumulated gradients (clipped by global
@@ -122,7 +158,15 @@ class Trainer {
   int64_t steps() const;  // optimizer updates so far (skipped overflow steps do not count)
   float loss_scale() const;  // the current dynamic loss scale (1 unless TrainPrecision::kF16 scales)
 
+  TrainerMemory Memory() const;
+  TrainerCommStats CommStats() const;
+  // A checksum of the parameters' bits (data parallelism: equal on every rank after every step).
+  uint64_t ParameterChecksum() const;
+
   // A Model of the current parameters (to evaluate with a Session), and the same as an engine file.
+  // With a communicator, Save, SaveCheckpoint and LoadCheckpoint are collective (every rank calls
+  // them; rank 0 writes the file; every rank reads it); checkpoints have the one-process format
+  // whatever the world size or ZeRO stage, so a run resumes on any number of ranks.
   Result<std::shared_ptr<const Model>> Snapshot() const;
   Status Save(const std::string& path) const;
   // A checkpoint: the engine file of the current parameters plus the optimizer state, the dropout

@@ -44,6 +44,7 @@ class CudaBackend final : public Backend {
     return Status::Ok();
   }
   void* stream() const { return stream_; }
+  void* queue() const override { return stream_; }
 
   Device device() const override { return Device::kCuda; }
   std::string name() const override { return name_; }
