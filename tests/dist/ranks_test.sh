@@ -2,7 +2,7 @@
 # Multi-rank tests on localhost: the communicator's collectives under `mpirun -np 2` and `-np 3`, a
 # mismatch between ranks, and a rank that exits, hangs, crashes or reports a failure (the others must
 # stop within the timeout with a message naming it). Usage: ranks_test.sh BUILD_DIR [GROUP]
-# GROUP: comm | faults (default: both).
+# GROUP: comm | faults | train (default: all). The train group needs ../shared (BERT_SHARED_DIR).
 set -uo pipefail
 BUILD=${1:?build dir}
 GROUP=${2:-all}
@@ -42,6 +42,60 @@ if [ "$GROUP" = all ] || [ "$GROUP" = faults ]; then
     check "a rank that does '$action' at collective 20 stops the job in ${secs} s, named" $ok \
           "rc $rc, wanted '$want' in: $(echo "$out" | tail -25)"
   done
+fi
+
+if [ "$GROUP" = all ] || [ "$GROUP" = train ]; then
+  SHARED=${BERT_SHARED_DIR:-$(cd "$(dirname "$0")/../../.." && pwd)/shared}
+  if [ ! -f "$SHARED/data/glue-sst2/train.tsv" ]; then
+    echo "SKIP train group: $SHARED/data/glue-sst2 is absent (set BERT_SHARED_DIR)"
+  else
+    TRAIN="$BUILD/tools/bert_train"
+    COMPARE="python3 $(dirname "$0")/compare_models.py"
+    T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
+    vocab="$SHARED/models/bert-base-uncased-tokenizer/vocab.txt"
+    mk_model() {  # mk_model OUT SHAPE: a seeded synthetic classifier every rank loads
+      "$BUILD/tools/convert_weights" --synthetic "$2" --architecture BertForSequenceClassification "$1" --vocab "$vocab" >/dev/null
+    }
+    mk_model "$T/tiny.bert" bert-tiny && mk_model "$T/mini.bert" bert-mini
+    # 661 examples in global batches of 33: the last batch holds 1 row (one rank joins with no rows); --limit-dev 101 splits unevenly.
+    ARGS=(--model "$T/tiny.bert" --train "$SHARED/data/glue-sst2/train.tsv" --dev "$SHARED/data/glue-sst2/dev.tsv"
+          --limit-train 661 --limit-dev 101 --epochs 2 --batch 33 --lr 1e-3 --max-seq 64 --dropout 0 --threads 1
+          --log-steps yes)
+    losses() { grep -o '"loss":[-0-9.e]*' "$1" | cut -d: -f2; }
+    same_losses() {  # same_losses A B: every step's loss within 1e-5
+      paste <(losses "$1") <(losses "$2") | awk 'BEGIN{bad=0; n=0} {n++; d=$1-$2; if (d<0) d=-d; if (d>1e-5) bad=1}
+        END{if (n < 20) bad=1; exit bad}'
+    }
+    "$TRAIN" "${ARGS[@]}" --max-steps 30 --out "$T/one.bert" --log "$T/one.jsonl" >/dev/null 2>"$T/one.err"
+    check "one-rank reference run" $? "$(tail -5 "$T/one.err")"
+    for cfg in "2 0" "3 0" "3 1" "2 1"; do
+      set -- $cfg
+      out=$(run_ranks "$1" "$TRAIN" "${ARGS[@]}" --max-steps 30 --zero "$2" --check-every 10 --out "$T/r$1z$2.bert"             --log "$T/r$1z$2.jsonl" 2>&1); rc=$?
+      cmp=$($COMPARE "$T/one.bert" "$T/r$1z$2.bert" 2>&1); c=$?
+      same_losses "$T/one.jsonl" "$T/r$1z$2.jsonl"; l=$?
+      grep -q '"world_size":'"$1"',"zero_stage":'"$2" "$T/r$1z$2.jsonl"; w=$?
+      check "$1 ranks, ZeRO $2: 30 steps give the one-rank loss curve (1e-5) and model ($cmp)"             $(( rc != 0 || c != 0 || l != 0 || w != 0 )) "rc $rc: $(echo "$out" | tail -8)"
+    done
+    # Checkpoints: written by rank 0 in the one-process format; resumed bit-identically at the same
+    # world size, and on another world size (and ZeRO stage) within tolerance.
+    run_ranks 2 "$TRAIN" "${ARGS[@]}" --max-steps 15 --checkpoint "$T/ck.bert" --checkpoint-every 15       --out "$T/half.bert" >/dev/null 2>&1
+    out=$(run_ranks 2 "$TRAIN" "${ARGS[@]}" --max-steps 30 --resume "$T/ck.bert" --out "$T/res2.bert" 2>&1); rc=$?
+    cmp=$($COMPARE "$T/r2z0.bert" "$T/res2.bert" --exact 2>&1); c=$?
+    check "2 ranks resume from a 2-rank checkpoint bit-identically ($cmp)" $(( rc != 0 || c != 0 )) "$(echo "$out" | tail -5)"
+    out=$(run_ranks 3 "$TRAIN" "${ARGS[@]}" --max-steps 30 --zero 1 --resume "$T/ck.bert" --out "$T/res3.bert" 2>&1); rc=$?
+    cmp=$($COMPARE "$T/one.bert" "$T/res3.bert" 2>&1); c=$?
+    check "3 ranks (ZeRO 1) resume a 2-rank checkpoint ($cmp)" $(( rc != 0 || c != 0 )) "$(echo "$out" | tail -5)"
+    # Ranks given different model files: the first collective names the mismatch; nothing hangs.
+    out=$(timeout 120 mpirun $( [ "$(id -u)" -eq 0 ] && echo --allow-run-as-root ) --oversubscribe --bind-to none           --mca btl self,vader -np 1 "$TRAIN" "${ARGS[@]}" --out "$T/x.bert" :           -np 1 "$TRAIN" "${ARGS[@]/$T\/tiny.bert/$T/mini.bert}" --out "$T/x.bert" 2>&1); rc=$?
+    grep -q "the ranks called different collectives" <<<"$out"; g=$?
+    check "ranks with different model files are told so" $(( rc == 0 || rc == 124 || g != 0 )) "rc $rc: $(echo "$out" | tail -8)"
+    # A rank that dies mid-training stops the job at once, named.
+    start=$(date +%s)
+    out=$(BERT_COMM_TIMEOUT=10 BERT_COMM_FAULT="rank=1,at=40,do=exit" timeout 120           bash -c "$(declare -f run_ranks); run_ranks 2 '$TRAIN' $(printf "'%s' " "${ARGS[@]}") --out '$T/y.bert'" 2>&1); rc=$?
+    secs=$(( $(date +%s) - start ))
+    grep -q "rank 0 was stopped by the launcher in collective #40" <<<"$out"; g=$?
+    check "a rank that exits mid-training stops the job in ${secs} s, named" $(( rc == 0 || rc == 124 || g != 0 ))           "rc $rc: $(echo "$out" | tail -8)"
+  fi
 fi
 
 [ $failures -eq 0 ] && echo "all multi-rank checks passed" || echo "$failures multi-rank check(s) failed"
