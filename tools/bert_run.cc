@@ -1,6 +1,9 @@
 // bert_run: run a model on a batch from a safetensors file, or on text, from the command line.
 //
-//   bert_run --model F --inputs in.safetensors --outputs out.safetensors [--threads N]
+//   bert_run --model F --inputs in.safetensors --outputs out.safetensors [--threads N] [--batch ROWS]
+//   mpirun -np N bert_run --model F --inputs in.safetensors --outputs out.safetensors [--batch ROWS]
+//     (data-parallel: each rank runs its share of the rows, --batch rows at a time; rank 0 writes
+//     the outputs in input order and prints the load and inference times as JSON on stderr)
 //       reads input_ids, attention_mask, token_type_ids (int32 or int64, [batch, seq]) and writes every
 //       output the model has, under HuggingFace's names (hidden_states.0..L included).
 //   bert_run --model F --text "..." [--text-pair "..."] [--max-length N] [--threads N]
@@ -17,6 +20,7 @@
 //       precision policy has it (docs/CUDA.md). --remove-padding (any device) runs the encoder on the
 //       real tokens only.
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -24,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "bert/comm.h"
 #include "bert/engine.h"
 #include "bert/predict.h"
 #include "bert/tensors_file.h"
@@ -38,7 +43,7 @@ using bert::Status;
 int usage(const std::string& msg) {
   if (!msg.empty()) std::fprintf(stderr, "bert_run: %s\n", msg.c_str());
   std::fprintf(stderr,
-               "usage: bert_run --model F --inputs in.safetensors --outputs out.safetensors [--threads N]\n"
+               "usage: bert_run --model F --inputs in.safetensors --outputs out.safetensors [--threads N] [--batch ROWS]\n"
                "       bert_run --model F --text \"...\" [--text-pair \"...\"] [--max-length N] [--threads N]\n"
                "       bert_run --model F --inputs in.safetensors --outputs out.safetensors --grads\n"
                "  either mode: [--pooling cls|mean|max [--normalize]] adds sentence_embedding\n"
@@ -120,8 +125,32 @@ void print_drift(const std::string& name, const float* got, const float* want, i
 Status calibrate(bert::Session& session, const bert::Model& model, const DeviceRun& device,
                  const bert::BatchInput& own_batch);
 
+// A session's outputs over several runs, concatenated along the batch (every output's first dim).
+struct Outputs {
+  std::vector<std::string> names;
+  std::vector<std::vector<int64_t>> shapes;  // shape[0] = rows so far
+  std::vector<std::vector<float>> values;
+  Status append(bert::Session& session, int rows) {
+    const std::vector<std::string> run_names = session.OutputNames();
+    if (names.empty()) names = run_names, shapes.resize(names.size()), values.resize(names.size());
+    for (size_t i = 0; i < names.size(); ++i) {
+      BERT_ASSIGN_OR_RETURN(bert::OutputView v, session.Output(names[i]));
+      if (v.shape.empty() || v.shape[0] != rows)
+        return bert::internal_error("output '" + names[i] + "' " + bert::ShapeString(v.shape) + " is not per row");
+      if (shapes[i].empty()) shapes[i] = v.shape, shapes[i][0] = 0;
+      shapes[i][0] += rows;
+      values[i].insert(values[i].end(), v.data, v.data + v.numel());
+    }
+    return Status::Ok();
+  }
+};
+
+// Tensors in, tensors out, in runs of `rows_per_run` rows (0: all at once). Under mpirun each rank
+// runs its share of the rows (contiguous, sizes differing by at most one) and rank 0 gathers the
+// outputs and writes them in input order. Prints the load and inference times (JSON on stderr).
 int run_tensors(const std::shared_ptr<const bert::Model>& model, const std::string& inputs_path,
-                const std::string& outputs_path, bert::SessionOptions opts, const DeviceRun& device) {
+                const std::string& outputs_path, bert::SessionOptions opts, const DeviceRun& device, int rows_per_run,
+                bert::Communicator& comm, double load_seconds) {
   auto file = bert::ReadTensorsFile(inputs_path);
   if (!file.ok()) return fail(file.status());
   auto batch = read_batch(*file);
@@ -132,32 +161,83 @@ int run_tensors(const std::shared_ptr<const bert::Model>& model, const std::stri
                                    " exceeds the model's limit of " + std::to_string(model->info().max_seq) +
                                    " tokens (max_position_embeddings " +
                                    std::to_string(model->info().max_position_embeddings) + ")"));
+  const int64_t rows = shape[0], seq = shape[1];
+  const int ranks = comm.world_size(), me = comm.rank();
+  if (rows < ranks)
+    return fail(bert::invalid_argument(inputs_path + ": " + std::to_string(rows) + " rows cannot be shared by " +
+                                       std::to_string(ranks) + " ranks"));
+  const int64_t per = rows / ranks, extra = rows % ranks;
+  const int64_t lo = me * per + std::min<int64_t>(me, extra), hi = lo + per + (me < extra ? 1 : 0);
+  const int64_t chunk = rows_per_run > 0 ? std::min<int64_t>(rows_per_run, hi - lo) : hi - lo;
+  auto slice = [&](int64_t r0, int64_t n) {
+    bert::BatchInput in = batch->input();
+    in.batch = static_cast<int>(n);
+    in.input_ids += r0 * seq;
+    if (in.attention_mask) in.attention_mask += r0 * seq;
+    if (in.token_type_ids) in.token_type_ids += r0 * seq;
+    return in;
+  };
 
-  opts.max_batch = static_cast<int>(shape[0]);
-  opts.max_seq = static_cast<int>(shape[1]);
+  opts.max_batch = static_cast<int>(chunk);
+  opts.max_seq = static_cast<int>(seq);
   opts.keep_hidden_states = true;
   auto session = bert::Session::Create(model, opts);
   if (!session.ok()) return fail(session.status());
-  if (Status st = calibrate(**session, *model, device, batch->input()); !st.ok()) return fail(st);
-  if (Status st = (*session)->Run(batch->input()); !st.ok()) return fail(st.with_context(inputs_path));
-  if (device.reference) {  // the same batch in fp32: each output's drift
-    auto ref = bert::Session::Create(device.reference, opts);
-    if (!ref.ok()) return fail(ref.status());
-    if (Status st = (*ref)->Run(batch->input()); !st.ok()) return fail(st.with_context("fp32 reference"));
-    for (const std::string& name : (*session)->OutputNames()) {
-      auto got = (*session)->Output(name);
-      auto want = (*ref)->Output(name);
-      if (got.ok() && want.ok()) print_drift(name, got->data, want->data, got->numel());
+  if (Status st = calibrate(**session, *model, device, slice(lo, chunk)); !st.ok()) return fail(st);
+  std::unique_ptr<bert::Session> ref;
+  if (device.reference) {  // the same rows in fp32: each output's drift
+    auto r = bert::Session::Create(device.reference, opts);
+    if (!r.ok()) return fail(r.status());
+    ref = std::move(*r);
+  }
+  Outputs mine, reference;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t r0 = lo; r0 < hi; r0 += chunk) {
+    const int n = static_cast<int>(std::min(chunk, hi - r0));
+    if (Status st = (*session)->Run(slice(r0, n)); !st.ok()) return fail(st.with_context(inputs_path));
+    if (Status st = mine.append(**session, n); !st.ok()) return fail(st);
+    if (ref) {
+      if (Status st = ref->Run(slice(r0, n)); !st.ok()) return fail(st.with_context("fp32 reference"));
+      if (Status st = reference.append(*ref, n); !st.ok()) return fail(st);
     }
   }
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  for (size_t i = 0; ref && i < mine.names.size(); ++i)
+    print_drift(mine.names[i], mine.values[i].data(), reference.values[i].data(),
+                static_cast<int64_t>(mine.values[i].size()));
 
-  std::vector<std::pair<std::string, bert::HostTensor>> out;
-  for (const std::string& name : (*session)->OutputNames()) {
-    auto view = (*session)->Output(name);
-    if (!view.ok()) return fail(view.status());
-    out.emplace_back(name, bert::FloatView(view->data, view->shape));
+  // Rank 0 gathers every rank's rows (blocks padded to the largest share) and writes them in order.
+  Outputs all = std::move(mine);
+  if (ranks > 1) {
+    const int64_t block_rows = per + (extra ? 1 : 0);
+    for (size_t i = 0; i < all.names.size(); ++i) {
+      const int64_t row_elems = static_cast<int64_t>(all.values[i].size()) / (hi - lo);
+      std::vector<float> padded(block_rows * row_elems, 0.f), gathered(ranks * block_rows * row_elems);
+      std::copy(all.values[i].begin(), all.values[i].end(), padded.begin());
+      if (Status st = comm.AllGather(padded.data(), gathered.data(), block_rows * row_elems, bert::CommType::kF32)
+                          .Wait();
+          !st.ok())
+        return fail(st);
+      all.values[i].clear();
+      for (int r = 0; r < ranks; ++r) {
+        const int64_t n = per + (r < extra ? 1 : 0);
+        const float* from = gathered.data() + r * block_rows * row_elems;
+        all.values[i].insert(all.values[i].end(), from, from + n * row_elems);
+      }
+      all.shapes[i][0] = rows;
+    }
+    double times[2] = {load_seconds, seconds};  // the slowest rank's
+    std::vector<double> every(2 * ranks);
+    if (Status st = comm.AllGather(times, every.data(), 2, bert::CommType::kF64).Wait(); !st.ok()) return fail(st);
+    for (int r = 0; r < ranks; ++r) load_seconds = std::max(load_seconds, every[2 * r]), seconds = std::max(seconds, every[2 * r + 1]);
   }
+  if (me != 0) return 0;
+  std::vector<std::pair<std::string, bert::HostTensor>> out;
+  for (size_t i = 0; i < all.names.size(); ++i) out.emplace_back(all.names[i], bert::FloatView(all.values[i].data(), all.shapes[i]));
   if (Status st = bert::WriteTensorsFile(outputs_path, out, {{"producer", "bert_run"}}); !st.ok()) return fail(st);
+  const nlohmann::json timing = {{"ranks", ranks}, {"rows", rows}, {"load_seconds", load_seconds},
+                                 {"inference_seconds", seconds}, {"rows_per_second", rows / std::max(seconds, 1e-9)}};
+  std::fprintf(stderr, "%s\n", timing.dump().c_str());
   return 0;
 }
 
@@ -322,7 +402,7 @@ int run_text(const std::shared_ptr<const bert::Model>& model, const std::string&
 int main(int argc, char** argv) {
   std::string model_path, inputs, outputs;
   std::optional<std::string> text, pair;
-  int threads = 0, max_length = 0;
+  int threads = 0, max_length = 0, rows_per_run = 0;
   bert::SessionOptions opts;
   bert::LoadOptions load;
   DeviceRun device;
@@ -346,6 +426,8 @@ int main(int argc, char** argv) {
     else if (a == "--text-pair" && (v = value())) pair = v;
     else if (a == "--threads" && (v = value())) {
       if (!parse_int(v, &threads)) return usage("--threads needs a non-negative integer");
+    } else if (a == "--batch" && (v = value())) {
+      if (!parse_int(v, &rows_per_run) || rows_per_run < 1) return usage("--batch needs a positive integer");
     } else if (a == "--max-length" && (v = value())) {
       if (!parse_int(v, &max_length)) return usage("--max-length needs a non-negative integer");
     } else if (a == "--pooling" && (v = value())) {
@@ -396,8 +478,16 @@ int main(int argc, char** argv) {
   if (drift && load.device != bert::Device::kCuda) return usage("--drift goes with --device cuda");
   opts.num_threads = threads;
 
+  // Under mpirun the rows of --inputs are shared by the ranks (the environment says so; no flag).
+  auto comm = bert::Communicator::FromEnvironment();
+  if (!comm.ok()) return fail(comm.status());
+  if ((*comm)->world_size() > 1 && !tensor_mode)
+    return usage("under mpirun, bert_run shares the rows of --inputs; text mode runs on one rank");
+  if ((*comm)->world_size() > 1 && grads) return usage("--grads runs on one rank");
+  const auto load_start = std::chrono::steady_clock::now();
   auto model = bert::Model::Load(model_path, load);
   if (!model.ok()) return fail(model.status());
+  const double load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
   if (drift) {
     bert::LoadOptions ref = load;
     ref.precision = bert::Precision::kF32;
@@ -407,6 +497,6 @@ int main(int argc, char** argv) {
     device.reference = *reference;
   }
   if (grads) return run_grads(*model, inputs, outputs, threads);
-  return tensor_mode ? run_tensors(*model, inputs, outputs, opts, device)
+  return tensor_mode ? run_tensors(*model, inputs, outputs, opts, device, rows_per_run, **comm, load_seconds)
                      : run_text(*model, *text, pair, max_length, opts, device);
 }

@@ -49,7 +49,8 @@ def main():
             rel = (math.sqrt(num / den) if den > 0 else math.sqrt(num)) / allowance
             if rel > worst:
                 worst, worst_name = rel, part
-    print(f'{len(a)} tensors; ' + ('bit-identical' if exact else f'largest relative L2 {worst:.3g} ({worst_name}; key bias / 10)'))
+    where = f' ({worst_name}' + ('; key bias / 10)' if worst_name.endswith('[k]') else ')') if worst > 0 else ''
+    print(f'{len(a)} tensors; ' + ('bit-identical' if exact else f'largest relative L2 {worst:.3g}{where}'))
     return 0 if exact or worst <= tol else 1
 
 

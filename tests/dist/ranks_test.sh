@@ -89,6 +89,19 @@ if [ "$GROUP" = all ] || [ "$GROUP" = train ]; then
     out=$(timeout 120 mpirun $( [ "$(id -u)" -eq 0 ] && echo --allow-run-as-root ) --oversubscribe --bind-to none           --mca btl self,vader -np 1 "$TRAIN" "${ARGS[@]}" --out "$T/x.bert" :           -np 1 "$TRAIN" "${ARGS[@]/$T\/tiny.bert/$T/mini.bert}" --out "$T/x.bert" 2>&1); rc=$?
     grep -q "the ranks called different collectives" <<<"$out"; g=$?
     check "ranks with different model files are told so" $(( rc == 0 || rc == 124 || g != 0 )) "rc $rc: $(echo "$out" | tail -8)"
+    # Data-parallel inference: 37 rows over 1, 2, 3 ranks (5 rows per run) give the same outputs,
+    # written once by rank 0 in input order.
+    python3 "$(dirname "$0")/make_inputs.py" "$T/in.safetensors" 37 24 30522
+    "$BUILD/tools/bert_run" --model "$T/one.bert" --inputs "$T/in.safetensors" --outputs "$T/out1.safetensors" \
+      --batch 5 2>/dev/null
+    for np in 2 3; do
+      out=$(run_ranks $np "$BUILD/tools/bert_run" --model "$T/one.bert" --inputs "$T/in.safetensors" \
+            --outputs "$T/out$np.safetensors" --batch 5 2>&1); rc=$?
+      cmp=$($COMPARE "$T/out1.safetensors" "$T/out$np.safetensors" 2>&1); c=$?
+      grep -q '"ranks":'$np',"rows":37' <<<"$out"; g=$?
+      check "bert_run on $np ranks: the one-rank outputs in input order ($cmp)" $(( rc != 0 || c != 0 || g != 0 )) \
+            "rc $rc: $(echo "$out" | tail -5)"
+    done
     # A rank that dies mid-training stops the job at once, named.
     start=$(date +%s)
     out=$(BERT_COMM_TIMEOUT=10 BERT_COMM_FAULT="rank=1,at=40,do=exit" timeout 120           bash -c "$(declare -f run_ranks); run_ranks 2 '$TRAIN' $(printf "'%s' " "${ARGS[@]}") --out '$T/y.bert'" 2>&1); rc=$?
