@@ -36,6 +36,7 @@
 #include "bert/engine.h"
 #include "bert/train.h"
 #include "bert/model_builder.h"  // LoadSynthetic, WriteSynthetic (synthetic weights without a file)
+#include "tools/common/cli.h"
 
 void register_cuda_benchmarks();  // bench/cuda_bench.cc (a no-op without CUDA)
 
@@ -43,6 +44,12 @@ namespace {
 
 std::string g_model_file;  // --model FILE, or empty for the synthetic shapes
 bool g_profile = false;    // --profile: per-op milliseconds per run as counters
+bool g_failed = false;     // a benchmark stopped on an error (not a planned skip): main exits 1
+
+void skip_with_error(benchmark::State& state, const std::string& message) {
+  g_failed = true;
+  state.SkipWithError(message.c_str());
+}
 
 // Model index -> model, loaded once per process. Index 0 is the speed-up baseline.
 const char* const kShapes[] = {"bert-base",           "bert-tiny",  "distilbert-base", "electra-small",
@@ -97,7 +104,7 @@ void BM_Inference(benchmark::State& state) {
   const int threads = static_cast<int>(state.range(3));
   std::string error;
   auto model = get_model(model_index, &error);
-  if (!model) return state.SkipWithError(error.c_str());
+  if (!model) return skip_with_error(state, error);
   if (seq > model->info().max_seq) return state.SkipWithError("seq beyond the position table");
   state.SetLabel(g_model_file.empty() ? kShapes[model_index] : g_model_file);
 
@@ -107,7 +114,7 @@ void BM_Inference(benchmark::State& state) {
   opts.num_threads = threads;
   opts.profile = g_profile;
   auto session = bert::Session::Create(model, opts);
-  if (!session.ok()) return state.SkipWithError(session.status().to_string().c_str());
+  if (!session.ok()) return skip_with_error(state, session.status().to_string());
 
   // Random tokens (ids 1000.. avoid special tokens), full attention mask, two segments.
   std::mt19937 rng(42);
@@ -119,7 +126,7 @@ void BM_Inference(benchmark::State& state) {
     types[i] = (i % seq) >= size_t(seq) / 2 && model->info().type_vocab_size > 1;
   }
   bert::BatchInput in{batch, seq, ids.data(), mask.data(), types.data()};
-  if (auto st = (*session)->Run(in); !st.ok()) return state.SkipWithError(st.to_string().c_str());  // warm-up: plans
+  if (auto st = (*session)->Run(in); !st.ok()) return skip_with_error(state, st.to_string());  // warm-up: plans
 
   const auto start = std::chrono::steady_clock::now();
   for (auto _ : state) {
@@ -159,12 +166,12 @@ void BM_PaddingRemoval(benchmark::State& state) {
   const int batch = static_cast<int>(state.range(1)), seq = 128, threads = static_cast<int>(state.range(2));
   std::string error;
   auto model = get_model(0, &error);
-  if (!model) return state.SkipWithError(error.c_str());
+  if (!model) return skip_with_error(state, error);
   state.SetLabel(std::string(g_model_file.empty() ? kShapes[0] : g_model_file) + (remove ? " packed" : " padded"));
   bert::SessionOptions opts;
   opts.max_batch = batch, opts.max_seq = seq, opts.num_threads = threads, opts.remove_padding = remove;
   auto session = bert::Session::Create(model, opts);
-  if (!session.ok()) return state.SkipWithError(session.status().to_string().c_str());
+  if (!session.ok()) return skip_with_error(state, session.status().to_string());
   // Sentence lengths like SST-2 dev's (a seeded draw, the same for both modes), real tokens first.
   std::mt19937 rng(7);
   std::lognormal_distribution<double> length(std::log(22.0), 0.45);
@@ -177,7 +184,7 @@ void BM_PaddingRemoval(benchmark::State& state) {
     real += len;
   }
   bert::BatchInput in{batch, seq, ids.data(), mask.data(), nullptr};
-  if (auto st = (*session)->Run(in); !st.ok()) return state.SkipWithError(st.to_string().c_str());
+  if (auto st = (*session)->Run(in); !st.ok()) return skip_with_error(state, st.to_string());
   for (auto _ : state) {
     auto st = (*session)->Run(in);
     benchmark::DoNotOptimize(st);
@@ -200,14 +207,14 @@ void BM_TrainStep(benchmark::State& state) {
     auto m = bert::LoadSynthetic(
         {.preset = kTrainShapes[model_index], .architecture = "BertForSequenceClassification", .seed = 1234},
         {.pack_weights = false});
-    if (!m.ok()) return state.SkipWithError(m.status().to_string().c_str());
+    if (!m.ok()) return skip_with_error(state, m.status().to_string());
     model = *m;
   }
   state.SetLabel(kTrainShapes[model_index]);
   bert::TrainerOptions opts;
   opts.max_batch = batch, opts.max_seq = seq, opts.num_threads = threads;
   auto trainer = bert::Trainer::Create(model, opts);
-  if (!trainer.ok()) return state.SkipWithError(trainer.status().to_string().c_str());
+  if (!trainer.ok()) return skip_with_error(state, trainer.status().to_string());
   std::mt19937 rng(42);
   std::uniform_int_distribution<int32_t> id(1000, static_cast<int32_t>(model->info().vocab_size - 1));
   std::vector<int32_t> ids(size_t(batch) * seq), mask(ids.size(), 1), labels(batch);
@@ -220,7 +227,7 @@ void BM_TrainStep(benchmark::State& state) {
     BERT_RETURN_IF_ERROR((*trainer)->ForwardBackward(in, y).status());
     return (*trainer)->Step(1e-5f).status();
   };
-  if (auto st = step(); !st.ok()) return state.SkipWithError(st.to_string().c_str());  // warm-up: plans
+  if (auto st = step(); !st.ok()) return skip_with_error(state, st.to_string());  // warm-up: plans
   for (auto _ : state) {
     auto st = step();
     benchmark::DoNotOptimize(st);
@@ -248,12 +255,12 @@ void BM_ModelLoad(benchmark::State& state) {
     } else {
       path = (std::filesystem::temp_directory_path() / ("bert_bench_base_" + std::to_string(getpid()) + ".bert")).string();
       if (auto r = bert::WriteSynthetic({.preset = "bert-base", .seed = 1234}, path, bert::DType::kF32); !r.ok())
-        return state.SkipWithError(r.status().to_string().c_str());
+        return skip_with_error(state, r.status().to_string());
     }
   }
   for (auto _ : state) {
     auto m = bert::Model::Load(path);
-    if (!m.ok()) return state.SkipWithError(m.status().to_string().c_str());
+    if (!m.ok()) return skip_with_error(state, m.status().to_string());
     benchmark::DoNotOptimize(m);
   }
   state.SetLabel(path);
@@ -265,19 +272,21 @@ void BM_ModelLoad(benchmark::State& state) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // Take --model FILE / --model=FILE out before Google Benchmark sees the flags.
-  std::vector<char*> args;
-  for (int i = 0; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--model") == 0 && i + 1 < argc) {
-      g_model_file = argv[++i];
-    } else if (std::strcmp(argv[i], "--profile") == 0) {
-      g_profile = true;
-    } else if (std::strncmp(argv[i], "--model=", 8) == 0) {
-      g_model_file = argv[i] + 8;
-    } else {
-      args.push_back(argv[i]);
-    }
+  // --model and --profile are ours (tools/common/cli.h); --benchmark_* go to Google Benchmark.
+  std::vector<std::string> benchmark_flags;
+  cli::Parser p("bert_bench", "bert_bench [--model FILE] [--profile] [--benchmark_filter=REGEX] [other --benchmark_* flags]",
+                "Google Benchmark's own flags (--benchmark_*) are passed through; bert_bench --benchmark_help\n"
+                "lists them.");
+  p.string("--model", &g_model_file, "FILE", "benchmark this engine file instead of the synthetic shapes");
+  p.flag("--profile", &g_profile, "per-op milliseconds per run as counters");
+  p.pass_through("--benchmark_", &benchmark_flags);
+  if (auto code = p.parse(argc, argv)) return *code;
+  if (!g_model_file.empty()) {  // a file that does not load is an error, not a skipped benchmark
+    auto m = bert::Model::Load(g_model_file);
+    if (!m.ok()) return p.fail(m.status().to_string());
   }
+  std::vector<char*> args{argv[0]};
+  for (std::string& f : benchmark_flags) args.push_back(f.data());
   int n = static_cast<int>(args.size());
   benchmark::Initialize(&n, args.data());
   if (benchmark::ReportUnrecognizedArguments(n, args.data())) return 1;
@@ -295,5 +304,6 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("weights", g_model_file.empty() ? "synthetic, seed 1234" : g_model_file);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
-  return 0;
+  if (g_failed) std::fprintf(stderr, "bert_bench: a benchmark stopped on an error (above)\n");
+  return g_failed ? 1 : 0;
 }

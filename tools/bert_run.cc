@@ -34,24 +34,23 @@
 #include "bert/tensors_file.h"
 #include "bert/tokenizer.h"
 #include "bert/train.h"
+#include "tools/common/cli.h"
 
 namespace {
 
 using bert::Result;
 using bert::Status;
 
-int usage(const std::string& msg) {
-  if (!msg.empty()) std::fprintf(stderr, "bert_run: %s\n", msg.c_str());
-  std::fprintf(stderr,
-               "usage: bert_run --model F --inputs in.safetensors --outputs out.safetensors [--threads N] [--batch ROWS]\n"
-               "       bert_run --model F --text \"...\" [--text-pair \"...\"] [--max-length N] [--threads N]\n"
-               "       bert_run --model F --inputs in.safetensors --outputs out.safetensors --grads\n"
-               "  either mode: [--pooling cls|mean|max [--normalize]] adds sentence_embedding\n"
-               "  [--device cpu|cuda] [--precision fp32|fp16|int8] [--tf32] [--remove-padding]\n"
-               "  [--calibration in.safetensors] [--drift]   (precisions other than fp32 need --device cuda)\n"
-               "  F is an engine model file (tools/convert_weights) or an HF directory.\n");
-  return 2;
-}
+// The options, their help and the usage lines: tools/common/cli.h prints them for --help and errors.
+const char kSynopsis[] =
+    "bert_run --model F --inputs in.safetensors --outputs out.safetensors [--threads N] [--batch ROWS]\n"
+    "mpirun -np N bert_run --model F --inputs in.safetensors --outputs out.safetensors [--batch ROWS]\n"
+    "bert_run --model F --text \"...\" [--text-pair \"...\"] [--max-length N] [--threads N]\n"
+    "bert_run --model F --inputs in.safetensors --outputs out.safetensors --grads";
+const char kDescription[] =
+    "Either mode: --pooling cls|mean|max [--normalize] adds sentence_embedding. Precisions other than fp32\n"
+    "need --device cuda. F is an engine model file (tools/convert_weights) or an HF directory.\n"
+    "Under mpirun each rank runs its share of --inputs' rows; rank 0 writes the outputs in input order.";
 
 int fail(const Status& st) {
   std::fprintf(stderr, "bert_run: %s\n", st.to_string().c_str());
@@ -400,69 +399,43 @@ int run_text(const std::shared_ptr<const bert::Model>& model, const std::string&
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string model_path, inputs, outputs;
+  std::string model_path, inputs, outputs, calibration;
   std::optional<std::string> text, pair;
+  std::string pooling = "none", device_name = "cpu", precision = "fp32";
   int threads = 0, max_length = 0, rows_per_run = 0;
   bert::SessionOptions opts;
   bert::LoadOptions load;
   DeviceRun device;
-  bool grads = false, drift = false;
-  auto parse_int = [](const char* s, int* out) {
-    char* end = nullptr;
-    long v = std::strtol(s, &end, 10);
-    if (!*s || *end || v < 0 || v > 1 << 20) return false;
-    *out = static_cast<int>(v);
-    return true;
-  };
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto value = [&]() -> const char* { return i + 1 < argc ? argv[++i] : nullptr; };
-    const char* v = nullptr;
-    if (a == "--help" || a == "-h") return usage(""), 0;
-    if (a == "--model" && (v = value())) model_path = v;
-    else if (a == "--inputs" && (v = value())) inputs = v;
-    else if (a == "--outputs" && (v = value())) outputs = v;
-    else if (a == "--text" && (v = value())) text = v;
-    else if (a == "--text-pair" && (v = value())) pair = v;
-    else if (a == "--threads" && (v = value())) {
-      if (!parse_int(v, &threads)) return usage("--threads needs a non-negative integer");
-    } else if (a == "--batch" && (v = value())) {
-      if (!parse_int(v, &rows_per_run) || rows_per_run < 1) return usage("--batch needs a positive integer");
-    } else if (a == "--max-length" && (v = value())) {
-      if (!parse_int(v, &max_length)) return usage("--max-length needs a non-negative integer");
-    } else if (a == "--pooling" && (v = value())) {
-      const std::string p = v;
-      if (p == "cls") opts.pooling = bert::Pooling::kCls;
-      else if (p == "mean") opts.pooling = bert::Pooling::kMean;
-      else if (p == "max") opts.pooling = bert::Pooling::kMax;
-      else return usage("--pooling must be cls, mean or max, not '" + p + "'");
-    } else if (a == "--normalize") {
-      opts.normalize = true;
-    } else if (a == "--grads") {
-      grads = true;
-    } else if (a == "--device" && (v = value())) {
-      const std::string d = v;
-      if (d == "cpu") load.device = bert::Device::kCpu;
-      else if (d == "cuda") load.device = bert::Device::kCuda;
-      else return usage("--device must be cpu or cuda, not '" + d + "'");
-    } else if (a == "--precision" && (v = value())) {
-      const std::string p = v;
-      if (p == "fp32") load.precision = bert::Precision::kF32;
-      else if (p == "fp16") load.precision = bert::Precision::kF16;
-      else if (p == "int8") load.precision = bert::Precision::kInt8;
-      else return usage("--precision must be fp32, fp16 or int8, not '" + p + "'");
-    } else if (a == "--tf32") {
-      load.allow_tf32 = true;
-    } else if (a == "--remove-padding") {
-      opts.remove_padding = true;
-    } else if (a == "--calibration" && (v = value())) {
-      device.calibration = v;
-    } else if (a == "--drift") {
-      drift = true;
-    } else {
-      return usage(v || a.rfind("--", 0) != 0 ? "unexpected argument " + a : "option " + a + " needs a value");
-    }
-  }
+  bool grads = false, drift = false, normalize = false, tf32 = false, remove_padding = false;
+  cli::Parser p("bert_run", kSynopsis, kDescription);
+  p.string("--model", &model_path, "F", "engine model file or HF directory (required)");
+  p.string("--inputs", &inputs, "FILE", "safetensors with input_ids [batch, seq] (+ attention_mask, token_type_ids)");
+  p.string("--outputs", &outputs, "FILE", "safetensors to write every output to");
+  p.string("--text", &text, "TEXT", "text to tokenize and predict on (prints JSON)");
+  p.string("--text-pair", &pair, "TEXT", "second segment for --text");
+  p.integer("--threads", &threads, 0, bert::kMaxThreads, "OpenMP threads (0: the OpenMP default)");
+  p.integer("--batch", &rows_per_run, 1, 1 << 20, "with --inputs: rows per run", "all rows at once");
+  p.integer("--max-length", &max_length, 0, 1 << 20, "truncate --text to N tokens (0: the model's limit)");
+  p.choice("--pooling", &pooling, {"none", "cls", "mean", "max"}, "add sentence_embedding [batch, hidden]");
+  p.flag("--normalize", &normalize, "unit L2 norm for sentence_embedding (needs --pooling)");
+  p.flag("--grads", &grads, "with --inputs: read label.* and write loss and grad.<parameter> (eval mode)");
+  p.choice("--device", &device_name, {"cpu", "cuda"}, "where to run");
+  p.choice("--precision", &precision, {"fp32", "fp16", "int8"}, "GEMM precision (fp16, int8 need --device cuda)");
+  p.flag("--tf32", &tf32, "allow TF32 tensor-core GEMMs (CUDA)");
+  p.flag("--remove-padding", &remove_padding, "run the encoder on the real tokens only");
+  p.string("--calibration", &calibration, "FILE", "int8: inputs file to calibrate activation ranges on");
+  p.flag("--drift", &drift, "CUDA: also run in fp32 and print each output's drift");
+  if (auto code = p.parse(argc, argv)) return *code;
+  auto usage = [&](const std::string& msg) { return p.usage_error(msg); };
+  opts.pooling = pooling == "cls" ? bert::Pooling::kCls : pooling == "mean" ? bert::Pooling::kMean
+                 : pooling == "max" ? bert::Pooling::kMax : bert::Pooling::kNone;
+  opts.normalize = normalize;
+  opts.remove_padding = remove_padding;
+  load.device = device_name == "cuda" ? bert::Device::kCuda : bert::Device::kCpu;
+  load.precision = precision == "fp16" ? bert::Precision::kF16 : precision == "int8" ? bert::Precision::kInt8
+                                                                                      : bert::Precision::kF32;
+  load.allow_tf32 = tf32;
+  device.calibration = calibration;
   if (model_path.empty()) return usage("--model is required");
   const bool tensor_mode = !inputs.empty() || !outputs.empty();
   if (tensor_mode == text.has_value()) return usage("give either --inputs and --outputs, or --text");

@@ -1,6 +1,6 @@
 // bert_tokenize: tokenizes JSONL from stdin with a WordPiece vocab.txt, as HF BertTokenizer does.
 // Input lines: {"text": "...", "text_pair"?: "..."}; output lines: {"input_ids": [...], "token_type_ids": [...]}.
-// Blank input lines are skipped. Exit codes: 0 ok, 1 bad input line (named on stderr), 2 usage/vocab.
+// Blank input lines are skipped. Exit codes: 0 ok, 1 bad input (a vocab or input line, named on stderr), 2 usage.
 #include <cerrno>
 #include <cstdlib>
 #include <iostream>
@@ -10,77 +10,24 @@
 #include <nlohmann/json.hpp>
 
 #include "bert/tokenizer.h"
-
-namespace {
-
-void usage(std::ostream& os) {
-  os << "usage: bert_tokenize --vocab VOCAB.txt [--no-lower-case] [--max-length N]\n"
-        "  reads JSONL {\"text\": ..., \"text_pair\"?: ...} from stdin and writes\n"
-        "  {\"input_ids\": [...], \"token_type_ids\": [...]} per line to stdout.\n"
-        "  --max-length N  truncate to N tokens, special tokens included (0 = no truncation)\n";
-}
-
-bool parse_int(const std::string& s, int& out) {
-  if (s.empty()) return false;
-  char* end = nullptr;
-  errno = 0;
-  long v = std::strtol(s.c_str(), &end, 10);
-  if (errno != 0 || *end != '\0' || v < 0 || v > 1000000000L) return false;
-  out = static_cast<int>(v);
-  return true;
-}
-
-}  // namespace
+#include "tools/common/cli.h"
 
 int main(int argc, char** argv) {
   std::string vocab_path;
   bert::TokenizerOptions opts;
   int max_length = 0;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    auto value = [&](const std::string& flag) -> std::optional<std::string> {
-      if (arg == flag) {
-        if (i + 1 >= argc) return std::nullopt;
-        return std::string(argv[++i]);
-      }
-      return std::string(arg.substr(flag.size() + 1));  // --flag=value
-    };
-    if (arg == "-h" || arg == "--help") {
-      usage(std::cout);
-      return 0;
-    } else if (arg == "--vocab" || arg.rfind("--vocab=", 0) == 0) {
-      auto v = value("--vocab");
-      if (!v || v->empty()) {
-        std::cerr << "bert_tokenize: --vocab needs a path\n";
-        usage(std::cerr);
-        return 2;
-      }
-      vocab_path = *v;
-    } else if (arg == "--max-length" || arg.rfind("--max-length=", 0) == 0) {
-      auto v = value("--max-length");
-      if (!v || !parse_int(*v, max_length)) {
-        std::cerr << "bert_tokenize: --max-length needs a non-negative integer\n";
-        usage(std::cerr);
-        return 2;
-      }
-    } else if (arg == "--no-lower-case") {
-      opts.lower_case = false;
-    } else {
-      std::cerr << "bert_tokenize: unknown argument '" << arg << "'\n";
-      usage(std::cerr);
-      return 2;
-    }
-  }
-  if (vocab_path.empty()) {
-    std::cerr << "bert_tokenize: --vocab is required\n";
-    usage(std::cerr);
-    return 2;
-  }
+  bool no_lower_case = false;
+  cli::Parser p("bert_tokenize", "bert_tokenize --vocab VOCAB.txt [--no-lower-case] [--max-length N] < in.jsonl > out.jsonl",
+                "Reads JSONL {\"text\": ..., \"text_pair\"?: ...} from stdin and writes\n"
+                "{\"input_ids\": [...], \"token_type_ids\": [...]} per line to stdout. Blank lines are skipped.");
+  p.string("--vocab", &vocab_path, "FILE", "WordPiece vocab.txt (required)");
+  p.flag("--no-lower-case", &no_lower_case, "keep case (cased models)");
+  p.integer("--max-length", &max_length, 0, 1000000000, "truncate to N tokens, special tokens included (0: no truncation)");
+  if (auto code = p.parse(argc, argv)) return *code;
+  if (vocab_path.empty()) return p.usage_error("--vocab is required");
+  opts.lower_case = !no_lower_case;
   auto tok = bert::Tokenizer::FromVocabFile(vocab_path, opts);
-  if (!tok.ok()) {
-    std::cerr << "bert_tokenize: " << tok.status().to_string() << "\n";
-    return 2;
-  }
+  if (!tok.ok()) return p.fail(tok.status().to_string());
 
   std::ios::sync_with_stdio(false);
   std::string line;

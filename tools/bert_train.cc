@@ -52,6 +52,7 @@
 #include "bert/model_builder.h"
 #include "bert/tokenizer.h"
 #include "bert/train.h"
+#include "tools/common/cli.h"
 
 namespace {
 
@@ -59,21 +60,15 @@ using bert::Result;
 using bert::Status;
 using json = nlohmann::json;
 
-int usage(const std::string& msg) {
-  if (!msg.empty()) std::fprintf(stderr, "bert_train: %s\n", msg.c_str());
-  std::fprintf(stderr,
-               "usage: bert_train --train FILE --out model.bert (--model F | --synthetic SHAPE [--architecture A]\n"
-               "                  --vocab V | --config config.json --vocab V) [--dev FILE] [--task classify|mlm]\n"
-               "                  [--epochs N] [--batch N] [--lr F] [--warmup FRACTION] [--weight-decay F]\n"
-               "                  [--optimizer adamw|lamb] [--accumulate N] [--max-grad-norm F] [--dropout F]\n"
-               "                  [--max-seq N] [--seed N] [--threads N] [--log FILE] [--checkpoint FILE\n"
-               "                  [--checkpoint-every STEPS]] [--resume FILE] [--max-steps N] [--limit-train N]\n"
-               "                  [--limit-dev N] [--device cpu|cuda] [--precision fp32|tf32|fp16|bf16]\n"
-               "                  [--attention matmul|fused] [--recompute no|yes] [--zero 0|1|2] [--bucket-mb 25]\n"
-               "                  [--check-every K] [--log-steps yes|no]\n"
-               "under mpirun -np N: data-parallel over N ranks (see the top of tools/bert_train.cc)\n");
-  return 2;
-}
+// The usage lines; tools/common/cli.h prints them with every option's help and default.
+const char kSynopsis[] =
+    "bert_train --train FILE --out model.bert (--model F | --synthetic SHAPE [--architecture A]\n"
+    "           --vocab V | --config config.json --vocab V) [--dev FILE] [--task classify|mlm|pretrain] [options]";
+const char kDescription[] =
+    "classify: TSV with a header line, sentence[<TAB>sentence2]<TAB>label (integer labels; float for a\n"
+    "one-label regression model). mlm: one text per line. pretrain: one sentence per line, documents\n"
+    "separated by blank lines (NSP, or SOP for ALBERT).\n"
+    "Under mpirun -np N: data-parallel over N ranks (see the top of tools/bert_train.cc).";
 
 std::shared_ptr<bert::Communicator> g_comm;  // the job's ranks (one, or mpirun's)
 
@@ -183,78 +178,51 @@ int main(int argc, char** argv) {
   int64_t checkpoint_every = 0, max_steps = 0, limit_train = 0, limit_dev = 0, check_every = 0;
   double lr = 5e-5, warmup = 0.1, weight_decay = 0.01, max_grad_norm = 1.0, dropout = 0.1, bucket_mb = 25;
   uint64_t seed = 42;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--help" || a == "-h") return usage(""), 0;
-    if (i + 1 >= argc) return usage(a.rfind("--", 0) == 0 ? "option " + a + " needs a value" : "unexpected argument " + a);
-    const std::string v = argv[++i];
-    auto to_int = [&](int64_t lo, int64_t hi, int64_t* out) {
-      char* end = nullptr;
-      long long x = std::strtoll(v.c_str(), &end, 10);
-      if (v.empty() || *end || x < lo || x > hi) return false;
-      *out = x;
-      return true;
-    };
-    auto to_double = [&](double lo, double hi, double* out) {
-      char* end = nullptr;
-      double x = std::strtod(v.c_str(), &end);
-      if (v.empty() || *end || !(x >= lo && x <= hi)) return false;
-      *out = x;
-      return true;
-    };
-    int64_t n = 0;
-    bool ok = true;
-    if (a == "--train") train_path = v;
-    else if (a == "--dev") dev_path = v;
-    else if (a == "--out") out_path = v;
-    else if (a == "--model") model_path = v;
-    else if (a == "--synthetic") synthetic = v;
-    else if (a == "--architecture") architecture = v;
-    else if (a == "--config") config_path = v;
-    else if (a == "--vocab") vocab_path = v;
-    else if (a == "--task") task = v;
-    else if (a == "--optimizer") optimizer = v;
-    else if (a == "--device") device = v;
-    else if (a == "--precision") precision = v;
-    else if (a == "--attention") attention = v;
-    else if (a == "--recompute") recompute = v;
-    else if (a == "--log-steps") log_steps = v;
-    else if (a == "--zero") ok = to_int(0, 2, &n), zero = static_cast<int>(n);
-    else if (a == "--check-every") ok = to_int(1, INT64_MAX, &check_every);
-    else if (a == "--bucket-mb") ok = to_double(0.01, 4096, &bucket_mb);
-    else if (a == "--log") log_path = v;
-    else if (a == "--checkpoint") checkpoint_path = v;
-    else if (a == "--resume") resume_path = v;
-    else if (a == "--epochs") ok = to_int(1, 1000, &n), epochs = static_cast<int>(n);
-    else if (a == "--batch") ok = to_int(1, 4096, &n), batch = static_cast<int>(n);
-    else if (a == "--accumulate") ok = to_int(1, 1024, &n), accumulate = static_cast<int>(n);
-    else if (a == "--max-seq") ok = to_int(2, 1 << 16, &n), max_seq = static_cast<int>(n);
-    else if (a == "--threads") ok = to_int(0, 1024, &n), threads = static_cast<int>(n);
-    else if (a == "--seed") ok = to_int(0, INT64_MAX, &n), seed = static_cast<uint64_t>(n);
-    else if (a == "--checkpoint-every") ok = to_int(1, INT64_MAX, &checkpoint_every);
-    else if (a == "--max-steps") ok = to_int(1, INT64_MAX, &max_steps);
-    else if (a == "--limit-train") ok = to_int(1, INT64_MAX, &limit_train);
-    else if (a == "--limit-dev") ok = to_int(1, INT64_MAX, &limit_dev);
-    else if (a == "--lr") ok = to_double(0, 10, &lr);
-    else if (a == "--warmup") ok = to_double(0, 1, &warmup);
-    else if (a == "--weight-decay") ok = to_double(0, 10, &weight_decay);
-    else if (a == "--max-grad-norm") ok = to_double(0, 1e9, &max_grad_norm);
-    else if (a == "--dropout") ok = to_double(0, 0.99, &dropout);
-    else return usage("unknown option " + a);
-    if (!ok) return usage("bad value '" + v + "' for " + a);
-  }
+  cli::Parser p("bert_train", kSynopsis, kDescription);
+  p.string("--train", &train_path, "FILE", "training data (required)");
+  p.string("--dev", &dev_path, "FILE", "dev TSV evaluated after each epoch (--task classify)");
+  p.string("--out", &out_path, "FILE", "the trained engine model file (required)");
+  p.string("--model", &model_path, "F", "engine model file or HF directory to fine-tune");
+  p.string("--synthetic", &synthetic, "SHAPE", "start from seeded random weights of a named shape (bert-tiny, ...)");
+  p.string("--architecture", &architecture, "A", "head for --synthetic (e.g. BertForMaskedLM)", "the family's base");
+  p.string("--config", &config_path, "FILE", "start from seeded random weights of this config.json");
+  p.string("--vocab", &vocab_path, "FILE", "vocab.txt for --synthetic and --config");
+  p.choice("--task", &task, {"classify", "mlm", "pretrain"}, "what to train");
+  p.integer("--epochs", &epochs, 1, 1000, "epochs");
+  p.integer("--batch", &batch, 1, 4096, "examples per batch");
+  p.real("--lr", &lr, 0, 10, "peak learning rate");
+  p.real("--warmup", &warmup, 0, 1, "fraction of the steps with a linear warm-up");
+  p.real("--weight-decay", &weight_decay, 0, 10, "decoupled weight decay");
+  p.choice("--optimizer", &optimizer, {"adamw", "lamb"}, "optimizer");
+  p.integer("--accumulate", &accumulate, 1, 1024, "batches per optimizer step");
+  p.real("--max-grad-norm", &max_grad_norm, 0, 1e9, "clip the global gradient norm to F (0: no clipping)");
+  p.real("--dropout", &dropout, 0, 0.99, "dropout probability");
+  p.integer("--max-seq", &max_seq, 2, 1 << 16, "longest sequence (capped by the model)");
+  p.integer("--seed", &seed, 0, INT64_MAX, "seed for shuffling, masking, dropout and random weights");
+  p.integer("--threads", &threads, 0, bert::kMaxThreads, "OpenMP threads (0: the OpenMP default)");
+  p.string("--log", &log_path, "FILE", "append one JSON line per epoch");
+  p.string("--checkpoint", &checkpoint_path, "FILE", "write a checkpoint after each epoch (atomically)");
+  p.integer("--checkpoint-every", &checkpoint_every, 1, INT64_MAX, "also checkpoint every N optimizer steps",
+            "each epoch only");
+  p.string("--resume", &resume_path, "FILE", "continue from a checkpoint (bit-identical)");
+  p.integer("--max-steps", &max_steps, 1, INT64_MAX, "stop after N optimizer steps", "no limit");
+  p.integer("--limit-train", &limit_train, 1, INT64_MAX, "read at most N training examples", "all");
+  p.integer("--limit-dev", &limit_dev, 1, INT64_MAX, "read at most N dev examples", "all");
+  p.choice("--device", &device, {"cpu", "cuda"}, "where to train");
+  p.choice("--precision", &precision, {"fp32", "tf32", "fp16", "bf16"}, "GEMM precision (others need --device cuda)");
+  p.choice("--attention", &attention, {"matmul", "fused"}, "training attention (fused needs --device cuda)");
+  p.choice("--recompute", &recompute, {"no", "yes"}, "recompute each layer's activations in the backward");
+  p.choice("--log-steps", &log_steps, {"no", "yes"}, "also log one JSON line per optimizer step (global loss)");
+  p.integer("--zero", &zero, 0, 2, "ZeRO stage under mpirun: 1 shards the optimizer moments (2: not implemented)");
+  p.real("--bucket-mb", &bucket_mb, 0.01, 4096, "MiB of gradients per all-reduce bucket under mpirun");
+  p.integer("--check-every", &check_every, 1, INT64_MAX, "under mpirun, compare parameter checksums every K steps",
+            "never");
+  if (auto code = p.parse(argc, argv)) return *code;
+  auto usage = [&](const std::string& msg) { return p.usage_error(msg); };
   if (train_path.empty() || out_path.empty()) return usage("--train and --out are required");
   if ((!model_path.empty()) + (!synthetic.empty()) + (!config_path.empty()) != 1)
     return usage("give exactly one of --model, --synthetic, --config");
   if (model_path.empty() && vocab_path.empty()) return usage("--synthetic and --config need --vocab");
-  if (task != "classify" && task != "mlm" && task != "pretrain") return usage("--task must be classify, mlm or pretrain");
-  if (optimizer != "adamw" && optimizer != "lamb") return usage("--optimizer must be adamw or lamb");
-  if (device != "cpu" && device != "cuda") return usage("--device must be cpu or cuda");
-  if (precision != "fp32" && precision != "tf32" && precision != "fp16" && precision != "bf16")
-    return usage("--precision must be fp32, tf32, fp16 or bf16");
-  if (attention != "matmul" && attention != "fused") return usage("--attention must be matmul or fused");
-  if (recompute != "no" && recompute != "yes") return usage("--recompute must be yes or no");
-  if (log_steps != "no" && log_steps != "yes") return usage("--log-steps must be yes or no");
   if (device == "cpu" && (precision != "fp32" || attention != "matmul"))
     return usage("--precision other than fp32 and --attention fused need --device cuda (the CPU backend has fp32 "
                  "GEMMs and no fused training attention)");

@@ -6,48 +6,32 @@
 //   --vocab vocab.txt embeds (or replaces) the tokenizer vocab.
 #include <cstdio>
 #include <string>
+#include <vector>
 
 #include "bert/model_builder.h"
-
-namespace {
-
-int usage(const char* msg) {
-  if (msg) std::fprintf(stderr, "convert_weights: %s\n", msg);
-  std::fprintf(stderr,
-               "usage: convert_weights <hf_dir | weights file in it> <out_file> [--dtype fp32|fp16|bf16] [--vocab V]\n"
-               "       convert_weights --synthetic SHAPE [--architecture A] <out_file> [--dtype ...] [--vocab V]\n"
-               "       convert_weights <engine_file> --to-hf <out_dir>   (back to config.json + model.safetensors)\n"
-               "  Reads config.json, model.safetensors (or its sharded index) or pytorch_model.bin, vocab.txt\n"
-               "  and tokenizer_config.json, and writes one engine file (a safetensors container).\n"
-               "  --synthetic makes a model of a known shape with seeded random weights: bert-base, bert-large,\n"
-               "  bert-tiny, bert-mini, roberta-base, distilbert-base, electra-small, albert-base,\n"
-               "  squeezebert-uncased; --architecture picks its head (default: the family's base model).\n");
-  return 2;
-}
-
-}  // namespace
+#include "tools/common/cli.h"
 
 int main(int argc, char** argv) {
-  std::string in, out, dtype_arg = "fp32", synthetic, architecture, vocab_path, to_hf;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a == "--help" || a == "-h") return usage(nullptr), 0;
-    if (a == "--dtype") {
-      if (++i >= argc) return usage("--dtype needs a value");
-      dtype_arg = argv[i];
-    } else if (a == "--synthetic" || a == "--architecture" || a == "--vocab" || a == "--to-hf") {
-      if (++i >= argc) return usage((a + " needs a value").c_str());
-      (a == "--synthetic" ? synthetic : a == "--architecture" ? architecture : a == "--vocab" ? vocab_path : to_hf) = argv[i];
-    } else if (a.rfind("--", 0) == 0) {
-      return usage(("unknown option " + a).c_str());
-    } else if (in.empty()) {
-      in = a;
-    } else if (out.empty()) {
-      out = a;
-    } else {
-      return usage(("unexpected argument " + a).c_str());
-    }
-  }
+  std::string dtype_arg = "fp32", synthetic, architecture, vocab_path, to_hf;
+  std::vector<std::string> args;
+  cli::Parser p("convert_weights",
+                "convert_weights <hf_dir | weights file in it> <out_file> [--dtype fp32|fp16|bf16] [--vocab V]\n"
+                "convert_weights --synthetic SHAPE [--architecture A] <out_file> [--dtype ...] [--vocab V]\n"
+                "convert_weights <engine_file> --to-hf <out_dir>   (back to config.json + model.safetensors)",
+                "Reads config.json, model.safetensors (or its sharded index) or pytorch_model.bin, vocab.txt\n"
+                "and tokenizer_config.json, and writes one engine file (a safetensors container).\n"
+                "--synthetic makes a model of a known shape with seeded random weights: bert-base, bert-large,\n"
+                "bert-tiny, bert-mini, roberta-base, distilbert-base, electra-small, albert-base,\n"
+                "squeezebert-uncased; --architecture picks its head (default: the family's base model).");
+  p.choice("--dtype", &dtype_arg, {"fp32", "fp16", "bf16"}, "storage dtype of the weights in the engine file");
+  p.string("--synthetic", &synthetic, "SHAPE", "seeded random weights of this shape instead of an input");
+  p.string("--architecture", &architecture, "A", "head for --synthetic", "the family's base model");
+  p.string("--vocab", &vocab_path, "FILE", "embed (or replace) the tokenizer vocab");
+  p.string("--to-hf", &to_hf, "DIR", "write the input back as config.json + model.safetensors in DIR");
+  p.positional(&args, 2, "IN OUT");
+  if (auto code = p.parse(argc, argv)) return *code;
+  auto usage = [&](const std::string& msg) { return p.usage_error(msg); };
+  std::string in = args.size() > 0 ? args[0] : "", out = args.size() > 1 ? args[1] : "";
   if (!to_hf.empty()) {  // engine file (or anything loadable) -> HF directory
     if (in.empty() || !out.empty() || !synthetic.empty()) return usage("--to-hf takes one input: convert_weights F --to-hf DIR");
     auto report = bert::ConvertToHf(in, to_hf);
@@ -68,7 +52,7 @@ int main(int argc, char** argv) {
   if (dtype_arg == "fp32") dtype = bert::DType::kF32;
   else if (dtype_arg == "fp16") dtype = bert::DType::kF16;
   else if (dtype_arg == "bf16") dtype = bert::DType::kBF16;
-  else return usage(("--dtype must be fp32, fp16 or bf16, not '" + dtype_arg + "'").c_str());
+  else return usage("--dtype must be fp32, fp16 or bf16, not '" + dtype_arg + "'");
 
   auto fail = [](const bert::Status& st) {
     std::fprintf(stderr, "convert_weights: %s\n", st.to_string().c_str());
@@ -85,7 +69,7 @@ int main(int argc, char** argv) {
   }
   if (!report.ok()) return fail(report.status());
   for (const auto& name : report->unused_hf_tensors)
-    std::fprintf(stderr, "convert_weights: note: tensor '%s' is not used by %s\n", name.c_str(),
+    std::fprintf(stderr, "convert_weights: note: tensor '%s' is not used by %s\n", bert::printable(name).c_str(),
                  report->architecture.empty() ? "this model" : report->architecture.c_str());
   if (report->vocab_tokens == 0)
     std::fprintf(stderr, "convert_weights: note: no vocab.txt found; the model file will not tokenize text\n");

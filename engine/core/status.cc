@@ -2,6 +2,8 @@
 #include "bert/dtype.h"
 #include "bert/status.h"
 
+#include <cstdint>
+
 namespace bert {
 
 const char* error_code_name(ErrorCode code) {
@@ -17,6 +19,45 @@ const char* error_code_name(ErrorCode code) {
     case ErrorCode::kAborted: return "Aborted";
   }
   return "Unknown";
+}
+
+std::string printable(std::string_view bytes) {
+  static const char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes.size());
+  auto escape = [&](unsigned char c) {
+    out += "\\x";
+    out += kHex[c >> 4];
+    out += kHex[c & 15];
+  };
+  const size_t n = bytes.size();
+  for (size_t i = 0; i < n;) {
+    const unsigned char c = static_cast<unsigned char>(bytes[i]);
+    if (c >= 0x20 && c < 0x7f) {
+      out += static_cast<char>(c), ++i;
+      continue;
+    }
+    // A well-formed UTF-8 sequence (no overlongs, surrogates or C1 controls) is kept whole.
+    int len = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+    bool ok = len > 0 && i + len <= n;
+    uint32_t cp = len == 2 ? c & 0x1f : len == 3 ? c & 0x0f : c & 0x07;
+    for (int k = 1; ok && k < len; ++k) {
+      const unsigned char d = static_cast<unsigned char>(bytes[i + k]);
+      ok = (d & 0xc0) == 0x80;
+      cp = (cp << 6) | (d & 0x3f);
+    }
+    if (ok) {
+      ok = !(cp >= 0x80 && cp <= 0x9f) && !(cp >= 0xd800 && cp <= 0xdfff) && cp <= 0x10ffff &&
+           !(len == 3 && cp < 0x800) && !(len == 4 && cp < 0x10000);
+    }
+    if (ok) {
+      out.append(bytes.substr(i, len));
+      i += len;
+    } else {
+      escape(c), ++i;
+    }
+  }
+  return out;
 }
 
 std::string Status::to_string() const {

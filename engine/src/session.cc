@@ -48,7 +48,9 @@ Result<std::unique_ptr<Session>> Session::Create(std::shared_ptr<const Model> mo
     return out_of_range("SessionOptions.max_seq " + std::to_string(o.max_seq) + " must be in 1.." +
                         std::to_string(max_seq) + " (what the model's max_position_embeddings " +
                         std::to_string(c.max_position_embeddings) + " allows)");
-  if (o.num_threads < 0) return invalid_argument("SessionOptions.num_threads must be >= 0");
+  if (o.num_threads < 0 || o.num_threads > kMaxThreads)
+    return out_of_range("SessionOptions.num_threads " + std::to_string(o.num_threads) + " must be in 0.." +
+                        std::to_string(kMaxThreads));
   if (o.normalize && o.pooling == Pooling::kNone)
     return invalid_argument("SessionOptions.normalize needs a pooling (cls, mean or max)");
 

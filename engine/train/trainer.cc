@@ -51,7 +51,7 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(std::shared_ptr<const Model> mo
   if (opts.max_seq <= 0 || opts.max_seq > c.max_sequence_length())
     return out_of_range("TrainerOptions.max_seq " + std::to_string(opts.max_seq) + " must be in 1.." +
                         std::to_string(c.max_sequence_length()));
-  if (opts.num_threads < 0) return invalid_argument("TrainerOptions.num_threads must be >= 0");
+  if (opts.num_threads < 0 || opts.num_threads > kMaxThreads) return out_of_range("TrainerOptions.num_threads " + std::to_string(opts.num_threads) + " must be in 0.." + std::to_string(kMaxThreads));
   if (!(opts.dropout >= 0.f && opts.dropout < 1.f))
     return invalid_argument("TrainerOptions.dropout must be in [0, 1), got " + std::to_string(opts.dropout));
   const LossScaling& ls = opts.loss_scaling;

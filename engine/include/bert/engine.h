@@ -92,10 +92,14 @@ enum class Pooling {
   kMax,   // the element-wise max over those tokens
 };
 
+// The most OpenMP threads a session or trainer (and every tool's --threads) accepts: beyond it
+// OpenMP runtimes fail in ways that are not errors (a crash at 99999).
+inline constexpr int kMaxThreads = 1024;
+
 struct SessionOptions {
   int max_batch = 8;                // largest batch Run accepts
   int max_seq = 0;                  // largest sequence length; 0 = max_position_embeddings
-  int num_threads = 0;              // OpenMP threads for this session's work; 0 = the default
+  int num_threads = 0;              // OpenMP threads for this session's work; 0 = the default; <= kMaxThreads
   bool keep_hidden_states = false;  // also output hidden_states.0 .. hidden_states.L
   bool profile = false;             // accumulate wall time per op (see Session::Profile)
   Pooling pooling = Pooling::kNone; // also output sentence_embedding [batch, hidden]

@@ -4,10 +4,17 @@
 
 #include <cassert>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <variant>
 
 namespace bert {
+
+// `bytes` with every byte a terminal could act on written as \xNN: C0 controls (newline and tab
+// included), DEL, C1 controls and bytes that are not valid UTF-8. Printable ASCII and valid UTF-8
+// text are kept, so the result is unchanged by a second pass. Messages that echo input bytes go
+// through it (a malicious file's tensor name cannot reach the terminal raw).
+std::string printable(std::string_view bytes);
 
 enum class ErrorCode {
   kOk = 0,
