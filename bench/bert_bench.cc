@@ -39,6 +39,7 @@
 #include "tools/common/cli.h"
 
 void register_cuda_benchmarks();  // bench/cuda_bench.cc (a no-op without CUDA)
+void register_dist_benchmarks();  // bench/dist_bench.cc (BM_DataParallel*: ranks under mpirun)
 
 namespace {
 
@@ -300,6 +301,7 @@ int main(int argc, char** argv) {
   benchmark::RegisterBenchmark("BM_ModelLoad", BM_ModelLoad)->Unit(benchmark::kMillisecond)->Iterations(5);
   if (g_model_file.empty()) benchmark::RegisterBenchmark("BM_TrainStep", BM_TrainStep)->Apply(train_args);
   if (g_model_file.empty()) register_cuda_benchmarks();
+  if (g_model_file.empty()) register_dist_benchmarks();
   benchmark::AddCustomContext("engine", "bert_engine CPU fp32 (oneDNN GEMMs, hand-written kernels)");
   benchmark::AddCustomContext("weights", g_model_file.empty() ? "synthetic, seed 1234" : g_model_file);
   benchmark::RunSpecifiedBenchmarks();
