@@ -14,8 +14,8 @@
 // rank takes its share of every batch, the sizes differing by at most one), every rank reads a
 // disjoint share of each epoch's shuffled data and runs the same steps, gradients are summed across
 // ranks in --bucket-mb buckets while the backward runs, dev metrics are reduced over the ranks, and
-// only rank 0 prints, logs and writes. --zero 1 shards the optimizer moments (--zero 2, keeping only
-// the local gradient shard, is not implemented yet and says so). --check-every K compares the parameters' checksums across
+// only rank 0 prints, logs and writes. --zero 1 shards the optimizer moments, --zero 2 also keeps only
+// the local gradient shard between steps. --check-every K compares the parameters' checksums across
 // ranks every K steps. The same command trains the same model on any number of ranks (dropout 0:
 // the same loss curve within float rounding; dropout masks are drawn per rank).
 //
@@ -213,7 +213,7 @@ int main(int argc, char** argv) {
   p.choice("--attention", &attention, {"matmul", "fused"}, "training attention (fused needs --device cuda)");
   p.choice("--recompute", &recompute, {"no", "yes"}, "recompute each layer's activations in the backward");
   p.choice("--log-steps", &log_steps, {"no", "yes"}, "also log one JSON line per optimizer step (global loss)");
-  p.integer("--zero", &zero, 0, 2, "ZeRO stage under mpirun: 1 shards the optimizer moments (2: not implemented)");
+  p.integer("--zero", &zero, 0, 2, "ZeRO stage under mpirun: 1 shards the optimizer moments, 2 also the gradients");
   p.real("--bucket-mb", &bucket_mb, 0.01, 4096, "MiB of gradients per all-reduce bucket under mpirun");
   p.integer("--check-every", &check_every, 1, INT64_MAX, "under mpirun, compare parameter checksums every K steps",
             "never");

@@ -82,9 +82,6 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(std::shared_ptr<const Model> mo
     s.comm = opts.communicator;
     layout.world_size = s.comm->world_size(), layout.rank = s.comm->rank();
     layout.bucket_bytes = opts.bucket_bytes, layout.zero_stage = opts.zero_stage;
-    if (opts.zero_stage == 2)
-      return unsupported("ZeRO stage 2 (only the local gradient shard kept between steps) is not implemented yet: "
-                         "the backward writes whole gradients into one region; use zero_stage 1");
     if (opts.precision == TrainPrecision::kF16 && opts.loss_scaling.enabled)
       return unsupported("data-parallel training with fp16 dynamic loss scaling is not supported yet: use bf16 or tf32");
   }
@@ -104,7 +101,7 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(std::shared_ptr<const Model> mo
     BERT_RETURN_IF_ERROR(
         s.grad_comm->Broadcast(s.arena->params(), static_cast<int64_t>(s.arena->total() * sizeof(float)), 0).Wait());
     BERT_RETURN_IF_ERROR(s.backend->synchronize());
-    s.sync = std::make_unique<GradientSync>(*s.grad_comm, *s.arena, *s.backend);
+    s.sync = std::make_unique<GradientSync>(*s.grad_comm, *s.arena, *s.backend, c.num_layers);
     GradientSync* sync = s.sync.get();
     s.network->set_gradients_ready([sync](int64_t stage) { sync->on_ready(stage); });
   }
@@ -133,9 +130,11 @@ Result<double> Trainer::ForwardBackward(const BatchInput& in, const TrainLabels&
   const uint64_t stream = s.o.seed * 0x9E3779B97F4A7C15ull + (++s.calls) + rank * 0xD1B54A32D192ED03ull;
   BERT_RETURN_IF_ERROR(s.network->forward(in, stream));
   const float scale = loss_scale * s.optimizer->loss_scale();  // dynamic loss scaling (fp16 GEMMs)
-  const bool sync = s.distributed() && sync_gradients;
-  if (sync) s.sync->begin();
-  auto backward = s.network->backward(in, labels, scale, s.arena->gradients());
+  // ZeRO-2 keeps no whole gradients between backward passes: every micro-step reduces.
+  const bool sync = s.distributed() && (sync_gradients || s.o.zero_stage == 2);
+  Status began = sync ? s.sync->begin() : Status::Ok();
+  auto backward = began.ok() ? s.network->backward(in, labels, scale, s.arena->gradients())
+                             : Result<double>(began);
   if (sync) {
     const Status reduced = s.sync->finish();  // always: the other ranks are reducing these buckets
     if (backward.ok() && !reduced.ok()) return reduced;
@@ -145,7 +144,7 @@ Result<double> Trainer::ForwardBackward(const BatchInput& in, const TrainLabels&
   // With dynamic loss scaling an overflow is not an error: Step finds it and skips the update.
   const bool scaling = s.o.precision == TrainPrecision::kF16 && s.o.loss_scaling.enabled;
   bool finite = true;
-  if (!scaling) {
+  if (!scaling && s.arena->layout().zero_stage < 2) {  // (ZeRO-2: the optimizer's global check)
     BERT_RETURN_IF_ERROR(s.backend->all_finite(s.arena->grads(), static_cast<int64_t>(s.arena->total()), &finite));
   }
   if (!finite) {  // name the first parameter whose gradient is not finite
@@ -167,7 +166,7 @@ TrainerMemory Trainer::Memory() const {
   const ParamArena& a = *impl_->arena;
   TrainerMemory m;
   m.parameters = static_cast<int64_t>(a.total() * sizeof(float));
-  m.gradients = static_cast<int64_t>((a.total() + (a.shard_grads() ? a.shard_total() : 0)) * sizeof(float));
+  m.gradients = static_cast<int64_t>((a.grad_total() + (a.shard_grads() ? a.shard_total() : 0)) * sizeof(float));
   m.optimizer_state = static_cast<int64_t>(2 * a.moment_total() * sizeof(float));
   m.activations = static_cast<int64_t>(impl_->network->workspace_bytes());
   return m;

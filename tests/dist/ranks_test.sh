@@ -68,13 +68,27 @@ if [ "$GROUP" = all ] || [ "$GROUP" = train ]; then
     }
     "$TRAIN" "${ARGS[@]}" --max-steps 30 --out "$T/one.bert" --log "$T/one.jsonl" >/dev/null 2>"$T/one.err"
     check "one-rank reference run" $? "$(tail -5 "$T/one.err")"
-    for cfg in "2 0" "3 0" "3 1" "2 1"; do
+    for cfg in "2 0" "3 0" "3 1" "2 1" "2 2" "3 2"; do
       set -- $cfg
-      out=$(run_ranks "$1" "$TRAIN" "${ARGS[@]}" --max-steps 30 --zero "$2" --check-every 10 --out "$T/r$1z$2.bert"             --log "$T/r$1z$2.jsonl" 2>&1); rc=$?
+      # (1 MiB buckets: several per model, so ZeRO-2's buckets reuse each other's gradient memory)
+      out=$(run_ranks "$1" "$TRAIN" "${ARGS[@]}" --max-steps 30 --zero "$2" --bucket-mb 1 --check-every 10 \
+            --out "$T/r$1z$2.bert" --log "$T/r$1z$2.jsonl" 2>&1); rc=$?
       cmp=$($COMPARE "$T/one.bert" "$T/r$1z$2.bert" 2>&1); c=$?
       same_losses "$T/one.jsonl" "$T/r$1z$2.jsonl"; l=$?
       grep -q '"world_size":'"$1"',"zero_stage":'"$2" "$T/r$1z$2.jsonl"; w=$?
-      check "$1 ranks, ZeRO $2: 30 steps give the one-rank loss curve (1e-5) and model ($cmp)"             $(( rc != 0 || c != 0 || l != 0 || w != 0 )) "rc $rc: $(echo "$out" | tail -8)"
+      check "$1 ranks, ZeRO $2: 30 steps give the one-rank loss curve (1e-5) and model ($cmp)" \
+            $(( rc != 0 || c != 0 || l != 0 || w != 0 )) "rc $rc: $(echo "$out" | tail -8)"
+    done
+    # Gradient accumulation: only the last micro-step communicates (ZeRO-2: every one, into the shard).
+    "$TRAIN" "${ARGS[@]}" --max-steps 12 --accumulate 3 --out "$T/acc.bert" --log "$T/acc.jsonl" >/dev/null 2>&1
+    for z in 0 2; do
+      out=$(run_ranks 2 "$TRAIN" "${ARGS[@]}" --max-steps 12 --accumulate 3 --zero $z --bucket-mb 1 \
+            --out "$T/acc$z.bert" --log "$T/acc$z.jsonl" 2>&1); rc=$?
+      cmp=$($COMPARE "$T/acc.bert" "$T/acc$z.bert" 2>&1); c=$?
+      synced=$(grep -o '"synced_steps":[0-9]*' <<<"$(tail -1 "$T/acc$z.jsonl")" | cut -d: -f2)
+      want=$([ $z = 0 ] && echo 12 || echo 36)
+      check "2 ranks, ZeRO $z, --accumulate 3: the one-rank model ($cmp), $synced reductions for 12 steps" \
+            $(( rc != 0 || c != 0 || synced != want )) "rc $rc (want $want reductions): $(echo "$out" | tail -5)"
     done
     # Checkpoints: written by rank 0 in the one-process format; resumed bit-identically at the same
     # world size, and on another world size (and ZeRO stage) within tolerance.

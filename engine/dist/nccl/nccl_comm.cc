@@ -61,8 +61,14 @@ class NcclCommunicator final : public Communicator {
   }
   CommRequest ReduceScatter(const void* in, void* out, int64_t count, CommType type, ReduceOp op) override {
     return run({CollectiveKind::kReduceScatter, type, count, 0, op}, [&] {
-      return ncclReduceScatter(in, out, count, nccl_type(type), op == ReduceOp::kSum ? ncclSum : ncclAvg, comm_,
-                               side_);
+      const size_t bytes = static_cast<size_t>(count) * comm_type_size(type);
+      // NCCL's in-place form leaves rank r's block at block r; ours puts it first: move it there.
+      void* to = in == out ? static_cast<char*>(out) + rank() * bytes : out;
+      ncclResult_t r = ncclReduceScatter(in, to, count, nccl_type(type), op == ReduceOp::kSum ? ncclSum : ncclAvg,
+                                         comm_, side_);
+      if (r == ncclSuccess && to != out && cudaMemcpyAsync(out, to, bytes, cudaMemcpyDeviceToDevice, side_) != cudaSuccess)
+        return ncclUnhandledCudaError;
+      return r;
     });
   }
   CommRequest AllGather(const void* in, void* out, int64_t count, CommType type) override {

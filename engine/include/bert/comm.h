@@ -75,7 +75,8 @@ class Communicator {
 
   // In place over `count` elements (the buffer must stay valid until the request completes).
   virtual CommRequest AllReduce(void* data, int64_t count, CommType type, ReduceOp op) = 0;
-  // `in` holds world_size() * count elements; rank r receives the reduction of block r in `out`.
+  // `in` holds world_size() * count elements; rank r receives the reduction of block r in `out`
+  // (out == in: in place, the result in the first count elements).
   virtual CommRequest ReduceScatter(const void* in, void* out, int64_t count, CommType type, ReduceOp op) = 0;
   // `in` holds count elements; `out` receives world_size() * count, rank r's at block r (`in` may
   // be this rank's own block of `out`).

@@ -93,8 +93,9 @@ struct TrainerOptions {
   int64_t bucket_bytes = 25 << 20;
   // 0: every rank holds the whole optimizer state (DDP). 1: the moments are sharded over the ranks
   // (gradients reduce-scattered, each rank updates its shard, parameters all-gathered) (ZeRO-1).
-  // 2: as 1, and only the local gradient shard kept between steps (ZeRO-2): not implemented yet, an
-  // error. Host optimizer (CPU), AdamW.
+  // 2: as 1, and only the local gradient shard kept between steps (ZeRO-2): whole gradients exist
+  // only while the backward writes them (buckets alive at different times share memory), every
+  // micro-step reduces, and Gradients() is empty. Stages 1 and 2: host optimizer (CPU), AdamW.
   int zero_stage = 0;
 };
 
