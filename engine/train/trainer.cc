@@ -82,8 +82,8 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(std::shared_ptr<const Model> mo
     s.comm = opts.communicator;
     layout.world_size = s.comm->world_size(), layout.rank = s.comm->rank();
     layout.bucket_bytes = opts.bucket_bytes, layout.zero_stage = opts.zero_stage;
-    if (opts.precision == TrainPrecision::kF16 && opts.loss_scaling.enabled)
-      return unsupported("data-parallel training with fp16 dynamic loss scaling is not supported yet: use bf16 or tf32");
+    // (fp16 loss scaling needs nothing more: every rank's optimizer sees the same reduced gradients,
+    // so all of them skip the same overflowing steps and scale alike.)
   }
   BERT_ASSIGN_OR_RETURN(s.arena, ParamArena::Create(*s.backend, c, m.f32, layout));
   model::NetworkOptions no;

@@ -76,7 +76,11 @@ if [ "$GROUP" = all ] || [ "$GROUP" = train ]; then
       cmp=$($COMPARE "$T/one.bert" "$T/r$1z$2.bert" 2>&1); c=$?
       same_losses "$T/one.jsonl" "$T/r$1z$2.jsonl"; l=$?
       grep -q '"world_size":'"$1"',"zero_stage":'"$2" "$T/r$1z$2.jsonl"; w=$?
-      check "$1 ranks, ZeRO $2: 30 steps give the one-rank loss curve (1e-5) and model ($cmp)" \
+      # dev metrics reduced over the ranks equal the one-rank evaluation (accuracy exactly, loss 1e-6)
+      dev() { grep -o '"dev_[a-z0-9]*":[-0-9.e]*' "$1" | tail -3 | cut -d: -f2; }
+      paste <(dev "$T/one.jsonl") <(dev "$T/r$1z$2.jsonl") | awk '{d=$1-$2; if (d<0) d=-d; if (d>1e-6) bad=1} END{exit bad}' \
+        || w=1
+      check "$1 ranks, ZeRO $2: 30 steps give the one-rank loss curve (1e-5), dev metrics and model ($cmp)" \
             $(( rc != 0 || c != 0 || l != 0 || w != 0 )) "rc $rc: $(echo "$out" | tail -8)"
     done
     # Gradient accumulation: only the last micro-step communicates (ZeRO-2: every one, into the shard).

@@ -76,6 +76,9 @@ class NcclCommunicator final : public Communicator {
                [&] { return ncclAllGather(in, out, count, nccl_type(type), comm_, side_); });
   }
   CommRequest Broadcast(void* data, int64_t bytes, int root) override {
+    if (root < 0 || root >= world_size())
+      return finished_request(invalid_argument("broadcast root " + std::to_string(root) + " is not a rank of " +
+                                               std::to_string(world_size())));
     return run({CollectiveKind::kBroadcast, CommType::kF32, bytes, root, ReduceOp::kSum},
                [&] { return ncclBroadcast(data, data, bytes, ncclUint8, root, comm_, side_); });
   }
