@@ -342,6 +342,7 @@ int main(int argc, char** argv) {
   p.flag("--remove-padding", &remove_padding, "run the encoder on the real tokens only");
   p.string("--calibration", &calibration, "FILE", "int8: inputs file to calibrate activation ranges on");
   p.flag("--drift", &drift, "CUDA: also run in fp32 and print each output's drift");
+  p.flag("--allow-non-finite", &load.allow_non_finite, "load a model whose weights hold NaN or Inf");
   if (auto code = p.parse(argc, argv)) return *code;
   auto usage = [&](const std::string& msg) { return p.usage_error(msg); };
   opts.pooling = pooling == "cls" ? bert::Pooling::kCls : pooling == "mean" ? bert::Pooling::kMean
