@@ -75,5 +75,32 @@ TEST_F(Friction, BertTokenizeFeedsBertRun) {
   EXPECT_NE(r.output.find("line 1: \"id\" must be a string or a number"), std::string::npos) << r.output;
 }
 
+TEST_F(Friction, BertRunTextFileLoadsOnceAndPrintsJsonLines) {
+  test::write_file(tmp_ / "texts.txt", "good movie\n\nthe cat\tsat on the mat\n"
+                                       "{\"text\": \"bad movie\", \"id\": \"r3\"}\n");
+  auto r = test::run_command(tool("bert_run") + " --model " + model("BertForSequenceClassification") +
+                             " --text-file " + (tmp_ / "texts.txt").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto lines = json_lines(r.output);
+  ASSERT_EQ(lines.size(), 3u) << r.output;
+  for (const json& j : lines) EXPECT_TRUE(j.contains("label")) << j.dump();
+  EXPECT_EQ(lines[1]["tokens"], json({"[CLS]", "the", "cat", "[SEP]", "sat", "on", "the", "mat", "[SEP]"}));
+  EXPECT_EQ(lines[2]["id"], "r3");
+  // The same through stdin, and --text mode prints one line too.
+  r = test::run_command("printf 'good movie\\n' | " + tool("bert_run") + " --model " +
+                        model("BertForSequenceClassification") + " --text-file -");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(json_lines(r.output).size(), 1u) << r.output;
+  r = test::run_command(tool("bert_run") + " --model " + model("BertForSequenceClassification") + " --text 'a dog'");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+  // A bad line is named.
+  test::write_file(tmp_ / "bad.txt", "good\n{\"text\": 1}\n");
+  r = test::run_command(tool("bert_run") + " --model " + model("BertForSequenceClassification") + " --text-file " +
+                        (tmp_ / "bad.txt").string());
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("bad.txt:2"), std::string::npos) << r.output;
+}
+
 }  // namespace
 }  // namespace bert
