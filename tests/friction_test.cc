@@ -102,5 +102,40 @@ TEST_F(Friction, BertRunTextFileLoadsOnceAndPrintsJsonLines) {
   EXPECT_NE(r.output.find("bad.txt:2"), std::string::npos) << r.output;
 }
 
+TEST_F(Friction, BertTrainHeaderlessTsvLabelsAndProgressLines) {
+  // No header: with --header auto every line is an example (16, not 15).
+  std::string tsv;
+  for (int i = 0; i < 16; ++i) tsv += i % 2 ? "good movie\t1\n" : "bad movie\t0\n";
+  test::write_file(tmp_ / "train.tsv", tsv);
+  test::write_file(tmp_ / "config.json",
+                   R"({"model_type": "bert", "architectures": ["BertForSequenceClassification"], "vocab_size": 22,
+                       "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 8,
+                       "max_position_embeddings": 16})");
+  const std::string base = tool("bert_train") + " --config " + (tmp_ / "config.json").string() + " --vocab " +
+                           (tmp_ / "vocab.txt").string() + " --train " + (tmp_ / "train.tsv").string() +
+                           " --epochs 1 --batch 4 --threads 1 --out " + (tmp_ / "labels.bert").string();
+  auto r = test::run_command(base + " --labels NEG,POS --progress-every 0");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("16 examples"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("epoch 1/1 batch 1/4 loss"), std::string::npos) << r.output;  // stderr is not a TTY
+  r = test::run_command(tool("bert_run") + " --model " + (tmp_ / "labels.bert").string() + " --text 'good movie'");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const json j = json::parse(r.output);
+  EXPECT_TRUE(j["label"] == "NEG" || j["label"] == "POS") << r.output;
+  EXPECT_TRUE(j["probabilities"].contains("POS")) << r.output;
+  // --header yes keeps the old behaviour; a header line is still detected by auto.
+  r = test::run_command(base + " --header yes");
+  EXPECT_NE(r.output.find("15 examples"), std::string::npos) << r.output;
+  test::write_file(tmp_ / "train.tsv", "sentence\tlabel\n" + tsv);
+  r = test::run_command(base);
+  EXPECT_NE(r.output.find("16 examples"), std::string::npos) << r.output;
+  // Bad --labels are named.
+  r = test::run_command(base + " --labels NEG,,POS");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("label 1 is empty"), std::string::npos) << r.output;
+  r = test::run_command(base + " --labels A,A");
+  EXPECT_NE(r.output.find("'A' appears twice"), std::string::npos) << r.output;
+}
+
 }  // namespace
 }  // namespace bert
