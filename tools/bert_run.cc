@@ -256,9 +256,12 @@ nlohmann::json prediction_json(const bert::Prediction& pr) {
     j["label_id"] = pr.classification->label_id;
     for (const bert::LabelProbability& p : pr.classification->probabilities) j["probabilities"][p.label] = p.probability;
   }
-  if (pr.token_labels)
-    for (const bert::TokenLabel& t : *pr.token_labels)
-      j["entities"].push_back({{"token", t.token}, {"label", t.label}, {"score", t.score}});
+  if (pr.token_labels) {  // by word ("##" pieces joined, the first piece's label), without [CLS]/[SEP]
+    j["entities"] = nlohmann::json::array();
+    for (const bert::WordLabel& w : bert::GroupWords(*pr.token_labels))
+      j["entities"].push_back({{"word", w.word}, {"label", w.label}, {"score", w.score},
+                               {"first_token", w.first_token}, {"last_token", w.last_token}});
+  }
   if (pr.answer) {
     j["answer"] = pr.answer->text;
     j["start_token"] = pr.answer->start_token;
