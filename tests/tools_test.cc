@@ -101,7 +101,11 @@ TEST_F(Tools, BertRunTextModePrintsPredictions) {
 
   auto tok = test::run_command(tool("bert_run") + " --model " + model("BertForTokenClassification") + " --text 'a dog'");
   ASSERT_EQ(tok.exit_code, 0) << tok.output;
-  EXPECT_EQ(nlohmann::json::parse(tok.output)["entities"].size(), 4u);
+  // By word, without [CLS] and [SEP] (issue 16).
+  const auto entities = nlohmann::json::parse(tok.output)["entities"];
+  ASSERT_EQ(entities.size(), 2u) << tok.output;
+  EXPECT_EQ(entities[0]["word"], "a");
+  EXPECT_EQ(entities[1]["word"], "dog");
 }
 
 struct BadRun {

@@ -7,7 +7,9 @@
 //       reads input_ids, attention_mask, token_type_ids (int32 or int64, [batch, seq]) and writes every
 //       output the model has, under HuggingFace's names (hidden_states.0..L included).
 //   bert_run --model F --text "..." [--text-pair "..."] [--max-length N] [--threads N]
-//       tokenizes with the model's vocab and prints the prediction as JSON.
+//       tokenizes with the model's vocab and prints the prediction as one JSON line.
+//   bert_run --model F --text-file F|- : one input per line (text[<TAB>pair] or a JSON object),
+//       one JSON line out per input, the model loaded once.
 //   bert_run --model F --inputs in.safetensors --outputs out.safetensors --grads
 //       also reads the labels (label.labels, label.next_sentence_label / label.sentence_order_label,
 //       label.start_positions + label.end_positions) and writes `loss` and `grad.<HF parameter name>`
@@ -23,6 +25,8 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
+#include <iostream>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -35,6 +39,8 @@
 #include "bert/tokenizer.h"
 #include "bert/train.h"
 #include "tools/common/cli.h"
+#include "tools/common/text_request.h"
+#include "weights/mapped_file.h"  // check_regular_file
 
 namespace {
 
@@ -46,6 +52,7 @@ const char kSynopsis[] =
     "bert_run --model F --inputs in.safetensors --outputs out.safetensors [--threads N] [--batch ROWS]\n"
     "mpirun -np N bert_run --model F --inputs in.safetensors --outputs out.safetensors [--batch ROWS]\n"
     "bert_run --model F --text \"...\" [--text-pair \"...\"] [--max-length N] [--threads N]\n"
+    "bert_run --model F --text-file F|- [--max-length N] [--threads N]\n"
     "bert_run --model F --inputs in.safetensors --outputs out.safetensors --grads";
 const char kDescription[] =
     "Either mode: --pooling cls|mean|max [--normalize] adds sentence_embedding. Precisions other than fp32\n"
@@ -331,9 +338,12 @@ nlohmann::json prediction_json(const bert::Prediction& pr) {
     j["label_id"] = pr.classification->label_id;
     for (const bert::LabelProbability& p : pr.classification->probabilities) j["probabilities"][p.label] = p.probability;
   }
-  if (pr.token_labels)
-    for (const bert::TokenLabel& t : *pr.token_labels)
-      j["entities"].push_back({{"token", t.token}, {"label", t.label}, {"score", t.score}});
+  if (pr.token_labels) {  // by word ("##" pieces joined, the first piece's label), without [CLS]/[SEP]
+    j["entities"] = nlohmann::json::array();
+    for (const bert::WordLabel& w : bert::GroupWords(*pr.token_labels))
+      j["entities"].push_back({{"word", w.word}, {"label", w.label}, {"score", w.score},
+                               {"first_token", w.first_token}, {"last_token", w.last_token}});
+  }
   if (pr.answer) {
     j["answer"] = pr.answer->text;
     j["start_token"] = pr.answer->start_token;
@@ -392,7 +402,56 @@ int run_text(const std::shared_ptr<const bert::Model>& model, const std::string&
   auto prediction = bert::Predict(**session, *model, *tok, *enc);  // top 5 per [MASK], answers <= 30 tokens
   if (!prediction.ok()) return fail(prediction.status());
   const nlohmann::json j = prediction_json(*prediction);
-  std::printf("%s\n", j.dump(2).c_str());
+  std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+  return 0;
+}
+
+// --text-file F (or - for stdin): the model and tokenizer load once; each non-blank line is one
+// input (text, text<TAB>pair, or a JSON object {"text", "text_pair"?, "id"?}) and prints one JSON
+// line (with "id" when the input had one). A bad line stops the run naming its number.
+int run_text_lines(const std::shared_ptr<const bert::Model>& model, const std::string& path, int max_length,
+                   bert::SessionOptions opts) {
+  if (model->vocab().empty())
+    return fail(bert::invalid_argument("the model file has no WordPiece vocab: convert it from a directory with "
+                                       "vocab.txt, or tokenize elsewhere and use --inputs"));
+  std::ifstream file;
+  if (path != "-") {
+    if (Status st = bert::check_regular_file(path, "text file"); !st.ok()) return fail(st);
+    file.open(path);
+    if (!file) return fail(bert::not_found(path + ": cannot open"));
+  }
+  std::istream& in = path == "-" ? std::cin : file;
+  const std::string name = path == "-" ? "stdin" : path;
+  bert::TokenizerOptions topts;
+  topts.lower_case = model->lower_case();
+  auto tok = bert::Tokenizer::FromVocab(model->vocab(), topts);
+  if (!tok.ok()) return fail(tok.status());
+  const int limit = static_cast<int>(model->info().max_seq);
+  opts.max_batch = 1;
+  opts.max_seq = limit;
+  auto session = bert::Session::Create(model, opts);
+  if (!session.ok()) return fail(session.status());
+  const bool types = model->info().type_vocab_size > 0;
+  std::string line;
+  for (size_t line_no = 1; std::getline(in, line); ++line_no) {
+    if (cli::IsBlankLine(line)) continue;
+    const std::string where = name + ":" + std::to_string(line_no);
+    auto req = line[0] == '{' ? cli::ParseJsonRequest(line) : cli::ParsePlainRequest(line);
+    if (!req.ok()) return fail(req.status().with_context(where));
+    auto enc = tok->Encode(req->text, req->pair ? std::optional<std::string_view>(*req->pair) : std::nullopt,
+                           max_length > 0 ? std::min(max_length, limit) : limit);
+    if (!enc.ok()) return fail(enc.status().with_context(where));
+    const int seq = static_cast<int>(enc->input_ids.size());
+    bert::BatchInput batch{1, seq, enc->input_ids.data(), enc->attention_mask.data(),
+                           types ? enc->token_type_ids.data() : nullptr};
+    if (Status st = (*session)->Run(batch); !st.ok()) return fail(st.with_context(where));
+    auto prediction = bert::Predict(**session, *model, *tok, *enc);
+    if (!prediction.ok()) return fail(prediction.status().with_context(where));
+    nlohmann::json j = prediction_json(*prediction);
+    if (!req->id.is_null()) j["id"] = req->id;
+    std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+    std::fflush(stdout);
+  }
   return 0;
 }
 
@@ -413,6 +472,10 @@ int main(int argc, char** argv) {
   p.string("--outputs", &outputs, "FILE", "safetensors to write every output to");
   p.string("--text", &text, "TEXT", "text to tokenize and predict on (prints JSON)");
   p.string("--text-pair", &pair, "TEXT", "second segment for --text");
+  std::string text_file;
+  p.string("--text-file", &text_file, "F",
+           "one input per line (text, text<TAB>pair, or {\"text\", \"text_pair\", \"id\"}); - reads stdin; "
+           "prints one JSON line each");
   p.integer("--threads", &threads, 0, bert::kMaxThreads, "OpenMP threads (0: the OpenMP default)");
   p.integer("--batch", &rows_per_run, 1, 1 << 20, "with --inputs: rows per run", "all rows at once");
   p.integer("--max-length", &max_length, 0, 1 << 20, "truncate --text to N tokens (0: the model's limit)");
@@ -425,6 +488,7 @@ int main(int argc, char** argv) {
   p.flag("--remove-padding", &remove_padding, "run the encoder on the real tokens only");
   p.string("--calibration", &calibration, "FILE", "int8: inputs file to calibrate activation ranges on");
   p.flag("--drift", &drift, "CUDA: also run in fp32 and print each output's drift");
+  p.flag("--allow-non-finite", &load.allow_non_finite, "load a model whose weights hold NaN or Inf");
   if (auto code = p.parse(argc, argv)) return *code;
   auto usage = [&](const std::string& msg) { return p.usage_error(msg); };
   opts.pooling = pooling == "cls" ? bert::Pooling::kCls : pooling == "mean" ? bert::Pooling::kMean
@@ -437,8 +501,16 @@ int main(int argc, char** argv) {
   load.allow_tf32 = tf32;
   device.calibration = calibration;
   if (model_path.empty()) return usage("--model is required");
+  if (!text_file.empty()) {  // its own mode: many texts, one model load
+    if (text || !inputs.empty() || !outputs.empty() || grads || drift || !device.calibration.empty())
+      return usage("--text-file goes without --text, --inputs/--outputs, --grads, --drift and --calibration");
+    opts.num_threads = threads;
+    auto model = bert::Model::Load(model_path, load);
+    if (!model.ok()) return fail(model.status());
+    return run_text_lines(*model, text_file, max_length, opts);
+  }
   const bool tensor_mode = !inputs.empty() || !outputs.empty();
-  if (tensor_mode == text.has_value()) return usage("give either --inputs and --outputs, or --text");
+  if (tensor_mode == text.has_value()) return usage("give either --inputs and --outputs, --text, or --text-file");
   if (tensor_mode && (inputs.empty() || outputs.empty())) return usage("--inputs and --outputs go together");
   if (pair && !text) return usage("--text-pair needs --text");
   if (opts.normalize && opts.pooling == bert::Pooling::kNone) return usage("--normalize needs --pooling");

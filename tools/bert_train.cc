@@ -19,8 +19,8 @@
 // ranks every K steps. The same command trains the same model on any number of ranks (dropout 0:
 // the same loss curve within float rounding; dropout masks are drawn per rank).
 //
-// classify: TSV with a header line, `sentence[<TAB>sentence2]<TAB>label` (integer labels; float for
-//   a one-label regression model). mlm: one text per line; each epoch re-masks 15% of the tokens
+// classify: TSV, `sentence[<TAB>sentence2]<TAB>label` (integer labels; float for a one-label
+//   regression model) after a header line (--header auto|yes|no; auto detects it). mlm: one text per line; each epoch re-masks 15% of the tokens
 //   (80% [MASK], 10% random, 10% kept). pretrain (BERT / ALBERT *ForPreTraining): one sentence per
 //   line, documents separated by blank lines; each epoch pairs every sentence with the next one of
 //   its document or (half the time) with a random sentence (NSP), or for ALBERT with the next one in
@@ -53,6 +53,9 @@
 #include "bert/tokenizer.h"
 #include "bert/train.h"
 #include "tools/common/cli.h"
+#include "tools/common/training_state.h"
+#include "weights/mapped_file.h"  // check_regular_file
+#include "weights/synthetic.h"    // synthetic_config_json (--labels with --synthetic)
 
 namespace {
 
@@ -65,8 +68,8 @@ const char kSynopsis[] =
     "bert_train --train FILE --out model.bert (--model F | --synthetic SHAPE [--architecture A]\n"
     "           --vocab V | --config config.json --vocab V) [--dev FILE] [--task classify|mlm|pretrain] [options]";
 const char kDescription[] =
-    "classify: TSV with a header line, sentence[<TAB>sentence2]<TAB>label (integer labels; float for a\n"
-    "one-label regression model). mlm: one text per line. pretrain: one sentence per line, documents\n"
+    "classify: TSV lines sentence[<TAB>sentence2]<TAB>label (integer labels; float for a one-label\n"
+    "regression model) after a header line (--header auto detects one). mlm: one text per line. pretrain: one sentence per line, documents\n"
     "separated by blank lines (NSP, or SOP for ALBERT).\n"
     "Under mpirun -np N: data-parallel over N ranks (see the top of tools/bert_train.cc).";
 
@@ -160,8 +163,49 @@ Result<Eval> evaluate(const std::shared_ptr<const bert::Model>& model, const std
   return e;
 }
 
+// --labels NEG,POS: the class names become the config's id2label (and num_labels), so the trained
+// model's predictions carry them.
+Status apply_labels(const std::string& list, bert::SyntheticSpec& spec) {
+  std::vector<std::string> names;
+  for (size_t start = 0;;) {
+    const size_t comma = list.find(',', start);
+    names.push_back(list.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (names[i].empty()) return bert::invalid_argument("--labels '" + list + "': label " + std::to_string(i) + " is empty");
+    for (size_t k = 0; k < i; ++k)
+      if (names[k] == names[i]) return bert::invalid_argument("--labels '" + list + "': '" + names[i] + "' appears twice");
+  }
+  std::string text = spec.config_json;
+  if (!spec.preset.empty()) {  // the named shape's config, so that it can carry the labels
+    BERT_ASSIGN_OR_RETURN(text, bert::synthetic_config_json(spec.preset, spec.architecture));
+    spec.preset.clear(), spec.architecture.clear();
+  }
+  json config = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (config.is_discarded() || !config.is_object()) return bert::format_error(spec.origin + ": not a JSON object");
+  json id2label = json::object();
+  for (size_t i = 0; i < names.size(); ++i) id2label[std::to_string(i)] = names[i];
+  config["id2label"] = id2label;
+  config["num_labels"] = names.size();
+  config.erase("label2id");
+  spec.config_json = config.dump();
+  return Status();
+}
+
+double g_progress_seconds = 10;  // --progress-every: plain progress lines when stderr is not a terminal
+
 void progress(int epoch, int epochs, size_t done, size_t total, double loss, double rate) {
-  if (!isatty(fileno(stderr))) return;
+  if (!isatty(fileno(stderr))) {  // a log file or a pipe: one plain line every g_progress_seconds
+    static auto last = std::chrono::steady_clock::now();
+    const auto now = std::chrono::steady_clock::now();
+    if (done == total || std::chrono::duration<double>(now - last).count() < g_progress_seconds) return;
+    last = now;
+    std::fprintf(stderr, "epoch %d/%d batch %zu/%zu loss %.4f %.1f samples/s\n", epoch, epochs, done, total, loss,
+                 rate);
+    return;
+  }
   const int width = 30, filled = total ? static_cast<int>(width * done / total) : width;
   std::fprintf(stderr, "\repoch %d/%d [%s%s] %zu/%zu loss %.4f %.1f samples/s ", epoch, epochs,
                std::string(filled, '=').c_str(), std::string(width - filled, ' ').c_str(), done, total, loss, rate);
@@ -217,12 +261,21 @@ int main(int argc, char** argv) {
   p.real("--bucket-mb", &bucket_mb, 0.01, 4096, "MiB of gradients per all-reduce bucket under mpirun");
   p.integer("--check-every", &check_every, 1, INT64_MAX, "under mpirun, compare parameter checksums every K steps",
             "never");
+  std::string header = "auto", labels;
+  p.real("--progress-every", &g_progress_seconds, 0, 86400,
+         "seconds between progress lines on stderr when it is not a terminal (0: every batch)");
+  p.choice("--header", &header, {"auto", "yes", "no"},
+           "classify TSVs: is the first line a header? auto: yes unless its last field is a valid label");
+  p.string("--labels", &labels, "NEG,POS", "class names in id order (sets num_labels; id2label in the model); "
+           "with --synthetic or --config");
   if (auto code = p.parse(argc, argv)) return *code;
   auto usage = [&](const std::string& msg) { return p.usage_error(msg); };
   if (train_path.empty() || out_path.empty()) return usage("--train and --out are required");
   if ((!model_path.empty()) + (!synthetic.empty()) + (!config_path.empty()) != 1)
     return usage("give exactly one of --model, --synthetic, --config");
   if (model_path.empty() && vocab_path.empty()) return usage("--synthetic and --config need --vocab");
+  if (!labels.empty() && !model_path.empty())
+    return usage("--labels goes with --synthetic or --config (a model file keeps its own labels)");
   if (device == "cpu" && (precision != "fp32" || attention != "matmul"))
     return usage("--precision other than fp32 and --attention fused need --device cuda (the CPU backend has fp32 "
                  "GEMMs and no fused training attention)");
@@ -250,11 +303,14 @@ int main(int argc, char** argv) {
     if (!synthetic.empty()) {
       spec.preset = synthetic, spec.architecture = architecture, spec.origin = "--synthetic " + synthetic;
     } else {
+      if (Status st = bert::check_regular_file(config_path, "config.json"); !st.ok()) return fail(st);
       std::ifstream f(config_path);
       if (!f) return fail(bert::not_found(config_path + ": cannot open"));
       spec.config_json.assign(std::istreambuf_iterator<char>(f), {});
       spec.origin = config_path;
     }
+    if (!labels.empty())
+      if (Status st = apply_labels(labels, spec); !st.ok()) return fail(st);
     spec.seed = static_cast<uint32_t>(seed);
     spec.vocab_path = vocab_path;
     spec.vocab_must_match = true;  // masking and training draw from every id
@@ -293,7 +349,7 @@ int main(int argc, char** argv) {
       info.family == "albert" ? bert::data::SentenceTask::kSentenceOrder : bert::data::SentenceTask::kNextSentence;
   auto tsv = [&](int64_t limit) {  // header line, then sentence[<TAB>sentence2]<TAB>label
     return bert::data::TsvOptions{.max_seq = max_seq, .regression = regression, .num_labels = info.num_labels,
-                                  .limit = limit};
+                                  .limit = limit, .header = header != "no", .detect_header = header == "auto"};
   };
   auto train = task == "classify" ? bert::data::ReadTsv(train_path, *tok, tsv(limit_train))
                : task == "mlm"    ? bert::data::EncodeLines(lines, *tok, max_seq)
@@ -333,15 +389,11 @@ int main(int argc, char** argv) {
   if (!resume_path.empty()) {
     auto state = (*trainer)->LoadCheckpoint(resume_path);
     if (!state.ok()) return fail(state.status());
-    json j = json::parse(*state, nullptr, false);
-    if (j.is_discarded() || !j.contains("epoch") || !j.contains("next_batch") || !j.contains("total_steps"))
-      return fail(bert::format_error(resume_path + ": no bert_train state in the checkpoint"));
-    if (j["total_steps"].get<int64_t>() != total_steps)
-      return fail(bert::invalid_argument(resume_path + ": the checkpoint's run had " +
-                                         std::to_string(j["total_steps"].get<int64_t>()) + " total steps; these "
-                                         "arguments make " + std::to_string(total_steps) + " (same data, batch, epochs?)"));
-    start_epoch = j["epoch"].get<int>();
-    start_batch = j["next_batch"].get<size_t>();
+    auto parsed = cli::parse_training_state(*state, resume_path, {epochs, batches_per_epoch, accumulate, total_steps},
+                                       (*trainer)->steps());
+    if (!parsed.ok()) return fail(parsed.status());
+    start_epoch = parsed->epoch;
+    start_batch = parsed->next_batch;
     std::fprintf(stderr, "bert_train: resumed %s at epoch %d, batch %zu (step %lld)\n", resume_path.c_str(),
                  start_epoch + 1, start_batch, static_cast<long long>((*trainer)->steps()));
   }

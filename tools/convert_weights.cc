@@ -28,6 +28,8 @@ int main(int argc, char** argv) {
   p.string("--architecture", &architecture, "A", "head for --synthetic", "the family's base model");
   p.string("--vocab", &vocab_path, "FILE", "embed (or replace) the tokenizer vocab");
   p.string("--to-hf", &to_hf, "DIR", "write the input back as config.json + model.safetensors in DIR");
+  bool allow_non_finite = false;
+  p.flag("--allow-non-finite", &allow_non_finite, "convert weights that hold NaN or Inf (an error otherwise)");
   p.positional(&args, 2, "IN OUT");
   if (auto code = p.parse(argc, argv)) return *code;
   auto usage = [&](const std::string& msg) { return p.usage_error(msg); };
@@ -65,7 +67,7 @@ int main(int argc, char** argv) {
     spec.vocab_path = vocab_path;
     report = bert::WriteSynthetic(spec, out, dtype);
   } else {
-    report = bert::ConvertCheckpoint(in, out, {.dtype = dtype, .vocab_path = vocab_path});
+    report = bert::ConvertCheckpoint(in, out, {.dtype = dtype, .vocab_path = vocab_path, .allow_non_finite = allow_non_finite});
   }
   if (!report.ok()) return fail(report.status());
   for (const auto& name : report->unused_hf_tensors)

@@ -16,8 +16,24 @@ namespace {
 std::string errno_text(int err) { return std::strerror(err); }
 }  // namespace
 
+Status check_regular_file(const std::string& path, const std::string& what) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    const int err = errno;
+    if (err == ENOENT) return not_found(path + ": no such file");
+    return io_error(path + ": cannot stat: " + errno_text(err));
+  }
+  if (S_ISDIR(st.st_mode)) return invalid_argument(path + ": is a directory; expected a " + what);
+  if (!S_ISREG(st.st_mode))
+    return invalid_argument(path + ": not a regular file (a FIFO, device or socket); expected a " + what);
+  return Status::Ok();
+}
+
 Result<std::shared_ptr<const MappedFile>> MappedFile::Open(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // stat first: opening a FIFO for reading blocks until a writer comes; O_NONBLOCK covers the race
+  // of a path replaced between the two calls (fstat below refuses it then).
+  BERT_RETURN_IF_ERROR(check_regular_file(path, "file"));
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     int err = errno;
     if (err == ENOENT) return not_found(path + ": no such file");

@@ -11,6 +11,11 @@
 
 namespace bert {
 
+// OK when `path` is a regular file. Otherwise NotFound (missing), or InvalidArgument naming what it
+// is: a directory, or a FIFO / device / socket (which would block or never end if opened and read).
+// `what` names the expected file in the message ("config file", "vocab file").
+Status check_regular_file(const std::string& path, const std::string& what);
+
 class MappedFile {
  public:
   // Maps `path` read-only (an empty file gives size() == 0 and data() == nullptr).

@@ -4,6 +4,9 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <tuple>
+
+#include "weights/mapped_file.h"  // check_regular_file
 
 namespace bert {
 
@@ -136,7 +139,28 @@ Status get_int(const json& j, const char* key, const std::string& src, bool requ
     return Status::Ok();
   }
   if (!it->is_number_integer()) return format_error(src + ": field '" + key + "' must be an integer");
+  if (it->is_number_unsigned() && it->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))
+    return out_of_range(src + ": field '" + key + "' is " + std::to_string(it->get<uint64_t>()) +
+                        ", beyond any size this engine accepts");
   *out = it->get<int64_t>();
+  return Status::Ok();
+}
+
+// The largest value each size field may have. Generous (a few times the largest released model) but
+// small enough that no product of them overflows and nothing is allocated for an absurd config: the
+// sizes are checked here, before the parameter list, the label names or any tensor exist.
+struct SizeLimit {
+  const char* key;
+  int64_t max;
+};
+constexpr int64_t kMaxVocab = int64_t{1} << 24, kMaxHidden = int64_t{1} << 16, kMaxLayers = 1024,
+                  kMaxIntermediate = int64_t{1} << 18, kMaxPositions = int64_t{1} << 20,
+                  kMaxTypeVocab = int64_t{1} << 16, kMaxLabels = int64_t{1} << 20;
+
+Status require_at_most(int64_t v, int64_t max, const char* key, const std::string& src) {
+  if (v > max)
+    return out_of_range(src + ": field '" + key + "' is " + std::to_string(v) + "; this engine accepts at most " +
+                        std::to_string(max));
   return Status::Ok();
 }
 
@@ -255,7 +279,8 @@ Status parse_family_options(const json& j, const std::string& src, ModelConfig& 
       break;
     }
   }
-  return require_positive(c.embedding_size, "embedding_size", src);
+  BERT_RETURN_IF_ERROR(require_positive(c.embedding_size, "embedding_size", src));
+  return require_at_most(c.embedding_size, kMaxHidden, "embedding_size", src);
 }
 
 }  // namespace
@@ -309,6 +334,13 @@ Result<ModelConfig> parse_model_config(std::string_view json_text, const std::st
                       {c.intermediate_size, "intermediate_size"},
                       {c.max_position_embeddings, "max_position_embeddings"}})
     BERT_RETURN_IF_ERROR(require_positive(v, k, src));
+  for (auto [v, k, max] : {std::tuple{c.vocab_size, "vocab_size", kMaxVocab}, {c.hidden_size, "hidden_size", kMaxHidden},
+                           {c.num_layers, "num_hidden_layers", kMaxLayers},
+                           {c.num_heads, "num_attention_heads", kMaxHidden},
+                           {c.intermediate_size, "intermediate_size", kMaxIntermediate},
+                           {c.max_position_embeddings, "max_position_embeddings", kMaxPositions},
+                           {c.type_vocab_size, "type_vocab_size", kMaxTypeVocab}})
+    BERT_RETURN_IF_ERROR(require_at_most(v, max, k, src));
   if (c.hidden_size % c.num_heads != 0)
     return format_error(src + ": hidden_size " + std::to_string(c.hidden_size) +
                         " is not divisible by num_attention_heads " + std::to_string(c.num_heads));
@@ -330,6 +362,7 @@ Result<ModelConfig> parse_model_config(std::string_view json_text, const std::st
   // Labels: id2label gives both the count and the names; num_labels alone gives the count.
   if (auto it = j.find("id2label"); it != j.end() && !it->is_null()) {
     if (!it->is_object() || it->empty()) return format_error(src + ": field 'id2label' must be a non-empty object");
+    BERT_RETURN_IF_ERROR(require_at_most(static_cast<int64_t>(it->size()), kMaxLabels, "id2label", src));
     c.labels.assign(it->size(), "");
     for (auto& [k, v] : it->items()) {
       char* end = nullptr;
@@ -346,6 +379,7 @@ Result<ModelConfig> parse_model_config(std::string_view json_text, const std::st
     return format_error(src + ": num_labels " + std::to_string(num_labels) + " disagrees with id2label's " +
                         std::to_string(c.num_labels) + " entries");
   BERT_RETURN_IF_ERROR(require_positive(num_labels, "num_labels", src));
+  BERT_RETURN_IF_ERROR(require_at_most(num_labels, kMaxLabels, "num_labels", src));  // before the label names exist
   c.num_labels = num_labels;
   if (c.labels.empty())
     for (int64_t i = 0; i < c.num_labels; ++i) c.labels.push_back("LABEL_" + std::to_string(i));
@@ -353,6 +387,7 @@ Result<ModelConfig> parse_model_config(std::string_view json_text, const std::st
 }
 
 Result<ModelConfig> read_model_config(const std::string& path) {
+  BERT_RETURN_IF_ERROR(check_regular_file(path, "config file"));
   std::ifstream f(path, std::ios::binary);
   if (!f) return not_found(path + ": cannot open config file");
   std::stringstream ss;

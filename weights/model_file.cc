@@ -7,6 +7,8 @@
 #include <sstream>
 
 #include "weights/bert_layout.h"
+#include "weights/json_keys.h"
+#include "weights/mapped_file.h"
 #include "weights/safetensors.h"
 #include "weights/torch_checkpoint.h"
 #include "weights/vocab.h"
@@ -19,10 +21,13 @@ namespace {
 
 // Sharded pytorch_model.bin.index.json: weight_map name -> shard file.
 Result<TensorMap> load_torch_index(const std::string& index_path) {
+  BERT_RETURN_IF_ERROR(check_regular_file(index_path, "sharded checkpoint index (pytorch_model.bin.index.json)"));
   std::ifstream f(index_path);
   if (!f) return not_found(index_path + ": cannot open");
-  auto j = nlohmann::json::parse(f, nullptr, false);
-  if (j.is_discarded() || !j.contains("weight_map") || !j["weight_map"].is_object())
+  const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  BERT_RETURN_IF_ERROR(check_unique_keys(text, index_path));
+  auto j = nlohmann::json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
     return format_error(index_path + ": not a valid index (needs an object 'weight_map')");
   std::map<std::string, TensorMap> shards;
   TensorMap out;
@@ -30,6 +35,15 @@ Result<TensorMap> load_torch_index(const std::string& index_path) {
   for (auto& [name, shard] : j["weight_map"].items()) {
     if (!shard.is_string()) return format_error(index_path + ": weight_map entry '" + name + "' is not a file name");
     std::string file = shard.get<std::string>();
+    // As the safetensors index: a shard is a path inside the index's directory, nothing else.
+    const fs::path rel(file);
+    if (file.empty() || rel.is_absolute())
+      return format_error(index_path + ": weight_map entry for tensor '" + name + "' names shard '" + file +
+                          "', which is not a path relative to the index's directory");
+    for (const auto& part : rel)
+      if (part == "..")
+        return format_error(index_path + ": weight_map entry for tensor '" + name + "' names shard '" + file +
+                            "', which leaves the index's directory");
     if (!shards.count(file)) {
       BERT_ASSIGN_OR_RETURN(shards[file], load_torch_checkpoint((dir / file).string()));
     }
@@ -82,6 +96,7 @@ Result<TensorMap> load_hf_weights(const fs::path& dir, const std::string& weight
 Result<bool> read_lower_case(const fs::path& dir) {
   fs::path p = dir / "tokenizer_config.json";
   if (!fs::exists(p)) return true;
+  BERT_RETURN_IF_ERROR(check_regular_file(p.string(), "tokenizer_config.json"));
   std::ifstream f(p);
   auto j = nlohmann::json::parse(f, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return format_error(p.string() + ": not valid JSON");

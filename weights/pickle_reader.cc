@@ -548,10 +548,9 @@ Result<std::vector<std::pair<std::string, TorchTensorRef>>> unpickle_torch_state
         return format_error(path + ": state dict entry '" + k->s + "' is a " + kind_name(v) +
                             ", not a tensor");
       auto [it, fresh] = index.emplace(k->s, out.size());
-      if (fresh)
-        out.emplace_back(k->s, *v->tensor);
-      else
-        out[it->second].second = *v->tensor;
+      if (!fresh)  // a dict built with the same key twice: the last would win silently
+        return format_error(path + ": state dict names tensor '" + k->s + "' twice");
+      out.emplace_back(k->s, *v->tensor);
     }
     return out;
   } catch (const std::bad_alloc&) {

@@ -18,6 +18,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "weights/json_keys.h"
 #include "weights/mapped_file.h"
 
 namespace bert {
@@ -269,6 +270,7 @@ Result<SafetensorsFile> SafetensorsFile::Open(const std::string& path) {
       return format_error(path + ": header is not valid JSON (" + std::to_string(header_len) +
                           " bytes)");
     if (!j.is_object()) return format_error(path + ": header is not a JSON object");
+    BERT_RETURN_IF_ERROR(check_unique_keys(header, path + ": header"));
 
     const uint64_t data_start = 8 + header_len;
     const uint64_t data_size = size - data_start;
@@ -464,6 +466,7 @@ Result<TensorMap> load_safetensors_index(const std::string& index_json_path) {
     json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
     if (j.is_discarded()) return format_error(ip + ": not valid JSON");
     if (!j.is_object()) return format_error(ip + ": not a JSON object");
+    BERT_RETURN_IF_ERROR(check_unique_keys(text, ip));
     auto wm = j.find("weight_map");
     if (wm == j.end()) return format_error(ip + ": missing field 'weight_map'");
     if (!wm->is_object()) return format_error(ip + ": field 'weight_map' is not an object");

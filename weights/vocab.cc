@@ -7,6 +7,8 @@
 #include <sstream>
 #include <unordered_map>
 
+#include "weights/mapped_file.h"  // check_regular_file
+
 namespace bert {
 namespace {
 
@@ -56,6 +58,10 @@ Status check_tokens(const std::vector<std::string>& tokens, const std::string& w
 
 Result<std::vector<std::string>> read_vocab_file(const std::string& path) {
   const std::string what = "vocab file '" + path + "'";
+  if (Status st = check_regular_file(path, "vocab file (vocab.txt)"); !st.ok()) {
+    if (st.code() == ErrorCode::kNotFound) return not_found(what + ": no such file");
+    return st;
+  }
   std::ifstream f(path, std::ios::binary);
   if (!f) {
     int err = errno;
@@ -83,6 +89,9 @@ Result<std::vector<std::string>> read_vocab_file(const std::string& path) {
     }
   }
   if (pending) tokens.push_back(std::move(cur));
+  // One empty line is not a vocabulary: it would be stored in a model file as "" and read back as
+  // none (found by fuzz/fuzz_vocab.cc).
+  if (tokens.size() == 1 && tokens[0].empty()) return format_error(what + ": empty vocabulary (one empty line)");
   BERT_RETURN_IF_ERROR(check_tokens(tokens, what));
   return tokens;
 }

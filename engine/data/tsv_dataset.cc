@@ -1,5 +1,7 @@
 // GLUE-style TSV datasets (`sentence[<TAB>sentence2]<TAB>label` after a header line) and raw-text
 // corpora (one text per line, blank lines between documents), read into tokenized examples.
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <fstream>
 #include <optional>
@@ -8,6 +10,7 @@
 #include <vector>
 
 #include "bert/data.h"
+#include "weights/mapped_file.h"  // check_regular_file
 
 namespace bert::data {
 namespace {
@@ -48,8 +51,8 @@ class TsvReader {
 
   Status line(std::string line, bool* more) {
     ++line_no_;
-    if (line_no_ == 1 && options_.header) return Status();
     if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line_no_ == 1 && options_.header && !(options_.detect_header && looks_like_example(line))) return Status();
     if (line.empty()) return Status();
     std::vector<std::string> cols;
     size_t start = 0;
@@ -65,6 +68,8 @@ class TsvReader {
     char* end = nullptr;
     if (options_.regression) {
       e.target = std::strtof(label.c_str(), &end);
+      if (!label.empty() && *end == '\0' && !std::isfinite(e.target))
+        return format_error(where + ": label '" + label + "' is not a finite number");
     } else {
       const long v = std::strtol(label.c_str(), &end, 10);
       if (v < 0 || v >= options_.num_labels)
@@ -82,6 +87,22 @@ class TsvReader {
     out_.push_back(std::move(e));
     if (options_.limit > 0 && static_cast<int64_t>(out_.size()) >= options_.limit) *more = false;
     return Status();
+  }
+
+  // Whether a first line is an example rather than a header: 2 or 3 fields and a label field that
+  // parses as a label (a class id in range, or a finite number for regression).
+  bool looks_like_example(const std::string& line) const {
+    const size_t tabs = static_cast<size_t>(std::count(line.begin(), line.end(), '\t'));
+    if (tabs != 1 && tabs != 2) return false;
+    const std::string label = line.substr(line.rfind('\t') + 1);
+    if (label.empty()) return false;
+    char* end = nullptr;
+    if (options_.regression) {
+      const float v = std::strtof(label.c_str(), &end);
+      return *end == '\0' && std::isfinite(v);
+    }
+    const long v = std::strtol(label.c_str(), &end, 10);
+    return *end == '\0' && v >= 0 && v < options_.num_labels;
   }
 
   Result<std::vector<Example>> finish() {
@@ -141,6 +162,7 @@ Result<std::vector<Example>> ParseTsv(std::string_view text, const std::string& 
 
 Result<std::vector<Example>> ReadTsv(const std::string& path, const Tokenizer& tok, const TsvOptions& options) {
   BERT_RETURN_IF_ERROR(check_tsv_options(path, options));
+  BERT_RETURN_IF_ERROR(check_regular_file(path, "text file"));
   std::ifstream f(path);
   if (!f) return not_found(path + ": cannot open");
   TsvReader reader(path, tok, options);
@@ -155,6 +177,7 @@ Result<std::vector<TextLine>> ParseTextLines(std::string_view text, const std::s
 }
 
 Result<std::vector<TextLine>> ReadTextLines(const std::string& path, int64_t limit) {
+  BERT_RETURN_IF_ERROR(check_regular_file(path, "text file"));
   std::ifstream f(path);
   if (!f) return not_found(path + ": cannot open");
   TextLineReader reader(limit);

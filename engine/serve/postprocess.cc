@@ -38,6 +38,16 @@ Result<std::span<const float>> output_row(const Session& session, const std::str
   return std::span<const float>(v.data + row * stride, static_cast<size_t>(stride));
 }
 
+// A prediction is never printed from non-finite values (JSON would show them as null).
+Status check_finite_values(std::span<const float> x, const std::string& what) {
+  for (size_t i = 0; i < x.size(); ++i)
+    if (!std::isfinite(x[i]))
+      return invalid_argument(what + "[" + std::to_string(i) + "] is " +
+                              (std::isnan(x[i]) ? "NaN" : x[i] > 0 ? "+inf" : "-inf") +
+                              ": no prediction from non-finite scores (are the weights finite?)");
+  return Status();
+}
+
 }  // namespace
 
 Result<std::vector<double>> Softmax(std::span<const float> x, const std::string& what) {
@@ -58,6 +68,8 @@ Result<std::vector<double>> Softmax(std::span<const float> x, const std::string&
 }
 
 Result<ClassPrediction> ClassifySequence(std::span<const float> logits, const std::vector<std::string>& id2label) {
+  // A head's logits are never masked: any -inf (or NaN / +inf) comes from non-finite weights.
+  BERT_RETURN_IF_ERROR(check_finite_values(logits, "logits"));
   BERT_ASSIGN_OR_RETURN(std::vector<double> p, Softmax(logits, "logits"));
   ClassPrediction c;
   c.label_id = argmax(p);
@@ -72,6 +84,7 @@ Result<std::vector<TokenLabel>> ClassifyTokens(std::span<const float> logits, in
   if (num_labels < 1) return invalid_argument("token classification: num_labels " + std::to_string(num_labels) + " < 1");
   BERT_RETURN_IF_ERROR(need_values(logits, tokens.size() * size_t(num_labels), "logits",
                                    std::to_string(tokens.size()) + " tokens x " + std::to_string(num_labels) + " labels"));
+  BERT_RETURN_IF_ERROR(check_finite_values(logits.first(tokens.size() * size_t(num_labels)), "logits"));
   std::vector<TokenLabel> out;
   for (size_t s = 0; s < tokens.size(); ++s) {
     BERT_ASSIGN_OR_RETURN(std::vector<double> p,
@@ -235,13 +248,15 @@ Result<Prediction> Predict(const Session& session, const Model& model, const Tok
     BERT_ASSIGN_OR_RETURN(auto logits, out("logits"));
     BERT_ASSIGN_OR_RETURN(pr.replaced_tokens, ReplacedTokens(logits, enc.tokens));
   } else if (session.options().pooling == Pooling::kNone) {
-    if (auto pooled = out("pooler_output"); pooled.ok())
+    if (auto pooled = out("pooler_output"); pooled.ok()) {
+      BERT_RETURN_IF_ERROR(check_finite_values(*pooled, "pooler_output"));
       pr.pooler_output = std::vector<float>(pooled->begin(), pooled->end());
-    else
+    } else
       pr.note = "this model has no head or pooler; use --pooling cls|mean|max for a sentence embedding";
   }
   if (session.options().pooling != Pooling::kNone) {
     BERT_ASSIGN_OR_RETURN(auto e, out("sentence_embedding"));
+    BERT_RETURN_IF_ERROR(check_finite_values(e, "sentence_embedding"));
     pr.sentence_embedding = std::vector<float>(e.begin(), e.end());
   }
   return pr;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "bert/model_builder.h"
+#include "engine/core/guard.h"
 #include "engine/src/model_impl.h"  // load_model_from_source
 #include "weights/bert_layout.h"
 #include "weights/model_file.h"
@@ -63,6 +64,10 @@ Status attach_vocab(const SyntheticSpec& spec, ModelSource& src) {
   return Status();
 }
 
+// Synthetic weights are seeded random values for tests, benchmarks and training from scratch; 2^31
+// parameters (8 GiB of F32, six times bert-large) is the most one may have.
+constexpr int64_t kMaxSyntheticParameters = int64_t{1} << 31;
+
 Result<ModelSource> synthetic_source(const SyntheticSpec& spec) {
   if (spec.preset.empty() == spec.config_json.empty())
     return invalid_argument("synthetic model: give exactly one of a preset (" +
@@ -81,10 +86,31 @@ Result<ModelSource> synthetic_source(const SyntheticSpec& spec) {
   }
   const std::string origin = !spec.origin.empty() ? spec.origin : !spec.preset.empty() ? spec.preset : "config.json text";
   BERT_ASSIGN_OR_RETURN(ModelConfig config, parse_model_config(json, origin));
+  // Everything that can refuse the model does so before the weights are allocated: the vocab
+  // (bert_train checks its size against vocab_size) and the total size.
+  ModelSource vocab_only;
+  vocab_only.config = config;
+  BERT_RETURN_IF_ERROR(attach_vocab(spec, vocab_only));
+  int64_t parameters = 0;
+  for (const ParamSpec& p : param_specs(config)) {
+    if (p.optional) continue;
+    int64_t n = 1;
+    for (int64_t d : p.shape) n *= d;  // each dim is bounded by parse_model_config: no overflow
+    parameters += n;
+    if (parameters > kMaxSyntheticParameters)
+      return out_of_range(origin + ": the config makes more than " + std::to_string(kMaxSyntheticParameters) +
+                          " parameters (" + std::to_string(kMaxSyntheticParameters * 4 >> 30) +
+                          " GiB of F32), beyond what a synthetic model is for");
+  }
   ModelSource src = synthetic_model(config, spec.seed);
   src.origin = origin;
-  BERT_RETURN_IF_ERROR(attach_vocab(spec, src));
+  src.vocab = std::move(vocab_only.vocab);
+  src.lower_case = vocab_only.lower_case;
   return src;
+}
+
+std::string origin_of(const SyntheticSpec& spec) {
+  return !spec.origin.empty() ? spec.origin : !spec.preset.empty() ? spec.preset : "config.json text";
 }
 
 ConvertReport report_of(const ModelSource& src) {
@@ -132,19 +158,25 @@ Result<TensorMap> tensor_map(const std::vector<std::pair<std::string, HostTensor
 const std::vector<std::string>& SyntheticPresets() { return synthetic_shapes(); }
 
 Result<std::shared_ptr<const Model>> LoadSynthetic(const SyntheticSpec& spec, const LoadOptions& options) {
-  BERT_ASSIGN_OR_RETURN(ModelSource src, synthetic_source(spec));
-  return load_model_from_source(std::move(src), options);
+  return guarded(origin_of(spec), [&]() -> Result<std::shared_ptr<const Model>> {
+    BERT_ASSIGN_OR_RETURN(ModelSource src, synthetic_source(spec));
+    return load_model_from_source(std::move(src), options);
+  });
 }
 
 Result<ConvertReport> WriteSynthetic(const SyntheticSpec& spec, const std::string& dst_path, DType dtype) {
-  BERT_RETURN_IF_ERROR(check_file_dtype(dtype));
-  BERT_ASSIGN_OR_RETURN(ModelSource src, synthetic_source(spec));
-  BERT_RETURN_IF_ERROR(write_engine_file(dst_path, src, dtype));
-  return report_of(src);
+  return guarded(origin_of(spec), [&]() -> Result<ConvertReport> {
+    BERT_RETURN_IF_ERROR(check_file_dtype(dtype));
+    BERT_ASSIGN_OR_RETURN(ModelSource src, synthetic_source(spec));
+    BERT_RETURN_IF_ERROR(write_engine_file(dst_path, src, dtype));
+    return report_of(src);
+  });
 }
 
-Result<std::shared_ptr<const Model>> LoadFromMemory(std::span<const uint8_t> bytes, const LoadOptions& options,
-                                                    const std::string& name) {
+namespace {
+
+Result<std::shared_ptr<const Model>> load_from_bytes(std::span<const uint8_t> bytes, const LoadOptions& options,
+                                                     const std::string& name) {
   // The engine file reader maps a path: the bytes go into an anonymous in-memory file (memfd), read
   // through /proc/self/fd; the mapping outlives the descriptor and is what the model's tensors use.
   const int fd = memfd_create("bert-engine-bytes", MFD_CLOEXEC);
@@ -170,7 +202,7 @@ Result<std::shared_ptr<const Model>> LoadFromMemory(std::span<const uint8_t> byt
   return model;
 }
 
-Result<std::shared_ptr<const Model>> LoadFromMemory(const ModelParts& parts, const LoadOptions& options) {
+Result<std::shared_ptr<const Model>> load_from_parts(const ModelParts& parts, const LoadOptions& options) {
   ModelSource src;
   src.origin = parts.origin;
   BERT_ASSIGN_OR_RETURN(src.config, parse_model_config(parts.config_json, parts.origin));
@@ -193,8 +225,8 @@ Result<std::shared_ptr<const Model>> LoadFromMemory(const ModelParts& parts, con
   return load_model_from_source(std::move(src), options);
 }
 
-Result<ConvertReport> ConvertCheckpoint(const std::string& src_path, const std::string& dst_path,
-                                        const ConvertOptions& options) {
+Result<ConvertReport> convert_checkpoint(const std::string& src_path, const std::string& dst_path,
+                                         const ConvertOptions& options) {
   BERT_RETURN_IF_ERROR(check_file_dtype(options.dtype));
   namespace fs = std::filesystem;
   BERT_ASSIGN_OR_RETURN(ModelSource src,
@@ -206,14 +238,37 @@ Result<ConvertReport> ConvertCheckpoint(const std::string& src_path, const std::
                               " tokens but the model's vocab_size is " + std::to_string(src.config.vocab_size));
     src.vocab = std::move(vocab);
   }
+  if (!options.allow_non_finite)  // NaN / Inf weights would convert without a word
+    for (const auto& [name, t] : src.tensors)
+      if (Status st = check_finite(t, src_path + ": tensor '" + name + "'"); !st.ok())
+        return Status(st.code(), st.message() + " (ConvertOptions.allow_non_finite, convert_weights "
+                                                "--allow-non-finite, converts it anyway)");
   BERT_RETURN_IF_ERROR(write_engine_file(dst_path, src, options.dtype));
   return report_of(src);
 }
 
+}  // namespace
+
+Result<std::shared_ptr<const Model>> LoadFromMemory(std::span<const uint8_t> bytes, const LoadOptions& options,
+                                                    const std::string& name) {
+  return guarded(name, [&] { return load_from_bytes(bytes, options, name); });
+}
+
+Result<std::shared_ptr<const Model>> LoadFromMemory(const ModelParts& parts, const LoadOptions& options) {
+  return guarded(parts.origin, [&] { return load_from_parts(parts, options); });
+}
+
+Result<ConvertReport> ConvertCheckpoint(const std::string& src_path, const std::string& dst_path,
+                                        const ConvertOptions& options) {
+  return guarded(src_path, [&] { return convert_checkpoint(src_path, dst_path, options); });
+}
+
 Result<ConvertReport> ConvertToHf(const std::string& src_path, const std::string& dst_dir) {
-  BERT_ASSIGN_OR_RETURN(ModelSource src, load_model_source(src_path));
-  BERT_RETURN_IF_ERROR(write_hf_directory(dst_dir, src));
-  return report_of(src);
+  return guarded(src_path, [&]() -> Result<ConvertReport> {
+    BERT_ASSIGN_OR_RETURN(ModelSource src, load_model_source(src_path));
+    BERT_RETURN_IF_ERROR(write_hf_directory(dst_dir, src));
+    return report_of(src);
+  });
 }
 
 }  // namespace bert

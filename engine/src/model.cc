@@ -4,6 +4,7 @@
 #include <map>
 #include <set>
 
+#include "engine/core/guard.h"
 #include "engine/model/network.h"
 #include "engine/model/precision.h"
 #include "engine/src/model_impl.h"
@@ -103,8 +104,10 @@ void pack_weights(Model::Impl& m) {
 }  // namespace
 
 Result<std::shared_ptr<const Model>> Model::Load(const std::string& path, const LoadOptions& options) {
-  BERT_ASSIGN_OR_RETURN(ModelSource source, load_model_source(path));
-  return load_model_from_source(std::move(source), options);
+  return guarded(path, [&]() -> Result<std::shared_ptr<const Model>> {
+    BERT_ASSIGN_OR_RETURN(ModelSource source, load_model_source(path));
+    return load_model_from_source(std::move(source), options);
+  });
 }
 
 Result<std::shared_ptr<const Model>> make_model(std::unique_ptr<Model::Impl> impl) {
@@ -159,6 +162,11 @@ Result<std::shared_ptr<const Model>> load_model_from_source(ModelSource source, 
   for (const ParamSpec& spec : param_specs(impl->source.config)) wanted.insert(spec.name);
   for (auto it = impl->source.tensors.begin(); it != impl->source.tensors.end();)
     it = wanted.count(it->first) ? std::next(it) : impl->source.tensors.erase(it);
+  if (!options.allow_non_finite)  // a NaN weight would print confident labels with null probabilities
+    for (const auto& [name, t] : impl->source.tensors)
+      if (Status st = check_finite(t, path + ": tensor '" + name + "'"); !st.ok())
+        return Status(st.code(), st.message() + " (LoadOptions.allow_non_finite, bert_run --allow-non-finite, "
+                                                "accepts it)");
   // One arena for every tensor that is not already F32.
   size_t arena_floats = 0;
   std::string stored = "F32";

@@ -43,6 +43,9 @@ struct TsvOptions {
   int64_t num_labels = 2;  // class ids must lie in [0, num_labels)
   int64_t limit = 0;       // stop after this many examples; 0 = all
   bool header = true;      // the first line is a header and is skipped
+  // With header: skip the first line only when its label field is not a label (an integer class id,
+  // or a number for regression), so a headerless file keeps its first example.
+  bool detect_header = false;
 };
 
 // `sentence[<TAB>sentence2]<TAB>label` per line: a trailing '\r' is dropped, empty lines are skipped.

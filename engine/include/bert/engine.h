@@ -36,6 +36,8 @@ struct LoadOptions {
   // Reorder the GEMM weights once into oneDNN's blocked layout (CPU; faster; a second copy of them).
   bool pack_weights = true;
   bool allow_tf32 = false;  // CUDA fp32: let cuBLASLt use TF32 tensor cores (about 1e-3 relative error)
+  // A weight that is NaN or infinite is an error naming the tensor, unless this is set.
+  bool allow_non_finite = false;
 };
 
 // What a loaded model is, as config.json described it.

@@ -76,6 +76,7 @@ struct ConvertReport {
 struct ConvertOptions {
   DType dtype = DType::kF32;  // F32, F16 or BF16
   std::string vocab_path{};     // embeds (or replaces) the vocab; at most vocab_size tokens
+  bool allow_non_finite = false;  // convert weights that are NaN or infinite (an error naming the tensor otherwise)
 };
 
 // An HF directory (or one weights file in it: model.safetensors, pytorch_model.bin, an index) or an

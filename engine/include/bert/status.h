@@ -12,8 +12,8 @@ namespace bert {
 
 // `bytes` with every byte a terminal could act on written as \xNN: C0 controls (newline and tab
 // included), DEL, C1 controls and bytes that are not valid UTF-8. Printable ASCII and valid UTF-8
-// text are kept, so the result is unchanged by a second pass. Messages that echo input bytes go
-// through it (a malicious file's tensor name cannot reach the terminal raw).
+// text are kept, so the result is unchanged by a second pass. Every Status message goes through it
+// (a malicious file's tensor name, pickle global or TSV label cannot reach the terminal raw).
 std::string printable(std::string_view bytes);
 
 enum class ErrorCode {
@@ -33,7 +33,8 @@ const char* error_code_name(ErrorCode code);
 class [[nodiscard]] Status {
  public:
   Status() = default;
-  Status(ErrorCode code, std::string message) : code_(code), message_(std::move(message)) {}
+  // The message is kept printable (see printable()): bytes echoed from input cannot act on a terminal.
+  Status(ErrorCode code, std::string message) : code_(code), message_(printable(message)) {}
   static Status Ok() { return Status(); }
 
   bool ok() const { return code_ == ErrorCode::kOk; }
