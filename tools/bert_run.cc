@@ -57,10 +57,20 @@ const char kSynopsis[] =
 const char kDescription[] =
     "Either mode: --pooling cls|mean|max [--normalize] adds sentence_embedding. Precisions other than fp32\n"
     "need --device cuda. F is an engine model file (tools/convert_weights) or an HF directory.\n"
-    "Under mpirun each rank runs its share of --inputs' rows; rank 0 writes the outputs in input order.";
+    "Under mpirun each rank runs its share of --inputs' rows (or --text-file's lines); rank 0 writes the\n"
+    "outputs in input order.";
 
+std::shared_ptr<bert::Communicator> g_comm;  // the job's ranks (one, or mpirun's)
+
+// An error: printed (naming the rank in a multi-rank job) and reported to the other ranks, which stop
+// at their next collective with a message naming this one.
 int fail(const Status& st) {
-  std::fprintf(stderr, "bert_run: %s\n", st.to_string().c_str());
+  if (g_comm && g_comm->world_size() > 1) {
+    std::fprintf(stderr, "bert_run: rank %d: %s\n", g_comm->rank(), st.to_string().c_str());
+    if (st.code() != bert::ErrorCode::kAborted) g_comm->Fail(st.message());
+  } else {
+    std::fprintf(stderr, "bert_run: %s\n", st.to_string().c_str());
+  }
   return 1;
 }
 
@@ -432,26 +442,59 @@ int run_text_lines(const std::shared_ptr<const bert::Model>& model, const std::s
   auto session = bert::Session::Create(model, opts);
   if (!session.ok()) return fail(session.status());
   const bool types = model->info().type_vocab_size > 0;
-  std::string line;
-  for (size_t line_no = 1; std::getline(in, line); ++line_no) {
-    if (cli::IsBlankLine(line)) continue;
+  // One input line -> its JSON line.
+  auto predict_line = [&](size_t line_no, const std::string& line) -> Result<std::string> {
     const std::string where = name + ":" + std::to_string(line_no);
     auto req = line[0] == '{' ? cli::ParseJsonRequest(line) : cli::ParsePlainRequest(line);
-    if (!req.ok()) return fail(req.status().with_context(where));
+    if (!req.ok()) return req.status().with_context(where);
     auto enc = tok->Encode(req->text, req->pair ? std::optional<std::string_view>(*req->pair) : std::nullopt,
                            max_length > 0 ? std::min(max_length, limit) : limit);
-    if (!enc.ok()) return fail(enc.status().with_context(where));
+    if (!enc.ok()) return enc.status().with_context(where);
     const int seq = static_cast<int>(enc->input_ids.size());
     bert::BatchInput batch{1, seq, enc->input_ids.data(), enc->attention_mask.data(),
                            types ? enc->token_type_ids.data() : nullptr};
-    if (Status st = (*session)->Run(batch); !st.ok()) return fail(st.with_context(where));
+    BERT_RETURN_IF_ERROR((*session)->Run(batch).with_context(where));
     auto prediction = bert::Predict(**session, *model, *tok, *enc);
-    if (!prediction.ok()) return fail(prediction.status().with_context(where));
+    if (!prediction.ok()) return prediction.status().with_context(where);
     nlohmann::json j = prediction_json(*prediction);
     if (!req->id.is_null()) j["id"] = req->id;
-    std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
-    std::fflush(stdout);
+    return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  };
+  std::string line;
+  if (g_comm->world_size() == 1) {  // one process: stream, a line out per line in
+    for (size_t line_no = 1; std::getline(in, line); ++line_no) {
+      if (cli::IsBlankLine(line)) continue;
+      auto out = predict_line(line_no, line);
+      if (!out.ok()) return fail(out.status());
+      std::printf("%s\n", out->c_str());
+      std::fflush(stdout);
+    }
+    return 0;
   }
+  // Under mpirun every rank reads the file, predicts its share of the lines (contiguous, sizes
+  // differing by at most one), and rank 0 prints every rank's lines in input order.
+  std::vector<std::pair<size_t, std::string>> lines;
+  for (size_t line_no = 1; std::getline(in, line); ++line_no)
+    if (!cli::IsBlankLine(line)) lines.emplace_back(line_no, line);
+  bert::Communicator& comm = *g_comm;
+  const size_t ranks = static_cast<size_t>(comm.world_size()), me = static_cast<size_t>(comm.rank());
+  const size_t per = lines.size() / ranks, extra = lines.size() % ranks;
+  const size_t lo = me * per + std::min(me, extra), hi = lo + per + (me < extra ? 1 : 0);
+  std::string mine;
+  for (size_t i = lo; i < hi; ++i) {
+    auto out = predict_line(lines[i].first, lines[i].second);
+    if (!out.ok()) return fail(out.status());
+    mine += *out + "\n";
+  }
+  std::vector<int64_t> sizes(ranks);
+  const int64_t my_size = static_cast<int64_t>(mine.size());
+  if (Status st = comm.AllGather(&my_size, sizes.data(), 1, bert::CommType::kI64).Wait(); !st.ok()) return fail(st);
+  for (size_t r = 0; r < ranks; ++r) {
+    std::string blob = r == me ? mine : std::string(static_cast<size_t>(sizes[r]), '\0');
+    if (Status st = comm.Broadcast(blob.data(), sizes[r], static_cast<int>(r)).Wait(); !st.ok()) return fail(st);
+    if (me == 0) std::fwrite(blob.data(), 1, blob.size(), stdout);
+  }
+  std::fflush(stdout);
   return 0;
 }
 
@@ -501,9 +544,16 @@ int main(int argc, char** argv) {
   load.allow_tf32 = tf32;
   device.calibration = calibration;
   if (model_path.empty()) return usage("--model is required");
+  // Under mpirun (the environment says so; no flag) --inputs' rows and --text-file's lines are shared
+  // by the ranks; rank 0 writes the outputs in input order.
+  auto comm = bert::Communicator::FromEnvironment();
+  if (!comm.ok()) return fail(comm.status());
+  g_comm = *comm;
+  const bool ranks = g_comm->world_size() > 1;
   if (!text_file.empty()) {  // its own mode: many texts, one model load
     if (text || !inputs.empty() || !outputs.empty() || grads || drift || !device.calibration.empty())
       return usage("--text-file goes without --text, --inputs/--outputs, --grads, --drift and --calibration");
+    if (ranks && text_file == "-") return usage("under mpirun, --text-file needs a file (stdin reaches rank 0 only)");
     opts.num_threads = threads;
     auto model = bert::Model::Load(model_path, load);
     if (!model.ok()) return fail(model.status());
@@ -523,12 +573,9 @@ int main(int argc, char** argv) {
   if (drift && load.device != bert::Device::kCuda) return usage("--drift goes with --device cuda");
   opts.num_threads = threads;
 
-  // Under mpirun the rows of --inputs are shared by the ranks (the environment says so; no flag).
-  auto comm = bert::Communicator::FromEnvironment();
-  if (!comm.ok()) return fail(comm.status());
-  if ((*comm)->world_size() > 1 && !tensor_mode)
-    return usage("under mpirun, bert_run shares the rows of --inputs; text mode runs on one rank");
-  if ((*comm)->world_size() > 1 && grads) return usage("--grads runs on one rank");
+  if (ranks && !tensor_mode)
+    return usage("under mpirun, bert_run shares the rows of --inputs or the lines of --text-file; --text runs on one rank");
+  if (ranks && grads) return usage("--grads runs on one rank");
   const auto load_start = std::chrono::steady_clock::now();
   auto model = bert::Model::Load(model_path, load);
   if (!model.ok()) return fail(model.status());
@@ -542,6 +589,6 @@ int main(int argc, char** argv) {
     device.reference = *reference;
   }
   if (grads) return run_grads(*model, inputs, outputs, threads);
-  return tensor_mode ? run_tensors(*model, inputs, outputs, opts, device, rows_per_run, **comm, load_seconds)
+  return tensor_mode ? run_tensors(*model, inputs, outputs, opts, device, rows_per_run, *g_comm, load_seconds)
                      : run_text(*model, *text, pair, max_length, opts, device);
 }

@@ -120,6 +120,14 @@ if [ "$GROUP" = all ] || [ "$GROUP" = train ]; then
       check "bert_run on $np ranks: the one-rank outputs in input order ($cmp)" $(( rc != 0 || c != 0 || g != 0 )) \
             "rc $rc: $(echo "$out" | tail -5)"
     done
+    # Text mode over a file of lines: one JSON line per input, in input order, from 3 ranks.
+    tail -n +2 "$SHARED/data/glue-sst2/dev.tsv" | head -40 | cut -f1 > "$T/lines.txt"
+    "$BUILD/tools/bert_run" --model "$T/one.bert" --text-file "$T/lines.txt" > "$T/lines1.jsonl" 2>/dev/null
+    out=$(run_ranks 3 "$BUILD/tools/bert_run" --model "$T/one.bert" --text-file "$T/lines.txt" 2>&1 >"$T/lines3.jsonl"); rc=$?
+    n=$(grep -c '"probabilities"' "$T/lines3.jsonl")
+    cmp -s "$T/lines1.jsonl" "$T/lines3.jsonl"; c=$?
+    check "bert_run --text-file on 3 ranks: the one-rank JSON lines, in order ($n lines)" \
+          $(( rc != 0 || c != 0 || n != 40 )) "rc $rc: $(echo "$out" | tail -5)"
     # A rank that dies mid-training stops the job at once, named.
     start=$(date +%s)
     out=$(BERT_COMM_TIMEOUT=10 BERT_COMM_FAULT="rank=1,at=40,do=exit" timeout 120           bash -c "$(declare -f run_ranks); run_ranks 2 '$TRAIN' $(printf "'%s' " "${ARGS[@]}") --out '$T/y.bert'" 2>&1); rc=$?

@@ -301,7 +301,9 @@ class MpiCommunicator final : public Communicator {
         if (peer_of[i] < 0) continue;
         int flag = 0;
         MPI_Test(&reqs[i], &flag, MPI_STATUS_IGNORE);
-        (flag ? arrived : missing) += (flag ? "," : missing.empty() ? "" : ",") + std::to_string(peer_of[i]);
+        std::string& list = flag ? arrived : missing;
+        if (!list.empty()) list += ',';
+        list += std::to_string(peer_of[i]);
       }
       std::fprintf(stderr,
                    "bert: rank %d: %s: rank(s) %s did not reach it within %.0f s (ranks %s did); a rank hung, "
