@@ -149,9 +149,12 @@ void register_dist_benchmarks() {
       ->ArgNames({"model", "batch", "seq", "threads", "zero"})
       ->Args({0, 8, 128, 1, 0})
       ->Args({0, 8, 128, 2, 0})
+      ->Args({0, 8, 128, 1, 1})
+      ->Args({0, 8, 128, 1, 2})
       ->Args({1, 32, 128, 1, 0})
       ->Args({1, 32, 128, 2, 0})
       ->Args({1, 32, 128, 1, 1})
+      ->Args({1, 32, 128, 1, 2})
       ->Iterations(3)
       ->UseRealTime()
       ->Unit(benchmark::kMillisecond);
