@@ -155,6 +155,17 @@ function renderLog(trial) {
   $("log").querySelector("tbody").prepend(row);
 }
 
+// Each compute worker plans a session per model and sequence-length bucket on first use: run a few
+// lengths on every model first (twice at once, for two workers) so no trial pays for that.
+async function warmUp() {
+  $("status").textContent = "warming up…";
+  const words = (n) => Array(n).fill("good").join(" ");
+  for (const m of state.models)
+    for (const n of [4, 20, 40])
+      await Promise.all([0, 1].map(() => api("/v1/predict", { model: m.name, inputs: [words(n)] }).catch(() => null)));
+  $("status").textContent = "";
+}
+
 async function main() {
   $("filter").addEventListener("input", renderSentences);
   $("shuffle").addEventListener("click", shuffle);
@@ -182,6 +193,7 @@ async function main() {
   }
   state.shown = state.sentences.slice();
   renderSentences();
+  await warmUp();
   document.body.setAttribute("data-ready", "1");
 }
 main();
