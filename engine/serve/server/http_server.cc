@@ -375,6 +375,7 @@ std::string Server::Impl::Metrics() {
 void Server::Impl::Routes() {
   http.set_payload_max_length(opt.max_body_bytes);
   http.new_task_queue = [n = opt.http_threads] { return new httplib::ThreadPool(static_cast<size_t>(n)); };
+  http.set_tcp_nodelay(true);  // no Nagle delay on small JSON replies
   http.set_keep_alive_max_count(100000);
   http.set_keep_alive_timeout(2);  // an idle connection holds a connection thread (and shutdown) this long
   http.set_read_timeout(30, 0);
@@ -499,7 +500,6 @@ void Server::Impl::Routes() {
       cr->predict.top_k = static_cast<int>(k.get<int64_t>());
     }
     cr->encodings = Encode(*m, inputs, read_max_length(body));
-    if (draining) throw HttpError{503, "shutting_down", "the server is shutting down"};
     m->metrics->requests += 1;
     if (!pool->Submit(cr))
       throw HttpError{429, "queue_full", "the queue of model '" + m->name + "' is full (" +
