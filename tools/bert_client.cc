@@ -108,6 +108,7 @@ int experiment(const Args& a, const std::string& host, int port) {
   if (sentences.empty()) return usage("no sentences in --data " + a.get("data"));
   httplib::Client cli(host, port);
   cli.set_read_timeout(300, 0);
+  cli.set_tcp_nodelay(true);
   auto models_res = cli.Get("/v1/models");
   if (!models_res || models_res->status != 200) return usage("cannot list the models at " + a.get("url"));
   std::vector<std::string> models = split(a.get("models"), ',');
@@ -213,6 +214,7 @@ int load(const Args& a, const std::string& host, int port) {
     threads.emplace_back([&, c] {
       httplib::Client cli(host, port);
       cli.set_keep_alive(true);
+      cli.set_tcp_nodelay(true);
       cli.set_read_timeout(120, 0);
       std::vector<double> mine;
       std::map<int, long> st;
