@@ -837,6 +837,34 @@ TEST(serve, SigtermFinishesTheRequestInFlight) {
   EXPECT_FALSE(gone.Get("/health"));
 }
 
+TEST(serve, ClientExperimentAndLoadModes) {
+  const fs::path data = models().dir / "client.tsv";
+  test::write_file(data, "sentence\tlabel\na fine film \t1\nawful \t0\nthe acting is great \t1\n");
+  ServeProcess s(standard_args());
+  const std::string url = "http://127.0.0.1:" + std::to_string(s.port());
+  const std::string client = (test::tools_dir() / "bert_client").string();
+  test::TempDir out;
+  auto r = test::run_command(client + " experiment --url " + url + " --models cls,cls2 --baseline cls --sizes 1,2 --trials 2 --data " +
+                             data.string() + " --csv " + (out / "t.csv").string() + " --markdown " + (out / "t.md").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string csv = test::read_file(out / "t.csv");
+  EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 1 + 2 * 2 * 2) << csv;  // header + models x sizes x trials
+  const std::string md = test::read_file(out / "t.md");
+  EXPECT_NE(md.find("| cls | 1 | 2 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("1.000x"), std::string::npos) << md;  // the baseline against itself
+  r = test::run_command(client + " load --url " + url + " --model cls --clients 4 --requests 200 --data " + data.string() +
+                        " --json " + (out / "load.json").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const json load = json::parse(test::read_file(out / "load.json"));
+  EXPECT_EQ(load["requests_ok"], 200);
+  EXPECT_EQ(load["errors"], 0);
+  EXPECT_GT(load["sentences_per_s"].get<double>(), 0);
+  EXPECT_LE(load["p50_ms"].get<double>(), load["p99_ms"].get<double>());
+  r = test::run_command(client + " load --url " + url + " --model nope --clients 2 --requests 10");
+  EXPECT_EQ(r.exit_code, 3) << r.output;
+  EXPECT_NE(r.output.find("\"404\":10"), std::string::npos) << r.output;
+}
+
 TEST(serve, RefusesBadStartOptions) {
   EXPECT_THROW(ServeProcess(standard_args({"--demo-data", "/nonexistent/dev.tsv"})), std::runtime_error);
   EXPECT_THROW(ServeProcess({"--model-dir", "/nonexistent/dir"}), std::runtime_error);
