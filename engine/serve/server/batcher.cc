@@ -245,27 +245,39 @@ void ComputePool::Loop(int id) {
     lk.unlock();
     if (more) cv_.notify_one();  // another worker may take the rest
     w.DropExpired();
-    RunBatch(w, batch);
+    try {  // nothing a batch does may end the worker: its inputs get the error instead
+      RunBatch(w, batch);
+    } catch (const std::exception& e) {
+      for (Item& item : batch)
+        if (!item.finished) Finish(item, nullptr, std::string("internal error: ") + e.what(), 0);
+    } catch (...) {
+      for (Item& item : batch)
+        if (!item.finished) Finish(item, nullptr, "internal error", 0);
+    }
     batch.clear();  // releases the requests (and perhaps a replaced model) outside the lock
     lk.lock();
   }
   (void)id;
 }
 
+void ComputePool::Finish(Item& item, nlohmann::json result, std::string error, double compute_ms) {
+  item.finished = true;
+  ComputeRequest& r = *item.req;
+  std::lock_guard<std::mutex> lk(r.mu);
+  r.results[item.index] = std::move(result);
+  r.errors[item.index] = std::move(error);
+  r.compute_ms = std::max(r.compute_ms, compute_ms);
+  if (--r.remaining == 0) r.cv.notify_all();
+}
+
 void ComputePool::RunBatch(Worker& w, std::vector<Item>& batch) {
   const std::shared_ptr<ServedModel> sm = batch.front().req->model;
   const OutputKind kind = batch.front().req->kind;
   const Model& model = *sm->model;
-  auto finish = [](Item& item, nlohmann::json result, std::string error, double compute_ms) {
-    ComputeRequest& r = *item.req;
-    std::lock_guard<std::mutex> lk(r.mu);
-    r.results[item.index] = std::move(result);
-    r.errors[item.index] = std::move(error);
-    r.compute_ms = std::max(r.compute_ms, compute_ms);
-    if (--r.remaining == 0) r.cv.notify_all();
-  };
+  auto finish = &ComputePool::Finish;
   auto fail_all = [&](const std::string& msg) {
-    for (Item& item : batch) finish(item, nullptr, msg, 0);
+    for (Item& item : batch)
+      if (!item.finished) Finish(item, nullptr, msg, 0);
   };
 
   std::vector<Encoding> encs;

@@ -146,7 +146,9 @@ class ComputePool {
     int index = 0;
     int tokens = 0;
     Clock::time_point enqueued;
+    bool finished = false;  // its result or error was handed to the request
   };
+  static void Finish(Item& item, nlohmann::json result, std::string error, double compute_ms);
   struct Worker;
   void Loop(int id);
   void RunBatch(Worker& w, std::vector<Item>& batch);
