@@ -210,16 +210,19 @@ void ComputePool::Loop(int id) {
     const OutputKind kind = front.req->kind;
     const int64_t model_max = model->model->info().max_seq;
     // Gather the batch: the oldest item, then later items of the same model and kind while the
-    // padded tokens (rows x bucket of the longest) stay within the budget.
+    // padded tokens (rows x bucket of the longest) stay within the budget. Idle workers share what
+    // is queued (a large request is split over them rather than run by one single-threaded worker).
+    int same = 0;
+    for (const Item& item : queue_) same += item.req->model.get() == model && item.req->kind == kind;
+    const int idle = std::max(1, policy_.workers - busy_);
+    const int share = std::min(policy_.max_batch_rows, (same + idle - 1) / idle);
     std::vector<std::list<Item>::iterator> picked;
     int longest = 0;
     for (auto it = queue_.begin(); it != queue_.end(); ++it) {
       if (it->req->model.get() != model || !(it->req->kind == kind)) continue;
       const int l = std::max(longest, it->tokens);
       const int rows = static_cast<int>(picked.size()) + 1;
-      if (!picked.empty() &&
-          (rows > policy_.max_batch_rows || rows * Bucket(l, model_max) > policy_.max_batch_tokens))
-        break;
+      if (!picked.empty() && (rows > share || rows * Bucket(l, model_max) > policy_.max_batch_tokens)) break;
       picked.push_back(it);
       longest = l;
     }
@@ -241,6 +244,7 @@ void ComputePool::Loop(int id) {
       queue_.erase(it);
     }
     for (const Item& item : batch) item.req->model->queued -= 1;
+    ++busy_;
     const bool more = !queue_.empty();
     lk.unlock();
     if (more) cv_.notify_one();  // another worker may take the rest
@@ -256,6 +260,7 @@ void ComputePool::Loop(int id) {
     }
     batch.clear();  // releases the requests (and perhaps a replaced model) outside the lock
     lk.lock();
+    --busy_;
   }
   (void)id;
 }

@@ -5,7 +5,8 @@
 // each, so the pool never oversubscribes the machine). Requests to any model go into one FIFO queue
 // of items (one item = one input sequence). A free worker takes the oldest item and gathers the
 // items behind it that are for the same model and output kind, up to a token budget (padded
-// tokens, rows x longest row rounded up to a power of two) and a row cap; with max_wait > 0 it
+// tokens, rows x longest row rounded up to a power of two), a row cap and its share of those items
+// among the idle workers (so one large request is split over them); with max_wait > 0 it
 // first waits up to max_wait after the oldest item arrived for the batch to fill. Each worker keeps
 // its own sessions per (model, kind, sequence bucket), created on first use with padding removal
 // when the backend has it. A request holds its model by shared_ptr, so a model replaced or unloaded
@@ -159,6 +160,7 @@ class ComputePool {
   std::condition_variable cv_;
   std::list<Item> queue_;
   bool stop_ = false;
+  int busy_ = 0;  // workers running a batch
   std::vector<std::thread> threads_;
 };
 
