@@ -8,7 +8,9 @@
 // BM_ServeAtRate/model:0/rate:R      8 clients paced to R requests/s in all: the latency at that load.
 // BM_ServeVsDirect/model:M           the same sentences through the server (8 clients) and through
 //                bert_run's text-mode path in-process (tokenize, one reused Session of batch 1 with
-//                all cores, Predict), one after another: server_over_direct = server / direct sentences/s.
+//                all cores, Predict), one after another: server_over_direct = server / direct sentences/s;
+//                also the direct path on one thread: server_over_cores_x_direct_1thread compares the
+//                server with that rate on every core (what the server's one-thread workers could reach).
 // The compute pool has one worker per core (std::thread::hardware_concurrency()).
 #include <benchmark/benchmark.h>
 #include <unistd.h>
@@ -230,12 +232,13 @@ BENCHMARK(BM_ServeAtRate)
     ->Args({0, 500})
     ->Args({0, 1000})
     ->Args({0, 1400})
+    ->Args({0, 2000})
     ->Iterations(1)
     ->UseManualTime()
     ->Unit(benchmark::kSecond);
 
 // bert_run's text mode in-process: tokenize, run one sentence on a batch-1 session, post-process.
-double direct_sentences_per_s(int m, size_t n, std::string* error) {
+double direct_sentences_per_s(int m, size_t n, int threads, std::string* error) {
   // One model and one batch-1 session (all cores, as bert_run's default) per preset, reused for
   // every length: the steady state of bert_run's text path, without its per-process model load and
   // session planning.
@@ -244,8 +247,8 @@ double direct_sentences_per_s(int m, size_t n, std::string* error) {
     std::optional<bert::Tokenizer> tok;
     std::unique_ptr<bert::Session> session;
   };
-  static std::map<int, Direct> cache;
-  Direct& d = cache[m];
+  static std::map<std::pair<int, int>, Direct> cache;
+  Direct& d = cache[{m, threads}];
   if (!d.session) {
     auto model = bert::Model::Load(model_file(m, error));
     if (!model.ok()) {
@@ -258,7 +261,7 @@ double direct_sentences_per_s(int m, size_t n, std::string* error) {
     auto tok = bert::Tokenizer::FromVocab(d.model->vocab(), topts);
     if (!tok.ok()) return -1;
     d.tok = std::move(*tok);
-    auto session = bert::Session::Create(d.model, {.max_batch = 1, .max_seq = 128});
+    auto session = bert::Session::Create(d.model, {.max_batch = 1, .max_seq = 128, .num_threads = threads});
     if (!session.ok()) {
       *error = session.status().to_string();
       return -1;
@@ -284,16 +287,22 @@ void BM_ServeVsDirect(benchmark::State& state) {
   if (port < 0) return state.SkipWithError(error.c_str());
   const long n = m == 0 ? 4000 : 200;
   // Warm both over the very sentences they are timed on (the GEMMs are planned per shape).
-  direct_sentences_per_s(m, std::min<long>(n, 872), &error);
+  direct_sentences_per_s(m, std::min<long>(n, 872), 0, &error);
+  direct_sentences_per_s(m, std::min<long>(n, 872), 1, &error);
   run_load(port, 8, 0, std::min<long>(n, 872), 0);
   for (auto _ : state) {
-    const double direct = direct_sentences_per_s(m, n, &error);
-    if (direct < 0) return state.SkipWithError(error.c_str());
+    const double direct = direct_sentences_per_s(m, n, 0, &error);
+    const double direct1 = direct_sentences_per_s(m, n, 1, &error);
+    if (direct < 0 || direct1 < 0) return state.SkipWithError(error.c_str());
     Load l = run_load(port, 8, 0, n, 0);
     state.SetIterationTime(l.seconds);
     report(state, l);
     state.counters["direct_sentences_per_s"] = direct;
     state.counters["server_over_direct"] = (l.ok / l.seconds) / direct;
+    // Per core: the server's workers each run one thread, so compare with one-thread runs on every core.
+    const double cores = std::max(1u, std::thread::hardware_concurrency());
+    state.counters["direct_1thread_sentences_per_s"] = direct1;
+    state.counters["server_over_cores_x_direct_1thread"] = (l.ok / l.seconds) / (cores * direct1);
   }
 }
 BENCHMARK(BM_ServeVsDirect)->ArgNames({"model"})->Arg(0)->Arg(1)->Iterations(1)->UseManualTime()->Unit(benchmark::kSecond);
