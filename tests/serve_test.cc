@@ -535,6 +535,9 @@ std::vector<Bad> malformed_corpus() {
       {"GET", "/v1/nothing", "", 404, "no such endpoint"},
       {"POST", "/v1/nothing", "{}", 404, "no such endpoint"},
       {"PUT", "/v1/predict", "{}", 404, "no such endpoint"},
+      {"GET", "/v1/%FF%FE", "", 404, "no such endpoint"},
+      {"DELETE", "/v1/models/%FF", "", 404, "unknown model"},
+      {"POST", "/v1/predict", R"({"model": "\u00ff\ud800", "inputs": ["a"]})", 400, "not valid JSON"},
   };
   // Limits (the standard server: 16 inputs, 1000 characters, 64 KiB bodies).
   json many = {{"model", "cls"}, {"inputs", json::array()}};
