@@ -302,6 +302,22 @@ Status Server::Impl::Load(const ModelSpec& spec) {
     if (!tok.ok()) return tok.status().with_context("the model's vocab");
     sm->tokenizer = std::move(*tok);
   }
+  // Warm-up before the model is visible: every worker plans its sessions for short, medium and
+  // long sentences (buckets 16, 32, 64), so the first requests do not pay for that.
+  if (sm->tokenizer) {
+    for (int words : {4, 20, 50}) {
+      std::string text;
+      for (int i = 0; i < words; ++i) text += "the ";
+      auto enc = sm->tokenizer->Encode(text, std::nullopt, static_cast<int>(sm->model->info().max_seq));
+      if (!enc.ok()) break;
+      auto cr = std::make_shared<ComputeRequest>();
+      cr->model = sm;
+      cr->received = Clock::now();
+      cr->encodings.assign(static_cast<size_t>(pool->policy().workers), *enc);
+      if (!pool->Submit(cr)) break;
+      ComputePool::Wait(*cr, Clock::now() + std::chrono::seconds(120));
+    }
+  }
   registry.Put(std::move(sm));  // a replaced model finishes its queued requests, then goes
   return Status();
 }
