@@ -11,7 +11,9 @@
 //                all cores, Predict), one after another: server_over_direct = server / direct sentences/s;
 //                also the direct path on one thread: server_over_cores_x_direct_1thread compares the
 //                server with that rate on every core (what the server's one-thread workers could reach).
-// The compute pool has one worker per core (std::thread::hardware_concurrency()).
+// BM_ServeVsDirectOneCore/model:M    the same with one core each: a one-worker server against that path
+//                on one thread (fairer than the above when other processes share the cores).
+// The compute pool has one worker per core (std::thread::hardware_concurrency()) unless noted.
 #include <benchmark/benchmark.h>
 #include <unistd.h>
 #include <httplib.h>
@@ -105,14 +107,15 @@ std::string model_file(int m, std::string* error) {
   return files[m] = p.string();
 }
 
-// One in-process server per model, kept for the whole run.
-int server_port(int m, std::string* error) {
-  static std::map<int, std::unique_ptr<bert::serve::Server>> servers;
-  if (servers.count(m)) return servers[m]->port();
+// One in-process server per model (and worker count: 0 = the cores), kept for the whole run.
+int server_port(int m, std::string* error, int workers = 0) {
+  static std::map<std::pair<int, int>, std::unique_ptr<bert::serve::Server>> servers;
+  if (servers.count({m, workers})) return servers[{m, workers}]->port();
   const std::string file = model_file(m, error);
   if (file.empty()) return -1;
   bert::serve::ServerOptions o;
   o.port = 0;
+  o.threads = workers;
   o.max_queue = 100000;
   auto s = bert::serve::Server::Create(o);
   if (!s.ok()) {
@@ -129,7 +132,7 @@ int server_port(int m, std::string* error) {
     return -1;
   }
   const int port = (*s)->port();
-  servers[m] = std::move(*s);
+  servers[{m, workers}] = std::move(*s);
   return port;
 }
 
@@ -306,5 +309,27 @@ void BM_ServeVsDirect(benchmark::State& state) {
   }
 }
 BENCHMARK(BM_ServeVsDirect)->ArgNames({"model"})->Arg(0)->Arg(1)->Iterations(1)->UseManualTime()->Unit(benchmark::kSecond);
+
+// One core each: a server with one worker against bert_run's path on one thread, the same sentences,
+// alternating; on a machine whose cores are shared this is the fairer measure of what the server adds.
+void BM_ServeVsDirectOneCore(benchmark::State& state) {
+  const int m = static_cast<int>(state.range(0));
+  std::string error;
+  const int port = server_port(m, &error, 1);
+  if (port < 0) return state.SkipWithError(error.c_str());
+  const long n = m == 0 ? 4000 : 100;
+  direct_sentences_per_s(m, std::min<long>(n, 872), 1, &error);
+  run_load(port, 8, 0, std::min<long>(n, 872), 0);
+  for (auto _ : state) {
+    const double direct1 = direct_sentences_per_s(m, n, 1, &error);
+    if (direct1 < 0) return state.SkipWithError(error.c_str());
+    Load l = run_load(port, 8, 0, n, 0);
+    state.SetIterationTime(l.seconds);
+    report(state, l);
+    state.counters["direct_1thread_sentences_per_s"] = direct1;
+    state.counters["server_over_direct"] = (l.ok / l.seconds) / direct1;
+  }
+}
+BENCHMARK(BM_ServeVsDirectOneCore)->ArgNames({"model"})->Arg(0)->Arg(1)->Iterations(1)->UseManualTime()->Unit(benchmark::kSecond);
 
 }  // namespace
