@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(build-essential cmake pkg-config libdnnl-dev nlohmann-json3-dev libutf8proc-dev
-          libgtest-dev libgmock-dev libbenchmark-dev
+          libgtest-dev libgmock-dev libbenchmark-dev libcpp-httplib-dev chromium nodejs
           openmpi-bin libopenmpi-dev
           ocl-icd-opencl-dev opencl-c-headers)  # Debian's oneDNN CMake config requires OpenCL
 missing=()

@@ -38,6 +38,7 @@
 #include "bert/tensors_file.h"
 #include "bert/tokenizer.h"
 #include "bert/train.h"
+#include "engine/serve/prediction_json.h"
 #include "tools/common/cli.h"
 #include "tools/common/text_request.h"
 #include "weights/mapped_file.h"  // check_regular_file
@@ -339,47 +340,6 @@ int run_grads(const std::shared_ptr<const bert::Model>& model, const std::string
   return 0;
 }
 
-// The prediction as JSON (the keys bert_run has always printed).
-nlohmann::json prediction_json(const bert::Prediction& pr) {
-  nlohmann::json j;
-  j["tokens"] = pr.tokens;
-  if (pr.classification) {
-    j["label"] = pr.classification->label;
-    j["label_id"] = pr.classification->label_id;
-    for (const bert::LabelProbability& p : pr.classification->probabilities) j["probabilities"][p.label] = p.probability;
-  }
-  if (pr.token_labels) {  // by word ("##" pieces joined, the first piece's label), without [CLS]/[SEP]
-    j["entities"] = nlohmann::json::array();
-    for (const bert::WordLabel& w : bert::GroupWords(*pr.token_labels))
-      j["entities"].push_back({{"word", w.word}, {"label", w.label}, {"score", w.score},
-                               {"first_token", w.first_token}, {"last_token", w.last_token}});
-  }
-  if (pr.answer) {
-    j["answer"] = pr.answer->text;
-    j["start_token"] = pr.answer->start_token;
-    j["end_token"] = pr.answer->end_token;
-    j["score"] = pr.answer->score;
-  }
-  if (pr.masks) {
-    j["masks"] = nlohmann::json::array();
-    for (const bert::MaskFill& m : *pr.masks) {
-      nlohmann::json top = nlohmann::json::array();
-      for (const bert::TokenCandidate& c : m.candidates)
-        top.push_back({{"token", c.token}, {"id", c.id}, {"probability", c.probability}});
-      j["masks"].push_back({{"position", m.position}, {"top5", top}});
-    }
-  }
-  if (pr.in_order_probability) j["in_order_probability"] = *pr.in_order_probability;
-  if (pr.is_next_probability) j["is_next_probability"] = *pr.is_next_probability;
-  if (pr.replaced_tokens)
-    for (const bert::ReplacedToken& t : *pr.replaced_tokens)
-      j["tokens_replaced"].push_back({{"token", t.token}, {"replaced_probability", t.replaced_probability}});
-  if (pr.pooler_output) j["pooler_output"] = *pr.pooler_output;
-  if (pr.sentence_embedding) j["sentence_embedding"] = *pr.sentence_embedding;
-  if (!pr.note.empty()) j["note"] = pr.note;
-  return j;
-}
-
 int run_text(const std::shared_ptr<const bert::Model>& model, const std::string& text,
              const std::optional<std::string>& pair, int max_length, bert::SessionOptions opts,
              const DeviceRun& device) {
@@ -411,7 +371,7 @@ int run_text(const std::shared_ptr<const bert::Model>& model, const std::string&
 
   auto prediction = bert::Predict(**session, *model, *tok, *enc);  // top 5 per [MASK], answers <= 30 tokens
   if (!prediction.ok()) return fail(prediction.status());
-  const nlohmann::json j = prediction_json(*prediction);
+  const nlohmann::json j = bert::serve::PredictionJson(*prediction);
   std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   return 0;
 }
@@ -456,7 +416,7 @@ int run_text_lines(const std::shared_ptr<const bert::Model>& model, const std::s
     BERT_RETURN_IF_ERROR((*session)->Run(batch).with_context(where));
     auto prediction = bert::Predict(**session, *model, *tok, *enc);
     if (!prediction.ok()) return prediction.status().with_context(where);
-    nlohmann::json j = prediction_json(*prediction);
+    nlohmann::json j = bert::serve::PredictionJson(*prediction);
     if (!req->id.is_null()) j["id"] = req->id;
     return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   };
