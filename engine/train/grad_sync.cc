@@ -91,8 +91,21 @@ Status GradientSync::finish() {
 
 Status GradientSync::reduce_all() {
   BERT_RETURN_IF_ERROR(begin());
-  if (arena_.layout().zero_stage >= 2) BERT_RETURN_IF_ERROR(prepare_through(INT64_MIN));  // nothing to add: zeros
-  return finish();
+  if (arena_.layout().zero_stage < 2) return finish();
+  // ZeRO-2 without a backward: this rank adds nothing. Bucket by bucket, in the order every rank
+  // launches them (buckets share memory, so each is zeroed just before its own reduction).
+  const auto& buckets = arena_.buckets();
+  Status first;
+  for (size_t i = 0; i < buckets.size(); ++i) {
+    Status st = backend_.zero(arena_.bucket_grads(buckets[i]), buckets[i].n * sizeof(float));
+    launch(i);
+    if (Status done = complete(i); st.ok()) st = done;
+    if (!st.ok() && first.ok()) first = st;
+  }
+  next_ = buckets.size();
+  active_ = false;
+  ++stats_.steps;
+  return first;
 }
 
 }  // namespace bert
