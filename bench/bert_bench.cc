@@ -40,6 +40,7 @@
 
 void register_cuda_benchmarks();  // bench/cuda_bench.cc (a no-op without CUDA)
 void register_dist_benchmarks();  // bench/dist_bench.cc (BM_DataParallel*: ranks under mpirun)
+bool is_reporting_rank();         // bench/dist_bench.cc: rank 0, or the only process
 
 namespace {
 
@@ -287,7 +288,8 @@ int main(int argc, char** argv) {
     if (!m.ok()) return p.fail(m.status().to_string());
   }
   std::vector<char*> args{argv[0]};
-  for (std::string& f : benchmark_flags) args.push_back(f.data());
+  for (std::string& f : benchmark_flags)  // under mpirun only rank 0 writes --benchmark_out
+    if (is_reporting_rank() || f.rfind("--benchmark_out", 0) != 0) args.push_back(f.data());
   int n = static_cast<int>(args.size());
   benchmark::Initialize(&n, args.data());
   if (benchmark::ReportUnrecognizedArguments(n, args.data())) return 1;

@@ -142,6 +142,8 @@ void BM_DataParallelInference(benchmark::State& state) {
 }  // namespace
 
 // Called by bert_bench's main.
+bool is_reporting_rank() { return comm()->rank() == 0; }
+
 void register_dist_benchmarks() {
   if (comm()->world_size() > 1 && comm()->rank() != 0)
     if (!std::freopen("/dev/null", "w", stdout)) std::perror("bert_bench: /dev/null");
