@@ -12,14 +12,18 @@ BUILD=${SANITIZE_BUILD_DIR:-build-asan}
 JOBS=${SANITIZE_BUILD_JOBS:-$(nproc)}
 TESTS=${SANITIZE_TESTS:-"hardening_test cli_test friction_test safetensors_test torch_checkpoint_test tokenizer_test
   data_test postprocess_test public_api_test tools_test bert_tokenize_tool_test"}
-FLAGS="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
+FLAGS="${SANITIZE_OPT:--O1} -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=None -DBERT_CUDA=OFF -DBERT_BUILD_BENCH=OFF \
   -DCMAKE_CXX_FLAGS="$FLAGS" -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" \
   -DCMAKE_SHARED_LINKER_FLAGS="-fsanitize=address,undefined" >/dev/null
 targets="bert_run bert_train bert_tokenize convert_weights"
 for t in $TESTS; do targets="$targets $t"; done
 # shellcheck disable=SC2086
-cmake --build "$BUILD" -j "$JOBS" --target $targets >/dev/null
+if ! cmake --build "$BUILD" -j "$JOBS" --target $targets >"$BUILD/build.log" 2>&1; then
+  grep -E "error|Error" -A5 "$BUILD/build.log" | head -60
+  echo "sanitize.sh: the build failed (all of it in $BUILD/build.log)"
+  exit 1
+fi
 # oneDNN and OpenMP are not instrumented: their allocations are not leaks of ours, and OpenMP's
 # thread pool outlives main.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:abort_on_error=1}
