@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the engine, its tools and a subset of the test suite with AddressSanitizer +
-# UndefinedBehaviorSanitizer (gcc, -O1, -DBERT_CUDA=OFF, no benchmarks) in $SANITIZE_BUILD_DIR
+# UndefinedBehaviorSanitizer (gcc, -O0 unless SANITIZE_OPT says otherwise: it builds in half the time
+# of -O1; -DBERT_CUDA=OFF, no benchmarks) in $SANITIZE_BUILD_DIR
 # (default build-asan) and runs that subset one executable at a time. The subset is every test of the input
 # paths: the readers and parsers, the tools end to end (their binaries are instrumented too) and the
 # public API's error paths; the numeric kernels' parity and training suites are left out to fit
@@ -12,7 +13,7 @@ BUILD=${SANITIZE_BUILD_DIR:-build-asan}
 JOBS=${SANITIZE_BUILD_JOBS:-$(nproc)}
 TESTS=${SANITIZE_TESTS:-"hardening_test cli_test friction_test safetensors_test torch_checkpoint_test tokenizer_test
   data_test postprocess_test public_api_test tools_test bert_tokenize_tool_test"}
-FLAGS="${SANITIZE_OPT:--O1} -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
+FLAGS="${SANITIZE_OPT:--O0} -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=None -DBERT_CUDA=OFF -DBERT_BUILD_BENCH=OFF \
   -DCMAKE_CXX_FLAGS="$FLAGS" -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" \
   -DCMAKE_SHARED_LINKER_FLAGS="-fsanitize=address,undefined" >/dev/null
