@@ -20,7 +20,7 @@ cmake --build "$BUILD" -j "$JOBS" >/dev/null
 
 targets=${FUZZ_TARGETS:-$(cd fuzz && ls fuzz_*.cc | sed 's/\.cc$//')}
 mkdir -p "$BUILD/artifacts" "$BUILD/logs"
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1}
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 failed=0
 printf '%-22s %12s %8s %s\n' target executions seconds result

@@ -147,6 +147,17 @@ TEST(CliTools, EveryToolNamesOptionErrorsTheSameWay) {
   EXPECT_NE(r.output.find("--lr: 1e9 is out of range"), std::string::npos) << r.output;
 }
 
+TEST(CliTools, TheThreadsBoundItselfRuns) {  // 99999 crashed inside OpenMP; the bound must not
+  bert::test::TempDir tmp;
+  bert::test::write_file(tmp / "vocab.txt", "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\ngood\nmovie\n");
+  auto r = bert::test::run_command(tool("convert_weights") + " --synthetic bert-tiny " + (tmp / "m.bert").string() +
+                                   " --vocab " + (tmp / "vocab.txt").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = bert::test::run_command(tool("bert_run") + " --model " + (tmp / "m.bert").string() + " --text 'good movie' " +
+                              "--threads " + std::to_string(bert::kMaxThreads));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+}
+
 TEST(CliTools, SessionAndTrainerShareTheThreadsBound) {
   auto model = bert::LoadSynthetic({.preset = "bert-tiny", .seed = 1});
   ASSERT_TRUE(model.ok()) << model.status().to_string();

@@ -7,7 +7,9 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "bert/predict.h"
 #include "bert/tensors_file.h"
+#include "bert/tokenizer.h"
 #include "tests/test_util.h"
 
 namespace bert {
@@ -43,6 +45,57 @@ class Friction : public ::testing::Test {
   std::string model(const char* arch) const { return (tmp_ / (std::string(arch) + ".bert")).string(); }
   test::TempDir tmp_;
 };
+
+// QA answers come from the original context with character offsets, not word pieces joined.
+TEST(FrictionQa, AnswersAreCutFromTheOriginalTextWithCharacterOffsets) {
+  auto tok = Tokenizer::FromVocab({"[PAD]", "[UNK]", "[CLS]", "[SEP]", "where", "is", "paris", "in", "france",
+                                   "the", "country", "'", "s", "capital", ",", ".", "(", ")", "中", "##ly", "nice"});
+  ASSERT_TRUE(tok.ok());
+  const std::string question = "Where is Paris?";
+  const std::string context = "Paris is in  Fr\xc3\xa1nce, the country's \xe4\xb8\xad capital \x01(nicely) zzz.";
+  auto enc = tok->Encode(question, std::string_view(context));
+  ASSERT_TRUE(enc.ok());
+  auto pos = [&](const std::string& t, int nth = 0) {
+    for (size_t s = 0; s < enc->tokens.size(); ++s)
+      if (enc->tokens[s] == t && enc->token_type_ids[s] == 1 && nth-- == 0) return static_cast<int>(s);
+    return -1;
+  };
+  struct Case {
+    int start, end;
+    std::string text;
+    int64_t start_char, chars;
+  } cases[] = {
+      {pos("france"), pos("france"), "Fr\xc3\xa1nce", 13, 6},      // accents and a double space
+      {pos("the"), pos("s"), "the country's", 21, 13},               // punctuation inside
+      {pos("中"), pos("capital"), "\xe4\xb8\xad capital", 35, 9},  // CJK: one character
+      {pos("("), pos(")"), "(nicely)", 46, 8},                       // after a control character
+      {pos("[UNK]"), pos("."), "zzz.", 55, 4},                       // [UNK] covers its word
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.text);
+    ASSERT_GE(c.start, 0);
+    auto a = LocateAnswer({c.start, c.end, 0.5, "joined"}, *enc, context, true);
+    ASSERT_TRUE(a.ok()) << a.status().to_string();
+    EXPECT_EQ(a->text, c.text);
+    EXPECT_EQ(a->start_char, c.start_char);
+    EXPECT_EQ(a->end_char - a->start_char, c.chars);
+  }
+  // A span outside the context and pieces that do not belong to the text are errors, not guesses.
+  EXPECT_FALSE(LocateAnswer({1, 2, 0.5, ""}, *enc, context, true).ok());
+  EXPECT_FALSE(AlignWordPieces("abc", {"x"}, true).has_value());
+}
+
+TEST_F(Friction, BertRunQaPrintsCharacterOffsetsIntoTheContext) {
+  const std::string context = "Paris is in  France, the capital.";
+  auto r = test::run_command(tool("bert_run") + " --model " + model("BertForQuestionAnswering") +
+                             " --text 'where is paris' --text-pair '" + context + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const json j = json::parse(r.output);
+  ASSERT_TRUE(j.contains("start") && j.contains("end")) << r.output;
+  const size_t start = j["start"].get<size_t>(), end = j["end"].get<size_t>();
+  ASSERT_LE(end, context.size());
+  EXPECT_EQ(j["answer"].get<std::string>(), context.substr(start, end - start)) << r.output;
+}
 
 TEST_F(Friction, BertTokenizeFeedsBertRun) {
   test::write_file(tmp_ / "in.jsonl", "{\"text\": \"the cat sat\", \"id\": \"first\"}\n\n"

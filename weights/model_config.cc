@@ -149,10 +149,6 @@ Status get_int(const json& j, const char* key, const std::string& src, bool requ
 // The largest value each size field may have. Generous (a few times the largest released model) but
 // small enough that no product of them overflows and nothing is allocated for an absurd config: the
 // sizes are checked here, before the parameter list, the label names or any tensor exist.
-struct SizeLimit {
-  const char* key;
-  int64_t max;
-};
 constexpr int64_t kMaxVocab = int64_t{1} << 24, kMaxHidden = int64_t{1} << 16, kMaxLayers = 1024,
                   kMaxIntermediate = int64_t{1} << 18, kMaxPositions = int64_t{1} << 20,
                   kMaxTypeVocab = int64_t{1} << 16, kMaxLabels = int64_t{1} << 20;

@@ -2,12 +2,15 @@
 // words, the best QA span, top-k tokens per [MASK], ELECTRA's replaced tokens, and Predict, which
 // reads one sequence's outputs from a session and applies the model's head.
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <numeric>
 #include <string>
 #include <vector>
 
 #include "bert/predict.h"
+
+#include <utf8proc.h>
 
 namespace bert {
 namespace {
@@ -260,6 +263,131 @@ Result<Prediction> Predict(const Session& session, const Model& model, const Tok
     pr.sentence_embedding = std::vector<float>(e.begin(), e.end());
   }
   return pr;
+}
+
+// ---- answers in the original text ----------------------------------------------------------------
+
+namespace {
+
+// One code point of the original text: its bytes [begin, end).
+struct SourceChar {
+  char32_t cp;
+  size_t begin, end;
+};
+
+std::vector<SourceChar> decode(std::string_view text) {
+  std::vector<SourceChar> out;
+  const auto* p = reinterpret_cast<const utf8proc_uint8_t*>(text.data());
+  for (size_t i = 0; i < text.size();) {
+    utf8proc_int32_t cp = 0;
+    utf8proc_ssize_t n = utf8proc_iterate(p + i, static_cast<utf8proc_ssize_t>(text.size() - i), &cp);
+    if (n <= 0) cp = 0xFFFD, n = 1;  // an invalid byte: the tokenizer drops it as U+FFFD
+    out.push_back({static_cast<char32_t>(cp), i, i + static_cast<size_t>(n)});
+    i += static_cast<size_t>(n);
+  }
+  return out;
+}
+
+// The comparison form of one code point: lowercased (with lower_case), decomposed, accents dropped
+// (with lower_case); nothing for whitespace, controls and U+FFFD.
+void fold(char32_t cp, bool lower_case, std::u32string& out) {
+  if (cp == 0 || cp == 0xFFFD) return;
+  const utf8proc_category_t cat = utf8proc_category(static_cast<utf8proc_int32_t>(cp));
+  if (cp == U' ' || cp == U'\t' || cp == U'\n' || cp == U'\r' || cat == UTF8PROC_CATEGORY_ZS ||
+      cat == UTF8PROC_CATEGORY_ZL || cat == UTF8PROC_CATEGORY_ZP || cat == UTF8PROC_CATEGORY_CC ||
+      cat == UTF8PROC_CATEGORY_CF || cat == UTF8PROC_CATEGORY_CN || cat == UTF8PROC_CATEGORY_CO ||
+      cat == UTF8PROC_CATEGORY_CS)
+    return;
+  utf8proc_int32_t c = static_cast<utf8proc_int32_t>(cp);
+  if (lower_case) c = utf8proc_tolower(c);
+  utf8proc_int32_t buf[16];
+  int last = 0;
+  const utf8proc_ssize_t n = utf8proc_decompose_char(c, buf, 16, UTF8PROC_DECOMPOSE, &last);
+  if (n <= 0 || n > 16) {
+    out.push_back(static_cast<char32_t>(c));
+    return;
+  }
+  for (utf8proc_ssize_t k = 0; k < n; ++k) {
+    if (lower_case && utf8proc_category(buf[k]) == UTF8PROC_CATEGORY_MN) continue;
+    out.push_back(static_cast<char32_t>(lower_case ? utf8proc_tolower(buf[k]) : buf[k]));
+  }
+}
+
+bool is_word_break(char32_t cp) {
+  const utf8proc_category_t cat = utf8proc_category(static_cast<utf8proc_int32_t>(cp));
+  return cp == U' ' || cp == U'\t' || cp == U'\n' || cp == U'\r' || cat == UTF8PROC_CATEGORY_ZS ||
+         (cat >= UTF8PROC_CATEGORY_PC && cat <= UTF8PROC_CATEGORY_PO) ||
+         (cp < 128 && std::ispunct(static_cast<int>(cp)));
+}
+
+}  // namespace
+
+std::optional<std::vector<std::pair<size_t, size_t>>> AlignWordPieces(std::string_view text,
+                                                                      const std::vector<std::string>& pieces,
+                                                                      bool lower_case) {
+  const std::vector<SourceChar> src = decode(text);
+  // The folded stream, each folded code point with the index of its source character.
+  std::u32string folded;
+  std::vector<size_t> from;
+  for (size_t i = 0; i < src.size(); ++i) {
+    const size_t before = folded.size();
+    fold(src[i].cp, lower_case, folded);
+    from.resize(folded.size(), i);
+    (void)before;
+  }
+  std::vector<std::pair<size_t, size_t>> out;
+  size_t at = 0;  // position in `folded`
+  for (const std::string& piece : pieces) {
+    if (at >= folded.size()) return std::nullopt;
+    const size_t first = at;
+    if (piece == "[UNK]") {  // one word: up to the next break in the source (at least one character)
+      size_t i = from[at];
+      do {
+        ++at;
+      } while (at < folded.size() && from[at] == i);
+      while (at < folded.size()) {
+        const size_t j = from[at];
+        if (is_word_break(src[j].cp) || is_word_break(src[j - 1].cp)) break;
+        while (at < folded.size() && from[at] == j) ++at;
+      }
+    } else {
+      const std::string_view body = std::string_view(piece).substr(piece.rfind("##", 0) == 0 ? 2 : 0);
+      std::u32string want;
+      for (const SourceChar& c : decode(body)) fold(c.cp, lower_case, want);
+      if (want.empty() || folded.compare(at, want.size(), want) != 0) return std::nullopt;
+      at += want.size();
+    }
+    out.emplace_back(src[from[first]].begin, src[from[at - 1]].end);
+  }
+  return out;
+}
+
+Result<AnswerInText> LocateAnswer(const AnswerSpan& answer, const Encoding& enc, std::string_view context,
+                                  bool lower_case) {
+  const bool pair = std::find(enc.token_type_ids.begin(), enc.token_type_ids.end(), 1) != enc.token_type_ids.end();
+  const int32_t ctx_type = pair ? 1 : 0;
+  std::vector<std::string> pieces;
+  std::vector<int> index_of(enc.tokens.size(), -1);  // token position -> index in `pieces`
+  for (size_t s = 0; s < enc.tokens.size(); ++s) {
+    const std::string& t = enc.tokens[s];
+    if (enc.token_type_ids[s] != ctx_type || t == "[CLS]" || t == "[SEP]" || t == "[PAD]") continue;
+    index_of[s] = static_cast<int>(pieces.size());
+    pieces.push_back(t);
+  }
+  if (answer.start_token < 0 || answer.end_token < answer.start_token ||
+      static_cast<size_t>(answer.end_token) >= enc.tokens.size() || index_of[answer.start_token] < 0 ||
+      index_of[answer.end_token] < 0)
+    return invalid_argument("the answer's tokens " + std::to_string(answer.start_token) + ".." +
+                            std::to_string(answer.end_token) + " are not in the context");
+  auto offsets = AlignWordPieces(context, pieces, lower_case);
+  if (!offsets) return invalid_argument("the context's word pieces do not align with the context text");
+  AnswerInText a;
+  a.start_byte = (*offsets)[index_of[answer.start_token]].first;
+  a.end_byte = (*offsets)[index_of[answer.end_token]].second;
+  a.text = std::string(context.substr(a.start_byte, a.end_byte - a.start_byte));
+  a.start_char = static_cast<int64_t>(decode(context.substr(0, a.start_byte)).size());
+  a.end_char = a.start_char + static_cast<int64_t>(decode(a.text).size());
+  return a;
 }
 
 }  // namespace bert

@@ -9,6 +9,8 @@
 
 #include <cstdint>
 #include <optional>
+#include <string_view>
+#include <utility>
 #include <set>
 #include <span>
 #include <string>
@@ -123,6 +125,27 @@ struct PredictOptions {
 };
 
 // Everything a model's head (and pooling) says about one sequence; the parts its head has are set.
+// Where each word piece of `text` lies in it: [begin, end) byte offsets, one per piece, in order
+// (`pieces` are the tokenizer's pieces of `text` alone, no special tokens; a prefix of them is
+// fine, as after truncation). Matching ignores case, accents (with lower_case), whitespace and
+// control characters, as the tokenizer does; "[UNK]" covers one word. nullopt when the pieces do
+// not align with the text.
+std::optional<std::vector<std::pair<size_t, size_t>>> AlignWordPieces(std::string_view text,
+                                                                      const std::vector<std::string>& pieces,
+                                                                      bool lower_case);
+
+// An answer located in the original context string: byte offsets, character (code point) offsets
+// as Python's str indexes them, and the answer text cut from the context (not word pieces joined).
+struct AnswerInText {
+  size_t start_byte = 0, end_byte = 0;
+  int64_t start_char = 0, end_char = 0;  // [start, end)
+  std::string text;
+};
+// `context` is the text the answer was taken from: the second segment of a pair encoding (the
+// question-answering convention BestAnswerSpan follows), else the single text.
+Result<AnswerInText> LocateAnswer(const AnswerSpan& answer, const Encoding& enc, std::string_view context,
+                                  bool lower_case);
+
 struct Prediction {
   std::string head;                 // ModelInfo::head
   std::vector<std::string> tokens;  // the encoding's tokens
