@@ -40,6 +40,7 @@
 #include "bert/train.h"
 #include "engine/serve/prediction_json.h"
 #include "tools/common/cli.h"
+#include "tools/common/ranks.h"
 #include "tools/common/text_request.h"
 #include "weights/mapped_file.h"  // check_regular_file
 
@@ -63,17 +64,7 @@ const char kDescription[] =
 
 std::shared_ptr<bert::Communicator> g_comm;  // the job's ranks (one, or mpirun's)
 
-// An error: printed (naming the rank in a multi-rank job) and reported to the other ranks, which stop
-// at their next collective with a message naming this one.
-int fail(const Status& st) {
-  if (g_comm && g_comm->world_size() > 1) {
-    std::fprintf(stderr, "bert_run: rank %d: %s\n", g_comm->rank(), st.to_string().c_str());
-    if (st.code() != bert::ErrorCode::kAborted) g_comm->Fail(st.message());
-  } else {
-    std::fprintf(stderr, "bert_run: %s\n", st.to_string().c_str());
-  }
-  return 1;
-}
+int fail(const Status& st) { return cli::FailOnRanks("bert_run", st, g_comm.get()); }
 
 // An int32 [batch, seq] input read from an int32 or int64 tensor.
 struct IntInput {
@@ -184,7 +175,8 @@ int run_tensors(const std::shared_ptr<const bert::Model>& model, const std::stri
     return fail(bert::invalid_argument(inputs_path + ": " + std::to_string(rows) + " rows cannot be shared by " +
                                        std::to_string(ranks) + " ranks"));
   const int64_t per = rows / ranks, extra = rows % ranks;
-  const int64_t lo = me * per + std::min<int64_t>(me, extra), hi = lo + per + (me < extra ? 1 : 0);
+  const auto share = cli::RankShare(0, static_cast<size_t>(rows), me, ranks);
+  const int64_t lo = static_cast<int64_t>(share.first), hi = static_cast<int64_t>(share.second);
   const int64_t chunk = rows_per_run > 0 ? std::min<int64_t>(rows_per_run, hi - lo) : hi - lo;
   auto slice = [&](int64_t r0, int64_t n) {
     bert::BatchInput in = batch->input();
@@ -455,8 +447,7 @@ int run_text_lines(const std::shared_ptr<const bert::Model>& model, const std::s
     if (!cli::IsBlankLine(line)) lines.emplace_back(line_no, line);
   bert::Communicator& comm = *g_comm;
   const size_t ranks = static_cast<size_t>(comm.world_size()), me = static_cast<size_t>(comm.rank());
-  const size_t per = lines.size() / ranks, extra = lines.size() % ranks;
-  const size_t lo = me * per + std::min(me, extra), hi = lo + per + (me < extra ? 1 : 0);
+  const auto [lo, hi] = cli::RankShare(0, lines.size(), static_cast<int>(me), static_cast<int>(ranks));
   std::string mine;
   for (size_t i = lo; i < hi; ++i) {
     auto out = predict_line(lines[i].first, lines[i].second);

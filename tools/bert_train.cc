@@ -53,6 +53,7 @@
 #include "bert/tokenizer.h"
 #include "bert/train.h"
 #include "tools/common/cli.h"
+#include "tools/common/ranks.h"
 #include "tools/common/training_state.h"
 #include "weights/mapped_file.h"  // check_regular_file
 #include "weights/synthetic.h"    // synthetic_config_json (--labels with --synthetic)
@@ -75,24 +76,7 @@ const char kDescription[] =
 
 std::shared_ptr<bert::Communicator> g_comm;  // the job's ranks (one, or mpirun's)
 
-// An error: printed (naming the rank in a multi-rank job) and reported to the other ranks, which stop
-// at their next collective with a message naming this one.
-int fail(const Status& st) {
-  if (g_comm && g_comm->world_size() > 1) {
-    std::fprintf(stderr, "bert_train: rank %d: %s\n", g_comm->rank(), st.to_string().c_str());
-    if (st.code() != bert::ErrorCode::kAborted) g_comm->Fail(st.message());
-  } else {
-    std::fprintf(stderr, "bert_train: %s\n", st.to_string().c_str());
-  }
-  return 1;
-}
-
-// This rank's rows of the global batch [begin, end): contiguous shares differing by at most one.
-std::pair<size_t, size_t> my_share(size_t begin, size_t end, int rank, int ranks) {
-  const size_t n = end - begin, per = n / ranks, extra = n % ranks, r = static_cast<size_t>(rank);
-  const size_t from = begin + r * per + std::min(r, extra);
-  return {from, from + per + (r < extra ? 1 : 0)};
-}
+int fail(const Status& st) { return cli::FailOnRanks("bert_train", st, g_comm.get()); }
 
 // Peak resident set of this process (bytes).
 int64_t peak_rss() {
@@ -123,7 +107,7 @@ Result<Eval> evaluate(const std::shared_ptr<const bert::Model>& model, const std
   // sums: loss, correct, rows, then tp, fp, fn per class
   std::vector<double> sums(3 + 3 * static_cast<size_t>(std::max<int64_t>(L, 1)), 0.0);
   double *tp = sums.data() + 3, *fp = tp + L, *fn = fp + L;
-  const auto [from, to] = my_share(0, dev.size(), comm.rank(), comm.world_size());
+  const auto [from, to] = cli::RankShare(0, dev.size(), comm.rank(), comm.world_size());
   for (size_t begin = from; begin < to; begin += batch) {
     const size_t end = std::min(to, begin + batch);
     BERT_ASSIGN_OR_RETURN(Batch b, bert::data::MakeBatch(dev, order, begin, end, pad_id));
@@ -453,7 +437,7 @@ int main(int argc, char** argv) {
     };
     for (; b < batches_per_epoch; ++b) {
       const size_t global_begin = b * batch, global_end = std::min(train->size(), global_begin + batch);
-      const auto [begin, end] = my_share(global_begin, global_end, rank, ranks);
+      const auto [begin, end] = cli::RankShare(global_begin, global_end, rank, ranks);
       const bool step_now = (b + 1) % accumulate == 0 || b + 1 == batches_per_epoch;
       // This rank's share of the batch's loss: its rows / the batch's rows.
       const double share = double(end - begin) / double(global_end - global_begin);
