@@ -332,21 +332,6 @@ int run_grads(const std::shared_ptr<const bert::Model>& model, const std::string
   return 0;
 }
 
-// Question answering: the answer cut from the original context (the pair's second text, else the
-// text) with its character offsets "start"/"end", instead of word pieces joined by spaces.
-void add_answer_offsets(nlohmann::json& j, const bert::Prediction& pr, const bert::Encoding& enc,
-                        const std::string& text, const std::optional<std::string>& pair, bool lower_case) {
-  if (!pr.answer) return;
-  auto located = bert::LocateAnswer(*pr.answer, enc, pair ? *pair : text, lower_case);
-  if (!located.ok()) {
-    j["note"] = "answer offsets unavailable (" + located.status().message() + "); the answer is its word pieces";
-    return;
-  }
-  j["answer"] = located->text;
-  j["start"] = located->start_char;
-  j["end"] = located->end_char;
-}
-
 int run_text(const std::shared_ptr<const bert::Model>& model, const std::string& text,
              const std::optional<std::string>& pair, int max_length, bert::SessionOptions opts,
              const DeviceRun& device) {
@@ -379,7 +364,7 @@ int run_text(const std::shared_ptr<const bert::Model>& model, const std::string&
   auto prediction = bert::Predict(**session, *model, *tok, *enc);  // top 5 per [MASK], answers <= 30 tokens
   if (!prediction.ok()) return fail(prediction.status());
   nlohmann::json j = bert::serve::PredictionJson(*prediction);
-  add_answer_offsets(j, *prediction, *enc, text, pair, model->lower_case());
+  bert::serve::AddAnswerOffsets(j, *prediction, *enc, text, pair, model->lower_case());
   std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   return 0;
 }
@@ -425,7 +410,7 @@ int run_text_lines(const std::shared_ptr<const bert::Model>& model, const std::s
     auto prediction = bert::Predict(**session, *model, *tok, *enc);
     if (!prediction.ok()) return prediction.status().with_context(where);
     nlohmann::json j = bert::serve::PredictionJson(*prediction);
-    add_answer_offsets(j, *prediction, *enc, req->text, req->pair, model->lower_case());
+    bert::serve::AddAnswerOffsets(j, *prediction, *enc, req->text, req->pair, model->lower_case());
     if (!req->id.is_null()) j["id"] = req->id;
     return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   };

@@ -43,4 +43,17 @@ nlohmann::json PredictionJson(const Prediction& pr) {
   return j;
 }
 
+void AddAnswerOffsets(nlohmann::json& j, const Prediction& pr, const Encoding& enc, const std::string& text,
+                      const std::optional<std::string>& pair, bool lower_case) {
+  if (!pr.answer) return;
+  auto located = LocateAnswer(*pr.answer, enc, pair ? *pair : text, lower_case);
+  if (!located.ok()) {
+    j["note"] = "answer offsets unavailable (" + located.status().message() + "); the answer is its word pieces";
+    return;
+  }
+  j["answer"] = located->text;
+  j["start"] = located->start_char;
+  j["end"] = located->end_char;
+}
+
 }  // namespace bert::serve

@@ -355,7 +355,12 @@ void ComputePool::RunBatch(Worker& w, std::vector<Item>& batch) {
       finish(item, nullptr, "post-processing: " + pr.status().to_string(), compute_s * 1e3);
       continue;
     }
-    finish(item, PredictionJson(*pr), "", compute_s * 1e3);
+    nlohmann::json j = PredictionJson(*pr);
+    if (static_cast<size_t>(item.index) < item.req->texts.size()) {
+      const auto& [text, pair] = item.req->texts[item.index];
+      AddAnswerOffsets(j, *pr, encs[r], text, pair, model.lower_case());
+    }
+    finish(item, std::move(j), "", compute_s * 1e3);
   }
 }
 

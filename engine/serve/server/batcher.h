@@ -104,6 +104,8 @@ struct ComputeRequest {
   OutputKind kind;
   PredictOptions predict;
   std::vector<Encoding> encodings;
+  // The inputs' texts (text, pair), for QA answers cut from the original context.
+  std::vector<std::pair<std::string, std::optional<std::string>>> texts;
   // Filled by the workers: per input a JSON result or an error message.
   std::vector<nlohmann::json> results;
   std::vector<std::string> errors;

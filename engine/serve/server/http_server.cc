@@ -517,6 +517,7 @@ void Server::Impl::Routes() {
       cr->predict.top_k = static_cast<int>(k.get<int64_t>());
     }
     cr->encodings = Encode(*m, inputs, read_max_length(body));
+    for (const TextInput& in : inputs) cr->texts.emplace_back(in.text, in.pair);
     m->metrics->requests += 1;
     if (!pool->Submit(cr))
       throw HttpError{429, "queue_full", "the queue of model '" + m->name + "' is full (" +
