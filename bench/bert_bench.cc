@@ -3,7 +3,9 @@
 //   bert_bench [--model FILE] [--profile] [--benchmark_filter=REGEX] [other Google Benchmark flags]
 //   (--profile adds per-op milliseconds per run as counters: embed, gemm.*, attention.*, softmax, ...)
 //
-// BM_Inference   CPU inference over model x batch x seq x threads, with sequences/s, tokens/s and
+// BM_Inference   CPU inference over model x batch x seq x threads x precision (0 fp32, 1 bf16, 2 int8:
+//                the encoder's linear layers; the label names it) x packed (SessionOptions.remove_padding;
+//                the masks are full, so it measures the packing's overhead), with sequences/s, tokens/s and
 //                GFLOP/s counters (GEMM + attention FLOPs). Models: the zoo (bert-base, bert-tiny,
 //                distilbert-base, electra-small, squeezebert-uncased, albert-base shapes) with seeded
 //                synthetic weights, or the file given with --model (reported as model:0).
@@ -27,7 +29,10 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <map>
+#include <set>
+#include <sstream>
 #include <memory>
 #include <random>
 #include <string>
@@ -58,17 +63,23 @@ const char* const kShapes[] = {"bert-base",           "bert-tiny",  "distilbert-
                                "squeezebert-uncased", "albert-base"};
 constexpr int kNumShapes = sizeof(kShapes) / sizeof(kShapes[0]);
 
-std::shared_ptr<const bert::Model> get_model(int index, std::string* error) {
-  static std::map<int, std::shared_ptr<const bert::Model>> cache;
-  if (auto it = cache.find(index); it != cache.end()) return it->second;
+// BM_Inference's precision argument.
+constexpr bert::Precision kPrecisions[] = {bert::Precision::kF32, bert::Precision::kBF16, bert::Precision::kInt8};
+
+std::shared_ptr<const bert::Model> get_model(int index, std::string* error,
+                                             bert::Precision precision = bert::Precision::kF32) {
+  static std::map<std::pair<int, bert::Precision>, std::shared_ptr<const bert::Model>> cache;
+  if (auto it = cache.find({index, precision}); it != cache.end()) return it->second;
   bert::Result<std::shared_ptr<const bert::Model>> m = bert::internal_error("unset");
+  bert::LoadOptions load;
+  load.precision = precision;
   if (!g_model_file.empty()) {
-    m = bert::Model::Load(g_model_file);
+    m = bert::Model::Load(g_model_file, load);
   } else {
-    m = bert::LoadSynthetic({.preset = kShapes[index], .seed = 1234});  // the family's base model
+    m = bert::LoadSynthetic({.preset = kShapes[index], .seed = 1234}, load);  // the family's base model
   }
   if (!m.ok()) return *error = m.status().to_string(), nullptr;
-  return cache[index] = *m;
+  return cache[{index, precision}] = *m;
 }
 
 // Seconds per run of bert-base (synthetic) at batch x seq x threads: recorded by its own benchmark,
@@ -104,13 +115,19 @@ void BM_Inference(benchmark::State& state) {
   const int model_index = static_cast<int>(state.range(0));
   const int batch = static_cast<int>(state.range(1)), seq = static_cast<int>(state.range(2));
   const int threads = static_cast<int>(state.range(3));
+  const bert::Precision precision = kPrecisions[state.range(4)];
+  const bool packed = state.range(5) != 0;
   std::string error;
-  auto model = get_model(model_index, &error);
+  auto model = get_model(model_index, &error, precision);
+  // A precision this CPU cannot run (bf16 without AVX-512) is a planned skip, not a failure.
+  if (!model && error.find("CPU") != std::string::npos) return state.SkipWithError(error.c_str());
   if (!model) return skip_with_error(state, error);
   if (seq > model->info().max_seq) return state.SkipWithError("seq beyond the position table");
-  state.SetLabel(g_model_file.empty() ? kShapes[model_index] : g_model_file);
+  state.SetLabel(std::string(g_model_file.empty() ? kShapes[model_index] : g_model_file) + " " +
+                 bert::precision_name(precision) + (packed ? " packed" : ""));
 
   bert::SessionOptions opts;
+  opts.remove_padding = packed;
   opts.max_batch = batch;
   opts.max_seq = seq;
   opts.num_threads = threads;
@@ -137,7 +154,7 @@ void BM_Inference(benchmark::State& state) {
   }
   const double seconds_per_run =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / double(state.iterations());
-  if (g_model_file.empty()) {
+  if (g_model_file.empty() && precision == bert::Precision::kF32 && !packed) {
     if (model_index == 0) baseline_seconds()[std::make_tuple(batch, seq, threads)] = seconds_per_run;
     if (double base = time_bert_base(batch, seq, threads); base > 0)
       state.counters["speedup_vs_bert_base"] = base / seconds_per_run;
@@ -154,12 +171,19 @@ void BM_Inference(benchmark::State& state) {
 }
 
 void inference_args(benchmark::internal::Benchmark* b) {
-  b->ArgNames({"model", "batch", "seq", "threads"});
+  b->ArgNames({"model", "batch", "seq", "threads", "precision", "packed"});
   const int models = g_model_file.empty() ? kNumShapes : 1;
   for (int m = 0; m < models; ++m)
     for (int batch : {1, 8})
       for (int seq : {32, 128, 384})
-        for (int threads : {1, 2}) b->Args({m, batch, seq, threads});
+        for (int threads : {1, 2})
+          for (int precision : {0, 1, 2})
+            for (int packed : {0, 1}) {
+              // SqueezeBERT's grouped layers run fp32 only; padding removal is timed in fp32.
+              if (precision > 0 && (packed || (g_model_file.empty() && kShapes[m] == std::string("squeezebert-uncased"))))
+                continue;
+              b->Args({m, batch, seq, threads, precision, packed});
+            }
   b->UseRealTime()->Unit(benchmark::kMillisecond)->MeasureProcessCPUTime();
 }
 
@@ -271,6 +295,20 @@ void BM_ModelLoad(benchmark::State& state) {
   if (g_model_file.empty()) std::filesystem::remove(path, ec), path.clear();
 }
 
+// The CPU flags that decide which paths run (every recorded figure names them).
+std::string cpu_flags() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line, word, flags;
+  while (std::getline(in, line))
+    if (line.rfind("flags", 0) == 0) break;
+  std::istringstream words(line);
+  std::set<std::string> have;
+  while (words >> word) have.insert(word);
+  for (const char* f : {"avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile"})
+    if (have.count(f)) flags += (flags.empty() ? "" : " ") + std::string(f);
+  return flags.empty() ? "unknown" : flags;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -304,7 +342,8 @@ int main(int argc, char** argv) {
   if (g_model_file.empty()) benchmark::RegisterBenchmark("BM_TrainStep", BM_TrainStep)->Apply(train_args);
   if (g_model_file.empty()) register_cuda_benchmarks();
   if (g_model_file.empty()) register_dist_benchmarks();
-  benchmark::AddCustomContext("engine", "bert_engine CPU fp32 (oneDNN GEMMs, hand-written kernels)");
+  benchmark::AddCustomContext("engine", "bert_engine CPU fp32 / bf16 / int8 (oneDNN GEMMs, hand-written kernels)");
+  benchmark::AddCustomContext("cpu_flags", cpu_flags());
   benchmark::AddCustomContext("weights", g_model_file.empty() ? "synthetic, seed 1234" : g_model_file);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

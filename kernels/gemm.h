@@ -39,8 +39,10 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 
+#include "bert/status.h"
 #include "kernels/activation.h"
 
 namespace bert::kernels {
@@ -65,6 +67,26 @@ PackedWeightsPtr pack_linear_weights(const float* w, int64_t N, int64_t K, int64
                                      bool any_jit_kernel = false);
 size_t packed_weights_bytes(const PackedWeights& p);
 const char* packed_weights_form(const PackedWeights& p);  // "matmul" or "conv1x1"
+
+// ---- low-precision linear layers (kernels/cpu/gemm_lowp_onednn.cc) ------------------------------
+// The element type of packed weights: fp32 (above), bf16 (x converted to bf16 per call, fp32
+// accumulation), or int8 (symmetric per-output-channel scales; x quantised per call to int8 with one
+// scale, dynamic or calibrated; int32 accumulation; dequantisation, bias and activation fused as oneDNN
+// post-ops, the output fp32). LinearArgs.w stays the fp32 original (references, training).
+enum class WeightType { kF32, kBF16, kInt8 };
+const char* weight_type_name(WeightType t);  // "fp32", "bf16", "int8"
+WeightType packed_weights_type(const PackedWeights& p);
+// w [N, K] converted / quantised and reordered once into the layout oneDNN's matmul asks for. Errors name
+// what is missing: a CPU without a bf16 matmul in oneDNN (it needs AVX-512), grouped layers.
+Result<PackedWeightsPtr> pack_linear_weights_lowp(const float* w, int64_t N, int64_t K, WeightType type);
+// Whether oneDNN has a generated bf16 matmul on this CPU; `why` names the missing feature when not.
+bool bf16_gemm_supported(std::string* why);
+// Whether oneDNN's int8 matmul here uses VNNI (vpdpbusd: no intermediate saturation). Without it the u8 x s8
+// pair products (vpmaddubsw) saturate int16, so int8 weights are quantised to 7 bits (|q| <= 63) instead.
+bool int8_gemm_has_vnni();
+// How int8 linear layers scale their activations: measured per call (dynamic), measured and recorded per
+// layer (calibration), or the recorded range (static; layers without one measure).
+enum class Int8ActivationScales { kDynamic, kRecord, kStatic };
 
 // y[m, n] = act(sum_k x[m, k] * w[n, k] + bias[n])
 //
@@ -120,6 +142,10 @@ class GemmPlanner {
   const char* last_impl() const;
   // Whether the most recent call ran on packed weights (false after a plain fallback or a batched matmul).
   bool last_packed() const;
+
+  // int8 activation scales (see Int8ActivationScales) and the ranges recorded per layer's weights.
+  void set_int8_scales(Int8ActivationScales mode);
+  std::map<const PackedWeights*, float>& int8_ranges();
 
  private:
   struct Impl;

@@ -16,10 +16,12 @@
 //       for every parameter (eval mode: no dropout), the engine's backward pass as transformers names it.
 //   Either mode: --pooling cls|mean|max [--normalize] adds sentence_embedding [batch, hidden]
 //       (mean and max over the tokens the attention mask keeps; --normalize: unit L2 norm).
-//   --device cuda [--precision fp32|fp16|int8] [--tf32] runs on the GPU (fp16: fp16 tensor-core GEMMs
-//       on fp32 storage); --drift also runs the model in fp32 on the same device and prints each
-//       output's drift. int8 (with --calibration in.safetensors) is refused by the engine until its
-//       precision policy has it (docs/CUDA.md). --remove-padding (any device) runs the encoder on the
+//   --precision fp32|bf16|int8 on the CPU: the encoder's linear layers in bf16 (AVX-512 CPUs) or int8
+//       (activations quantised per GEMM with a dynamic scale, or with ranges calibrated on
+//       --calibration in.safetensors); --drift also runs the model in fp32 and prints each output's
+//       cosine, relative L2 and max abs difference. docs/PRECISION.md.
+//   --device cuda [--precision fp32|fp16|bf16] [--tf32] runs on the GPU (fp16/bf16: tensor-core GEMMs
+//       on fp32 storage; int8 is CPU only). --remove-padding (any device) runs the encoder on the
 //       real tokens only.
 #include <algorithm>
 #include <chrono>
@@ -111,7 +113,7 @@ Result<BatchTensors> read_batch(const bert::TensorsFile& file) {
   return b;
 }
 
-// What a GPU run adds: int8 calibration data and the fp32 model to measure drift against.
+// What a low-precision run adds: int8 calibration data and the fp32 model to measure drift against.
 struct DeviceRun {
   std::string calibration;                        // inputs file for Calibrate (empty: the run's own batch)
   std::shared_ptr<const bert::Model> reference;   // --drift: the same model in fp32, or null
@@ -250,12 +252,11 @@ int run_tensors(const std::shared_ptr<const bert::Model>& model, const std::stri
   return 0;
 }
 
-// int8 sessions record their activation ranges first: on --calibration's batch, or on the batch
-// they are about to run. Other sessions need nothing.
+// int8 sessions given --calibration record their activation ranges on its batch first (static scales);
+// without it they measure each GEMM's input as they go (dynamic scales). Other sessions need nothing.
 Status calibrate(bert::Session& session, const bert::Model& model, const DeviceRun& device,
                  const bert::BatchInput& own_batch) {
-  if (model.info().precision != "int8") return Status();
-  if (device.calibration.empty()) return session.Calibrate(own_batch);
+  if (model.info().precision != "int8" || device.calibration.empty()) return Status();
   auto file = bert::ReadTensorsFile(device.calibration);
   if (!file.ok()) return file.status();
   auto batch = read_batch(*file);
@@ -479,11 +480,12 @@ int main(int argc, char** argv) {
   p.flag("--normalize", &normalize, "unit L2 norm for sentence_embedding (needs --pooling)");
   p.flag("--grads", &grads, "with --inputs: read label.* and write loss and grad.<parameter> (eval mode)");
   p.choice("--device", &device_name, {"cpu", "cuda"}, "where to run");
-  p.choice("--precision", &precision, {"fp32", "fp16", "int8"}, "GEMM precision (fp16, int8 need --device cuda)");
+  p.choice("--precision", &precision, {"fp32", "bf16", "int8", "fp16"},
+           "the encoder's linear layers: fp32, bf16 (CPU: AVX-512), int8 (CPU), fp16 (CUDA)");
   p.flag("--tf32", &tf32, "allow TF32 tensor-core GEMMs (CUDA)");
   p.flag("--remove-padding", &remove_padding, "run the encoder on the real tokens only");
   p.string("--calibration", &calibration, "FILE", "int8: inputs file to calibrate activation ranges on");
-  p.flag("--drift", &drift, "CUDA: also run in fp32 and print each output's drift");
+  p.flag("--drift", &drift, "also run the model in fp32 and print each output's drift (cosine, max abs)");
   p.flag("--allow-non-finite", &load.allow_non_finite, "load a model whose weights hold NaN or Inf");
   if (auto code = p.parse(argc, argv)) return *code;
   auto usage = [&](const std::string& msg) { return p.usage_error(msg); };
@@ -492,8 +494,10 @@ int main(int argc, char** argv) {
   opts.normalize = normalize;
   opts.remove_padding = remove_padding;
   load.device = device_name == "cuda" ? bert::Device::kCuda : bert::Device::kCpu;
-  load.precision = precision == "fp16" ? bert::Precision::kF16 : precision == "int8" ? bert::Precision::kInt8
-                                                                                      : bert::Precision::kF32;
+  load.precision = precision == "fp16"   ? bert::Precision::kF16
+                   : precision == "int8" ? bert::Precision::kInt8
+                   : precision == "bf16" ? bert::Precision::kBF16
+                                         : bert::Precision::kF32;
   load.allow_tf32 = tf32;
   device.calibration = calibration;
   if (model_path.empty()) return usage("--model is required");
@@ -523,7 +527,8 @@ int main(int argc, char** argv) {
     return usage("--grads computes in fp32 (on the CPU or with --device cuda)");
   if (!device.calibration.empty() && load.precision != bert::Precision::kInt8)
     return usage("--calibration goes with --precision int8");
-  if (drift && load.device != bert::Device::kCuda) return usage("--drift goes with --device cuda");
+  if (drift && load.precision == bert::Precision::kF32 && !tf32)
+    return usage("--drift compares a low-precision run (--precision bf16|int8|fp16, or --tf32) with fp32");
   opts.num_threads = threads;
 
   if (ranks && !tensor_mode)

@@ -32,19 +32,40 @@ PrecisionPolicy PrecisionPolicy::all_f32(GemmCompute gemm) {
 
 Result<PrecisionPolicy> PrecisionPolicy::ForInference(Device device, Precision precision, bool allow_tf32) {
   if (device == Device::kCpu) {
-    if (precision != Precision::kF32)
-      return unsupported(std::string("precision ") + precision_name(precision) +
-                         " on the CPU: the CPU engine computes in fp32");
     if (allow_tf32) return unsupported("allow_tf32 on the CPU: TF32 is a CUDA tensor-core mode");
-    return all_f32(GemmCompute::kExact);
+    PrecisionPolicy p = all_f32(GemmCompute::kExact);
+    SitePrecision& gemm = p.sites_[static_cast<int>(Site::kEncoderGemm)];
+    switch (precision) {
+      case Precision::kF32: return p;
+      case Precision::kF16:
+        return unsupported("precision fp16 on the CPU: the CPU runs fp32, bf16 or int8 (fp16 is a CUDA tensor-core mode)");
+      case Precision::kBF16: {
+        std::string why;
+        if (!kernels::bf16_gemm_supported(&why)) return unsupported("precision bf16 on the CPU: " + why);
+        gemm.storage = gemm.compute = DType::kBF16;
+        return p;
+      }
+      case Precision::kInt8:
+        gemm.storage = gemm.compute = DType::kI8;
+        gemm.scales = ScaleSource::kDynamicOrCalibrated;
+        return p;
+    }
   }
   switch (precision) {
     case Precision::kF32: return all_f32(allow_tf32 ? GemmCompute::kTF32 : GemmCompute::kExact);
-    case Precision::kF16: return all_f32(GemmCompute::kF16);  // fp16 tensor cores, fp32 storage
+    case Precision::kF16: return all_f32(GemmCompute::kF16);    // fp16 tensor cores, fp32 storage
+    case Precision::kBF16: return all_f32(GemmCompute::kBF16);  // bf16 tensor cores, fp32 storage
     case Precision::kInt8: break;
   }
-  return unsupported("precision int8: the precision policy has no int8 entry yet (int8 storage with "
-                     "per-channel weight scales and calibrated or per-token activation scales)");
+  return unsupported("precision int8 on CUDA: the precision policy has int8 for the CPU only");
+}
+
+kernels::WeightType PrecisionPolicy::encoder_weights() const {
+  switch (at(Site::kEncoderGemm).storage) {
+    case DType::kBF16: return kernels::WeightType::kBF16;
+    case DType::kI8: return kernels::WeightType::kInt8;
+    default: return kernels::WeightType::kF32;
+  }
 }
 
 Result<PrecisionPolicy> PrecisionPolicy::ForTraining(Device device, TrainPrecision precision, bool allow_tf32) {
@@ -71,6 +92,8 @@ std::string PrecisionPolicy::describe() const {
     s += std::string(site_name(static_cast<Site>(i))) + " " + std::string(dtype_name(sp.storage)) + "/" +
          std::string(dtype_name(sp.compute));
     if (sp.gemm != GemmCompute::kExact) s += std::string(" (") + kernels::gemm_compute_name(sp.gemm) + " GEMMs)";
+    if (sp.storage == DType::kI8)
+      s += kernels::int8_gemm_has_vnni() ? " (8-bit weights, VNNI)" : " (7-bit weights: no VNNI, vpmaddubsw would saturate)";
   }
   return s;
 }

@@ -3,9 +3,10 @@
 // the precision a user asked for (LoadOptions.precision / TrainerOptions.precision). Sessions, trainers
 // and model loading ask it; a combination no backend implements is refused here, by name.
 //
-// Today every site stores fp32; what varies is how GEMMs compute (exact fp32, or on CUDA tensor cores
-// with TF32 / fp16 / bf16 operands and fp32 accumulation). LayerNorm, softmax, losses and optimizer
-// state are fp32 in every precision. int8 and fp16/bf16 storage are entries this table will gain.
+// On CUDA every site stores fp32; what varies is how GEMMs compute (exact fp32, or on tensor cores with
+// TF32 / fp16 / bf16 operands and fp32 accumulation). On the CPU the encoder's linear layers may store
+// bf16 or int8 weights (kernels/gemm.h: WeightType), everything else stays fp32. LayerNorm, softmax,
+// losses and optimizer state are fp32 in every precision.
 #pragma once
 
 #include <string>
@@ -20,7 +21,8 @@ namespace bert::model {
 enum class Site { kEmbedding, kEncoderGemm, kAttention, kNorm, kHead, kLoss, kOptimizer, kCount };
 const char* site_name(Site s);
 
-enum class ScaleSource { kNone, kDynamicPerToken, kCalibrated };
+// int8 activation scales: one per GEMM call, measured (dynamic) or recorded by Session::Calibrate.
+enum class ScaleSource { kNone, kDynamicOrCalibrated };
 
 struct SitePrecision {
   DType storage = DType::kF32;
@@ -37,6 +39,8 @@ class PrecisionPolicy {
   const SitePrecision& at(Site s) const { return sites_[static_cast<int>(s)]; }
   // How the backend's GEMMs compute (one mode for every GEMM site today).
   kernels::GemmCompute gemm_compute() const { return at(Site::kEncoderGemm).gemm; }
+  // The element type the encoder's linear layers are packed in (CPU; fp32 elsewhere).
+  kernels::WeightType encoder_weights() const;
   // "embedding f32/f32, encoder_gemm f32/f32 (tf32 GEMMs), ..." for logs and errors.
   std::string describe() const;
 

@@ -85,6 +85,11 @@ class Backend {
 
   // ---- forward ops ---------------------------------------------------------------------------
   virtual Status linear(const kernels::LinearArgs& a) = 0;
+  // How int8 linear layers scale their activations (measure per call, record ranges, use recorded
+  // ranges); backends without int8 layers say so.
+  virtual Status set_int8_activation_scales(kernels::Int8ActivationScales mode) {
+    return unsupported(name() + " has no int8 linear layers");
+  }
   virtual Status batched_matmul(const kernels::BatchedMatmulArgs& a) = 0;
   virtual Status layernorm(const kernels::LayerNormArgs& a) = 0;
   virtual Status softmax_masked(const kernels::SoftmaxMaskedArgs& a) = 0;

@@ -99,6 +99,10 @@ class CpuBackend final : public Backend {
     return Status::Ok();
   }
 
+  Status set_int8_activation_scales(kernels::Int8ActivationScales mode) override {
+    gemm_.set_int8_scales(mode);
+    return Status::Ok();
+  }
   Status linear(const kernels::LinearArgs& a) override {
     return gemm_.linear(a) ? Status::Ok() : planning_failed("linear layer", a.M, a.N, a.K);
   }

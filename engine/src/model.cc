@@ -82,23 +82,40 @@ const char* precision_name(Precision p) {
     case Precision::kF32: return "fp32";
     case Precision::kF16: return "fp16";
     case Precision::kInt8: return "int8";
+    case Precision::kBF16: return "bf16";
   }
   return "?";
 }
 
 namespace {
 
-// Packs the big GEMM weights once for oneDNN's blocked kernels.
-void pack_weights(Model::Impl& m) {
+// Packs the big GEMM weights once for oneDNN's kernels: the encoder's linear layers in the policy's
+// element type (bf16 / int8 always packed: that is their storage), the rest fp32 when asked.
+Status pack_weights(Model::Impl& m, kernels::WeightType encoder, bool pack_f32) {
   auto pack = [&](Linear& l) {
-    if (!l) return;
+    if (!l || !pack_f32) return;
     m.packed.push_back(kernels::pack_linear_weights(l.w, l.N, l.K, l.groups));
     l.packed = m.packed.back().get();
   };
-  for (LayerWeights& l : m.w.layers)
-    for (Linear* lin : {&l.qkv, &l.q, &l.k, &l.v, &l.out, &l.ffn_in, &l.ffn_out}) pack(*lin);
+  for (size_t i = 0; i < m.w.layers.size(); ++i)
+    for (Linear* lin : {&m.w.layers[i].qkv, &m.w.layers[i].q, &m.w.layers[i].k, &m.w.layers[i].v, &m.w.layers[i].out,
+                        &m.w.layers[i].ffn_in, &m.w.layers[i].ffn_out}) {
+      if (encoder == kernels::WeightType::kF32 || !*lin) {
+        pack(*lin);
+        continue;
+      }
+      const std::string what = std::string(kernels::weight_type_name(encoder)) + " weights of layer " + std::to_string(i);
+      if (lin->groups != 1)
+        return unsupported(what + ": grouped linear layers (SqueezeBERT) have no " + kernels::weight_type_name(encoder) +
+                           " kernel; load it in fp32");
+      auto p = kernels::pack_linear_weights_lowp(lin->w, lin->N, lin->K, encoder);
+      if (!p.ok()) return p.status().with_context(what);
+      m.packed.push_back(std::move(*p));
+      lin->packed = m.packed.back().get();
+    }
   pack(m.w.emb_project);
   pack(m.w.mlm_decoder);
+  return Status::Ok();
 }
 
 }  // namespace
@@ -198,7 +215,8 @@ Result<std::shared_ptr<const Model>> load_model_from_source(ModelSource source, 
     return it == impl->f32.end() ? nullptr : it->second.as<float>();
   };
   BERT_RETURN_IF_ERROR(bind_weights(impl->source.config, lookup, impl->w).with_context(path));
-  if (options.pack_weights && options.device == Device::kCpu) pack_weights(*impl);
+  if (options.device == Device::kCpu)
+    BERT_RETURN_IF_ERROR(pack_weights(*impl, policy.encoder_weights(), options.pack_weights).with_context(path));
   if (options.device == Device::kCuda) {
     BERT_ASSIGN_OR_RETURN(impl->device, runtime::make_cuda_backend(policy.gemm_compute()));
     BERT_RETURN_IF_ERROR(upload_weights(*impl).with_context(path));
@@ -227,6 +245,7 @@ Result<std::shared_ptr<const Model>> load_model_from_source(ModelSource source, 
   info.cpu_isa = kernels::cpu_isa_name(impl->kernels->isa);
   if (info.device.empty()) info.device = "cpu";
   info.precision = precision_name(options.precision);
+  info.precision_detail = policy.describe();
   return make_model(std::move(impl));
 }
 

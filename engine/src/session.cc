@@ -117,7 +117,16 @@ Status Session::Run(const BatchInput& in) {
 
 Status Session::Calibrate(const BatchInput& in) {
   BERT_RETURN_IF_ERROR(impl_->validate(in));
-  return unsupported("Calibrate is for int8 sessions, and the shared model has no int8 path yet");
+  if (impl_->m->options.precision != Precision::kInt8)
+    return unsupported(std::string("Calibrate is for int8 sessions; this model is ") +
+                       precision_name(impl_->m->options.precision));
+  impl_->published = 0;
+  runtime::Backend& be = *impl_->backend;
+  BERT_RETURN_IF_ERROR(be.set_int8_activation_scales(kernels::Int8ActivationScales::kRecord));
+  if (impl_->options.num_threads > 0) omp_set_num_threads(impl_->options.num_threads);
+  Status st = impl_->run(in);
+  BERT_RETURN_IF_ERROR(be.set_int8_activation_scales(kernels::Int8ActivationScales::kStatic));
+  return st.with_context("calibration run");
 }
 
 Result<OutputView> Session::Output(std::string_view name) const {

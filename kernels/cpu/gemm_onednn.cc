@@ -13,23 +13,28 @@
 #include <unordered_map>
 
 #include "kernels/cpu/dispatch.h"
+#include "kernels/cpu/gemm_onednn_internal.h"
 #include "kernels/gemm.h"
 
 namespace bert::kernels {
 
-namespace {
-
+using onednn::cpu_engine;
+using onednn::Dims;
+using onednn::is_jit;
+using onednn::Plan;
+using onednn::to_dnnl_algorithm;
 using dnnl::memory;
-using Dims = memory::dims;
 
-// One planned primitive with its argument memories: only the data handles change between runs.
-struct Plan {
-  dnnl::primitive prim;  // a matmul (one group's, when grouped and plain), or a 1x1 convolution on packed weights
-  bool packed = false;   // packed runs once for every group; a plain matmul runs once per group
-  memory src, weights, bias, dst;
-  std::unordered_map<int, memory> args;
-  std::string impl;
-};
+namespace onednn {
+
+dnnl::engine& cpu_engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+bool is_jit(const std::string& impl) {
+  return impl.find("jit") != std::string::npos || impl.find("brg") != std::string::npos;
+}
 
 bool to_dnnl_algorithm(Activation act, dnnl::algorithm* alg) {
   switch (act) {
@@ -41,10 +46,10 @@ bool to_dnnl_algorithm(Activation act, dnnl::algorithm* alg) {
   }
 }
 
-dnnl::engine& cpu_engine() {
-  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  return engine;
-}
+}  // namespace onednn
+
+namespace {
+
 
 // Weight dims of a linear layer as a 1x1 convolution: {N, K, 1} ("oiw"), or {G, N/G, K/G, 1}
 // ("goiw") when grouped. Our [N, K/G] row-major weights are exactly that plain layout either way.
@@ -73,10 +78,6 @@ dnnl::convolution_forward::primitive_desc conv_linear_pd(int64_t M, int64_t N, i
   return dnnl::convolution_forward::primitive_desc(d, attr, cpu_engine());
 }
 
-// Generated code (jit, or the brgemm-based kernels oneDNN names "brg..."), not the reference loops.
-bool is_jit(const std::string& impl) {
-  return impl.find("jit") != std::string::npos || impl.find("brg") != std::string::npos;
-}
 
 // A linear layer as a matmul: x [M, K] (row stride ldx) times the weights seen as [K, N] (`wei`: PyTorch's
 // [N, K] read transposed, or a packed layout), into y [M, N] (row stride ldy).
@@ -124,21 +125,12 @@ bool valid_groups(int64_t N, int64_t K, int64_t groups) { return groups >= 1 && 
 
 }  // namespace
 
-enum class PackedForm { kMatmul, kConv1x1 };
-
-struct PackedWeights {
-  int64_t N = 0, K = 0, groups = 1;  // the shape it was packed for
-  PackedForm form = PackedForm::kConv1x1;
-  memory::desc desc;  // the matmul's [K, N] weights (kMatmul) or the convolution's weights (kConv1x1)
-  std::unique_ptr<float[]> data;
-  size_t bytes = 0;
-};
-
 void PackedWeightsDeleter::operator()(PackedWeights* p) const { delete p; }
 size_t packed_weights_bytes(const PackedWeights& p) { return p.bytes; }
 const char* packed_weights_form(const PackedWeights& p) {
   return p.form == PackedForm::kMatmul ? "matmul" : "conv1x1";
 }
+WeightType packed_weights_type(const PackedWeights& p) { return p.type; }
 
 namespace {
 
@@ -218,6 +210,7 @@ struct GemmPlanner::Impl {
   std::map<BatchedKey, Plan> batched_plans;
   const char* last_impl = "";
   bool last_packed = false;
+  onednn::LowpGemm lowp;  // bf16 / int8 weights (kernels/cpu/gemm_lowp_onednn.cc)
 };
 
 GemmPlanner::GemmPlanner() : impl_(std::make_unique<Impl>()) {}
@@ -226,8 +219,15 @@ GemmPlanner::~GemmPlanner() = default;
 size_t GemmPlanner::plan_count() const { return impl_->linear_plans.size() + impl_->batched_plans.size(); }
 const char* GemmPlanner::last_impl() const { return impl_->last_impl; }
 bool GemmPlanner::last_packed() const { return impl_->last_packed; }
+void GemmPlanner::set_int8_scales(Int8ActivationScales mode) { impl_->lowp.set_mode(mode); }
+std::map<const PackedWeights*, float>& GemmPlanner::int8_ranges() { return impl_->lowp.ranges(); }
 
 bool GemmPlanner::linear(const LinearArgs& a) {
+  if (a.packed && a.packed->type != WeightType::kF32) {
+    const bool ok = impl_->lowp.linear(a);
+    impl_->last_impl = impl_->lowp.last_impl(), impl_->last_packed = ok;
+    return ok;
+  }
   const int64_t G = a.groups;
   if (!valid_groups(a.N, a.K, G)) return false;
   if (a.packed && (a.packed->N != a.N || a.packed->K != a.K || a.packed->groups != G)) return false;

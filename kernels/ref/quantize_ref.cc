@@ -21,15 +21,23 @@ int8_t round_to_i8(float v) {
 
 }  // namespace
 
-void quantize_weights_per_channel_i8(const float* w, int64_t N, int64_t K, int8_t* q, float* scales) {
+void quantize_weights_per_channel_i8(const float* w, int64_t N, int64_t K, int8_t* q, float* scales, int qmax) {
+  const float top = static_cast<float>(qmax);
   for (int64_t n = 0; n < N; ++n) {
     const float* row = w + n * K;
     float amax = 0.f;
     for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(row[k]));
-    const float scale = amax > 0.f ? amax / 127.f : 1.f;
+    const float scale = amax > 0.f ? amax / top : 1.f;
     scales[n] = scale;
-    for (int64_t k = 0; k < K; ++k) q[n * K + k] = round_to_i8(row[k] / scale);
+    for (int64_t k = 0; k < K; ++k) q[n * K + k] = round_to_i8(std::clamp(row[k] / scale, -top, top));
   }
+}
+
+float absmax_f32_ref(const float* x, int64_t rows, int64_t cols, int64_t ldx) {
+  float amax = 0.f;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) amax = std::max(amax, std::fabs(x[r * ldx + c]));  // NaN: kept out
+  return amax;
 }
 
 void quantize_i8_ref(const float* x, int64_t rows, int64_t cols, int64_t ldx, float scale, int8_t* q) {

@@ -23,12 +23,15 @@ namespace bert {
 
 enum class Device { kCpu, kCuda };
 
-// What the model computes in (engine/model/precision.h decides each op site from it). The CPU runs
-// fp32 only. On CUDA: fp32 (TF32 tensor cores only with allow_tf32) or fp16 (fp16 tensor-core GEMMs
-// with fp32 accumulation on fp32 storage; LayerNorm / softmax in fp32). int8 is refused until the
-// precision policy has an int8 entry.
-enum class Precision { kF32, kF16, kInt8 };
-const char* precision_name(Precision p);  // "fp32", "fp16", "int8"
+// What the model computes in (engine/model/precision.h decides each op site from it). Only the encoder's
+// linear layers change; embeddings, attention, softmax, LayerNorm, residuals, pooler and heads stay fp32.
+// CPU: fp32; bf16 (bf16 weights, activations rounded to bf16 per GEMM, fp32 accumulation; needs a CPU on
+// which oneDNN has a bf16 matmul: AVX-512); int8 (per-output-channel int8 weights, activations quantised
+// per GEMM with one dynamic scale, or calibrated ranges after Session::Calibrate; int32 accumulation;
+// 7-bit weights on CPUs without VNNI). CUDA: fp32 (TF32 tensor cores only with allow_tf32), fp16 or bf16
+// tensor-core GEMMs with fp32 accumulation on fp32 storage; int8 is refused there.
+enum class Precision { kF32, kF16, kInt8, kBF16 };
+const char* precision_name(Precision p);  // "fp32", "fp16", "int8", "bf16"
 
 struct LoadOptions {
   Device device = Device::kCpu;
@@ -56,7 +59,8 @@ struct ModelInfo {
   std::string weights_dtype;        // as stored in the file: "F32", "F16", "BF16"
   std::string cpu_isa;              // kernels chosen at load: "avx512", "avx2", "scalar"
   std::string device;               // "cpu", or "cuda: <GPU name>"
-  std::string precision;            // "fp32", "fp16", "int8"
+  std::string precision;            // "fp32", "fp16", "int8", "bf16"
+  std::string precision_detail;     // what each site stores and computes in; int8 weight bits (7 without VNNI)
   size_t device_weight_bytes = 0;   // weights uploaded to the GPU (CUDA)
 };
 
@@ -161,8 +165,9 @@ class Session {
   Result<OutputView> Output(std::string_view name) const;
   std::vector<std::string> OutputNames() const;
 
-  // int8 calibration (the range of every quantized layer's input): an error today, since no
-  // precision policy entry is int8 yet.
+  // int8 calibration: runs the batch and records the range (max |x|) of every int8 layer's input; later
+  // Runs quantise with the recorded ranges (static scales) instead of measuring each batch. Calls
+  // accumulate (the largest range wins). An error for sessions of a model that is not int8.
   Status Calibrate(const BatchInput& input);
 
   // Per-op times accumulated since creation (empty unless SessionOptions.profile). On CUDA each op

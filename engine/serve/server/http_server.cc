@@ -465,7 +465,8 @@ void Server::Impl::Routes() {
                 if (p == "fp32") spec.load.precision = Precision::kF32;
                 else if (p == "fp16") spec.load.precision = Precision::kF16;
                 else if (p == "int8") spec.load.precision = Precision::kInt8;
-                else throw HttpError{400, "invalid_argument", "field 'precision' must be fp32, fp16 or int8, not '" + p + "'"};
+                else if (p == "bf16") spec.load.precision = Precision::kBF16;
+                else throw HttpError{400, "invalid_argument", "field 'precision' must be fp32, bf16, int8 or fp16, not '" + p + "'"};
               }
               auto path = ResolveModelPath(opt.model_dir, body["path"].get<std::string>());
               if (!path.ok()) {

@@ -1,0 +1,79 @@
+// What the CPU GEMM files share (kernels/cpu/gemm_onednn.cc: fp32; gemm_lowp_onednn.cc: bf16 / int8): the
+// packed-weights record, one planned oneDNN primitive, and the low-precision linear layer's planner.
+// Internal to kernels/cpu; the interface is kernels/gemm.h.
+#pragma once
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <tuple>
+#include <unordered_map>
+#include <vector>
+
+#include "kernels/gemm.h"
+
+namespace bert::kernels {
+
+enum class PackedForm { kMatmul, kConv1x1 };
+
+struct PackedWeights {
+  int64_t N = 0, K = 0, groups = 1;  // the shape it was packed for
+  PackedForm form = PackedForm::kConv1x1;
+  WeightType type = WeightType::kF32;
+  dnnl::memory::desc desc;  // the matmul's [K, N] weights (kMatmul) or the convolution's weights (kConv1x1)
+  std::unique_ptr<float[]> data;  // `bytes` bytes of weights in `desc` (any element type)
+  size_t bytes = 0;
+  std::vector<float> scales;  // int8: one per output channel (dequantised w[n, k] = q[n, k] * scales[n])
+  int qmax = 127;             // int8: 127, or 63 where the CPU's int8 GEMM would saturate (no VNNI)
+};
+
+namespace onednn {
+
+using Dims = dnnl::memory::dims;
+
+dnnl::engine& cpu_engine();
+// Generated code (jit, or the brgemm-based kernels oneDNN names "brg..."), not the reference loops.
+bool is_jit(const std::string& impl);
+// The oneDNN eltwise algorithm of an activation; false for identity or one oneDNN lacks.
+bool to_dnnl_algorithm(Activation act, dnnl::algorithm* alg);
+
+// One planned primitive with its argument memories: only the data handles change between runs.
+struct Plan {
+  dnnl::primitive prim;  // a matmul (one group's, when grouped and plain), or a 1x1 convolution on packed weights
+  bool packed = false;   // packed runs once for every group; a plain matmul runs once per group
+  dnnl::memory src, weights, bias, dst;
+  std::unordered_map<int, dnnl::memory> args;
+  std::string impl;
+  dnnl::memory scales;  // int8: the per-column dequantisation factors (a binary post-op's operand)
+  bool act_fused = true;  // false: the activation is applied after the primitive (no oneDNN post-op for it)
+};
+
+// Linear layers on bf16 or int8 packed weights: the activations are converted (bf16) or quantised
+// (int8: one dynamic or calibrated scale per call) into a scratch buffer, then one oneDNN matmul with the
+// dequantisation, bias and activation as post-ops writes fp32. Plans are cached by shape.
+class LowpGemm {
+ public:
+  bool linear(const LinearArgs& a);
+  const char* last_impl() const { return last_impl_; }
+  // Calibration: while recording, every int8 call notes max |x| per weights; with static scales set, an
+  // int8 call whose weights have a recorded range uses it instead of measuring the activations.
+  void set_mode(Int8ActivationScales mode) { mode_ = mode; }
+  std::map<const PackedWeights*, float>& ranges() { return ranges_; }
+
+ private:
+  using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int, bool, int>;  // M N K ldy act bias type
+  dnnl::stream stream_{cpu_engine()};
+  std::map<Key, Plan> plans_;
+  std::vector<uint16_t> bf16_;  // converted activations [M, K]
+  std::vector<int8_t> s8_;      // quantised activations [M, K]
+  std::vector<float> col_scales_;
+  const char* last_impl_ = "";
+  Int8ActivationScales mode_ = Int8ActivationScales::kDynamic;
+  std::map<const PackedWeights*, float> ranges_;
+};
+
+}  // namespace onednn
+}  // namespace bert::kernels

@@ -1,0 +1,348 @@
+// The CPU's low-precision inference (docs/PRECISION.md): the activation quantizer's SIMD variants against
+// their references (bit-exact), bf16 and int8 linear layers against references built from the same
+// rounded / quantised operands, the int8 saturation case (worst-case values, where vpmaddubsw would
+// saturate without VNNI), calibrated scales, and whole models: bert-base-shaped synthetic weights in bf16
+// and int8 against fp32 (cosine), the refusals (fp16 on the CPU, SqueezeBERT's grouped layers,
+// Calibrate on fp32). CTest also runs this binary with ONEDNN_MAX_CPU_ISA=AVX2 BERT_CPU_ISA=avx2
+// (lowp_test_avx2): no VNNI (7-bit weights) and no bf16 matmul (the refusal must name the CPU feature).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <iostream>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "bert/engine.h"
+#include "bert/model_builder.h"
+#include "kernels/convert.h"
+#include "kernels/gemm.h"
+#include "kernels/isa.h"
+#include "kernels/quantize.h"
+#include "kernels/registry.h"
+#include "tests/test_util.h"
+
+namespace bert {
+namespace {
+
+using kernels::Activation;
+using kernels::LinearArgs;
+using kernels::WeightType;
+
+// Inputs with the quantizer's edge cases mixed in: exact half steps, NaN, huge values, zeros.
+std::vector<float> awkward_inputs(size_t n, uint32_t seed) {
+  auto x = test::random_floats(n, seed, -3.f, 3.f);
+  for (size_t i = 0; i < n; i += 11) x[i] = 0.5f * float(int(i % 7) - 3);  // halves after / 0.5
+  if (n > 5) x[5] = std::numeric_limits<float>::quiet_NaN();
+  if (n > 9) x[9] = -1e30f;
+  return x;
+}
+
+TEST(LowpKernels, AbsmaxAndQuantizeVariantsAreBitExact) {
+  struct Variant {
+    const char* name;
+    kernels::CpuIsa isa;
+    float (*absmax)(const float*, int64_t, int64_t, int64_t);
+    void (*quantize)(const float*, int64_t, int64_t, int64_t, float, int8_t*);
+  };
+  const Variant variants[] = {
+      {"avx2", kernels::CpuIsa::kAvx2, kernels::absmax_f32_avx2, kernels::quantize_i8_avx2},
+      {"avx512", kernels::CpuIsa::kAvx512, kernels::absmax_f32_avx512, kernels::quantize_i8_avx512},
+  };
+  int checked = 0;
+  for (const Variant& v : variants) {
+    if (!kernels::cpu_has_isa(v.isa)) {
+      std::cout << "[ skipped  ] quantize_i8_" << v.name << ": this CPU lacks " << v.name << "\n";
+      continue;
+    }
+    for (int64_t rows : {1, 3, 17, 300})
+      for (int64_t cols : {1, 7, 8, 15, 16, 17, 33, 257}) {
+        const int64_t ldx = cols + 3;
+        auto x = awkward_inputs(size_t(rows * ldx), uint32_t(rows * 1000 + cols));
+        const float want_max = kernels::absmax_f32_ref(x.data(), rows, cols, ldx);
+        ASSERT_EQ(v.absmax(x.data(), rows, cols, ldx), want_max) << v.name << " " << rows << "x" << cols;
+        for (float scale : {0.25f, want_max / 127.f, 0.f}) {  // 0: treated as 1
+          std::vector<int8_t> got(size_t(rows * cols), 99), want(size_t(rows * cols), 77);
+          kernels::quantize_i8_ref(x.data(), rows, cols, ldx, scale, want.data());
+          v.quantize(x.data(), rows, cols, ldx, scale, got.data());
+          ASSERT_EQ(got, want) << v.name << " " << rows << "x" << cols << " scale " << scale;
+        }
+        ++checked;
+      }
+  }
+  EXPECT_GT(checked, 0) << "no SIMD variant ran";
+  // The reference itself: NaN ignored by absmax, quantised to 0; halves to even; clamped.
+  const float x[] = {std::numeric_limits<float>::quiet_NaN(), 2.5f, -0.5f, 1000.f, -3.5f};
+  EXPECT_EQ(kernels::absmax_f32_ref(x, 1, 5, 5), 1000.f);
+  int8_t q[5];
+  kernels::quantize_i8_ref(x, 1, 5, 5, 1.f, q);
+  EXPECT_EQ(q[0], 0);
+  EXPECT_EQ(q[1], 2);
+  EXPECT_EQ(q[2], 0);
+  EXPECT_EQ(q[3], 127);
+  EXPECT_EQ(q[4], -4);
+}
+
+// Element-wise |got - want| <= atol + rtol |want| over rows x cols (strided); the reference is non-zero.
+void expect_close(const float* got, int64_t ldg, const std::vector<float>& want, int64_t rows, int64_t cols, double atol,
+                  double rtol, const std::string& what) {
+  ASSERT_GT(test::max_abs(want.data(), want.size()), 0.0) << what << ": the reference is all zero";
+  int bad = 0;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) {
+      const double g = got[r * ldg + c], w = want[size_t(r * cols + c)];
+      if (!(std::fabs(g - w) <= atol + rtol * std::fabs(w)) && bad++ < 5)
+        ADD_FAILURE() << what << " [" << r << ", " << c << "]: got " << g << ", want " << w;
+    }
+  EXPECT_EQ(bad, 0) << what;
+}
+
+std::vector<float> round_to_bf16(const std::vector<float>& v) {
+  std::vector<uint16_t> h(v.size());
+  std::vector<float> out(v.size());
+  kernels::convert_f32_to_bf16_ref(v.data(), h.data(), int64_t(v.size()));
+  kernels::convert_bf16_to_f32_ref(h.data(), out.data(), int64_t(v.size()));
+  return out;
+}
+
+struct Shape {
+  int64_t M, N, K;
+};
+const Shape kShapes[] = {{1, 7, 9}, {5, 33, 100}, {16, 64, 48}, {128, 96, 768}, {130, 768, 64}, {3, 3072, 128}};
+const Activation kActs[] = {Activation::kIdentity, Activation::kGeluErf, Activation::kTanh};
+
+TEST(LowpGemm, Bf16LinearMatchesReferenceOnBf16Operands) {
+  std::string why;
+  if (!kernels::bf16_gemm_supported(&why)) {
+    EXPECT_NE(why.find("AVX-512"), std::string::npos) << why;
+    auto packed = kernels::pack_linear_weights_lowp(std::vector<float>(64, 1.f).data(), 8, 8, WeightType::kBF16);
+    ASSERT_FALSE(packed.ok());
+    EXPECT_NE(packed.status().message().find("AVX-512"), std::string::npos) << packed.status().to_string();
+    GTEST_SKIP() << "no bf16 matmul on this CPU: " << why;
+  }
+  kernels::GemmPlanner planner;
+  int i = 0;
+  for (const Shape& s : kShapes)
+    for (Activation act : kActs) {
+      ++i;
+      const int64_t ldx = s.K + (i % 2) * 5, ldy = s.N + (i % 3) * 3;
+      auto x = test::random_floats(size_t(s.M * ldx), 100 + i, -2.f, 2.f);
+      auto w = test::random_floats(size_t(s.N * s.K), 200 + i, -0.1f, 0.1f);
+      auto b = test::random_floats(size_t(s.N), 300 + i);
+      auto packed = kernels::pack_linear_weights_lowp(w.data(), s.N, s.K, WeightType::kBF16);
+      ASSERT_TRUE(packed.ok()) << packed.status().to_string();
+      EXPECT_EQ(kernels::packed_weights_type(**packed), WeightType::kBF16);
+      std::vector<float> y(size_t(s.M * ldy), 0.f);
+      LinearArgs a{x.data(), w.data(), i % 4 ? b.data() : nullptr, y.data(), s.M, s.N, s.K, ldx, ldy, act, packed->get()};
+      ASSERT_TRUE(planner.linear(a));
+      // The reference: the same bf16-rounded x and w, accumulated in double.
+      auto xr = round_to_bf16(x), wr = round_to_bf16(w);
+      std::vector<float> want(size_t(s.M * s.N));
+      LinearArgs r{xr.data(), wr.data(), a.bias, want.data(), s.M, s.N, s.K, ldx, 0, act};
+      kernels::linear_f32_ref(r);
+      expect_close(y.data(), ldy, want, s.M, s.N, 1e-4, 1e-3,
+                   "bf16 linear " + std::to_string(s.M) + "x" + std::to_string(s.N) + "x" + std::to_string(s.K));
+    }
+  std::cout << "[ bf16     ] oneDNN ran " << planner.last_impl() << "\n";
+}
+
+// The int8 layer's specification from its parts: x quantised with max|x| / 127 (or `range` / 127), the
+// weights per channel with the packed form's qmax, an exact int32 product, then the dequantisation, bias
+// and activation in fp32.
+std::vector<float> int8_reference(const std::vector<float>& x, int64_t ldx, const std::vector<float>& w,
+                                  const float* bias, Activation act, const Shape& s, int qmax, float range = -1.f) {
+  const float amax = range >= 0 ? range : kernels::absmax_f32_ref(x.data(), s.M, s.K, ldx);
+  const float x_scale = amax > 0 ? amax / 127.f : 1.f;
+  std::vector<int8_t> qx(size_t(s.M * s.K)), qw(size_t(s.N * s.K));
+  std::vector<float> w_scales(size_t(s.N));
+  kernels::quantize_i8_ref(x.data(), s.M, s.K, ldx, x_scale, qx.data());
+  kernels::quantize_weights_per_channel_i8(w.data(), s.N, s.K, qw.data(), w_scales.data(), qmax);
+  std::vector<int32_t> acc(size_t(s.M * s.N));
+  kernels::matmul_i8_ref(qx.data(), qw.data(), acc.data(), s.M, s.N, s.K);
+  std::vector<float> y(size_t(s.M * s.N));
+  kernels::dequantize_i32_ref(acc.data(), s.M, s.N, x_scale, w_scales.data(), bias, act, y.data(), s.N);
+  return y;
+}
+
+int expected_qmax() { return kernels::int8_gemm_has_vnni() ? 127 : 63; }
+
+TEST(LowpGemm, Int8LinearMatchesQuantisedReference) {
+  std::cout << "[ int8     ] weights " << (kernels::int8_gemm_has_vnni() ? "8-bit (VNNI)" : "7-bit (no VNNI)") << "\n";
+  kernels::GemmPlanner planner;
+  int i = 0;
+  for (const Shape& s : kShapes)
+    for (Activation act : kActs) {
+      ++i;
+      const int64_t ldx = s.K + (i % 2) * 5, ldy = s.N + (i % 3) * 3;
+      auto x = test::random_floats(size_t(s.M * ldx), 400 + i, -2.f, 2.f);
+      auto w = test::random_floats(size_t(s.N * s.K), 500 + i, -0.1f, 0.1f);
+      auto b = test::random_floats(size_t(s.N), 600 + i);
+      auto packed = kernels::pack_linear_weights_lowp(w.data(), s.N, s.K, WeightType::kInt8);
+      ASSERT_TRUE(packed.ok()) << packed.status().to_string();
+      std::vector<float> y(size_t(s.M * ldy), 0.f);
+      const float* bias = i % 4 ? b.data() : nullptr;
+      LinearArgs a{x.data(), w.data(), bias, y.data(), s.M, s.N, s.K, ldx, ldy, act, packed->get()};
+      ASSERT_TRUE(planner.linear(a));
+      expect_close(y.data(), ldy, int8_reference(x, ldx, w, bias, act, s, expected_qmax()), s.M, s.N, 1e-5, 1e-5,
+                   "int8 linear " + std::to_string(s.M) + "x" + std::to_string(s.N) + "x" + std::to_string(s.K));
+    }
+  std::cout << "[ int8     ] oneDNN ran " << planner.last_impl() << "\n";
+}
+
+// Every product at its largest magnitude: x = +a (quantised to 127; oneDNN's u8 shift for s8 inputs on CPUs
+// without VNNI makes it 255), w = +-c (+-qmax). Adjacent pairs sum to +-2 x 255 x 127 = +-64770 in
+// vpmaddubsw, beyond int16 (a raw oneDNN 2.6 s8 matmul with 8-bit weights gives 97920 instead of 12387072
+// at K = 768 under ONEDNN_MAX_CPU_ISA=AVX2), unless the weights are 7-bit (2 x 255 x 63 = 32130): the
+// result must be exact.
+TEST(LowpGemm, Int8WorstCaseValuesDoNotSaturate) {
+  for (int64_t K : {64, 768, 3072}) {
+    const Shape s{4, 32, K};
+    std::vector<float> x(size_t(s.M * K), 3.f), w(size_t(s.N * K));
+    for (int64_t n = 0; n < s.N; ++n)
+      for (int64_t k = 0; k < K; ++k) w[size_t(n * K + k)] = n % 3 ? 0.5f : -0.5f;
+    auto packed = kernels::pack_linear_weights_lowp(w.data(), s.N, K, WeightType::kInt8);
+    ASSERT_TRUE(packed.ok()) << packed.status().to_string();
+    kernels::GemmPlanner planner;
+    std::vector<float> y(size_t(s.M * s.N));
+    LinearArgs a{x.data(), w.data(), nullptr, y.data(), s.M, s.N, K, 0, 0, Activation::kIdentity, packed->get()};
+    ASSERT_TRUE(planner.linear(a));
+    auto want = int8_reference(x, K, w, nullptr, Activation::kIdentity, s, expected_qmax());
+    // |y| = K * 3 * 0.5 exactly when nothing saturates.
+    EXPECT_NEAR(std::fabs(want[0]), 1.5 * double(K), 1e-3 * K);
+    expect_close(y.data(), s.N, want, s.M, s.N, 0.0, 1e-6, "worst case K=" + std::to_string(K));
+  }
+}
+
+TEST(LowpGemm, CalibratedScalesAreRecordedThenUsed) {
+  const Shape s{6, 40, 96};
+  auto x = test::random_floats(size_t(s.M * s.K), 7, -2.f, 2.f);
+  auto small = test::random_floats(size_t(s.M * s.K), 8, -0.5f, 0.5f);
+  auto w = test::random_floats(size_t(s.N * s.K), 9, -0.1f, 0.1f);
+  auto packed = kernels::pack_linear_weights_lowp(w.data(), s.N, s.K, WeightType::kInt8);
+  ASSERT_TRUE(packed.ok());
+  kernels::GemmPlanner planner;
+  std::vector<float> dynamic(size_t(s.M * s.N)), recorded(dynamic.size()), fixed(dynamic.size());
+  auto run = [&](const std::vector<float>& in, std::vector<float>& out) {
+    LinearArgs a{in.data(), w.data(), nullptr, out.data(), s.M, s.N, s.K, 0, 0, Activation::kIdentity, packed->get()};
+    ASSERT_TRUE(planner.linear(a));
+  };
+  run(x, dynamic);
+  planner.set_int8_scales(kernels::Int8ActivationScales::kRecord);
+  run(x, recorded);
+  ASSERT_EQ(planner.int8_ranges().size(), 1u);
+  EXPECT_EQ(planner.int8_ranges().begin()->second, kernels::absmax_f32_ref(x.data(), s.M, s.K, s.K));
+  planner.set_int8_scales(kernels::Int8ActivationScales::kStatic);
+  run(x, fixed);
+  EXPECT_EQ(dynamic, recorded);
+  EXPECT_EQ(dynamic, fixed) << "static scales from the same batch give the same result";
+  // A batch with a smaller range keeps the recorded one.
+  std::vector<float> got(dynamic.size());
+  run(small, got);
+  const float range = planner.int8_ranges().begin()->second;
+  expect_close(got.data(), s.N, int8_reference(small, s.K, w, nullptr, Activation::kIdentity, s, expected_qmax(), range),
+               s.M, s.N, 1e-5, 1e-5, "static scale");
+}
+
+// ---- whole models ----------------------------------------------------------------------------------
+
+double cosine(const float* a, const float* b, int64_t n) {
+  double ab = 0, aa = 0, bb = 0;
+  for (int64_t i = 0; i < n; ++i) ab += double(a[i]) * b[i], aa += double(a[i]) * a[i], bb += double(b[i]) * b[i];
+  return ab / std::sqrt(aa * bb);
+}
+
+struct Outputs {
+  std::vector<float> hidden, logits;
+};
+
+Result<Outputs> run_model(const std::shared_ptr<const Model>& model, bool calibrate) {
+  const int B = 2, S = 64;
+  SessionOptions opts;
+  opts.max_batch = B, opts.max_seq = S;
+  BERT_ASSIGN_OR_RETURN(auto session, Session::Create(model, opts));
+  std::vector<int32_t> ids(B * S), mask(B * S, 1);
+  for (int i = 0; i < B * S; ++i) ids[size_t(i)] = 1000 + (i * 7919) % 20000;
+  for (int i = S - 10; i < S; ++i) mask[size_t(S + i)] = 0;  // the second sequence is shorter
+  BatchInput in{B, S, ids.data(), mask.data(), nullptr};
+  if (calibrate) BERT_RETURN_IF_ERROR(session->Calibrate(in));
+  BERT_RETURN_IF_ERROR(session->Run(in));
+  Outputs out;
+  BERT_ASSIGN_OR_RETURN(OutputView h, session->Output("last_hidden_state"));
+  BERT_ASSIGN_OR_RETURN(OutputView l, session->Output("logits"));
+  out.hidden.assign(h.data, h.data + h.numel());
+  out.logits.assign(l.data, l.data + l.numel());
+  return out;
+}
+
+// bert-base-shaped synthetic weights (12 layers, hidden 768): the low-precision outputs against fp32.
+TEST(LowpModel, BertBaseShapedOutputsStayCloseToFp32) {
+  SyntheticSpec spec{.preset = "bert-base", .architecture = "BertForSequenceClassification", .seed = 31};
+  auto fp32 = LoadSynthetic(spec);
+  ASSERT_TRUE(fp32.ok()) << fp32.status().to_string();
+  auto want = run_model(*fp32, false);
+  ASSERT_TRUE(want.ok()) << want.status().to_string();
+  struct Case {
+    Precision precision;
+    bool calibrate;
+    double min_cosine;
+  };
+  for (const Case& c : {Case{Precision::kInt8, false, 0.999}, Case{Precision::kInt8, true, 0.999},
+                        Case{Precision::kBF16, false, 0.9999}}) {
+    auto model = LoadSynthetic(spec, {.precision = c.precision});
+    std::string why;
+    if (c.precision == Precision::kBF16 && !kernels::bf16_gemm_supported(&why)) {
+      ASSERT_FALSE(model.ok());
+      EXPECT_NE(model.status().message().find("AVX-512"), std::string::npos) << model.status().to_string();
+      std::cout << "[ skipped  ] bf16 model: " << model.status().to_string() << "\n";
+      continue;
+    }
+    ASSERT_TRUE(model.ok()) << model.status().to_string();
+    EXPECT_EQ((*model)->info().precision, precision_name(c.precision));
+    std::cout << "[ model    ] " << (*model)->info().precision_detail << "\n";
+    auto got = run_model(*model, c.calibrate);
+    ASSERT_TRUE(got.ok()) << got.status().to_string();
+    const double cos_h = cosine(got->hidden.data(), want->hidden.data(), int64_t(want->hidden.size()));
+    const double cos_l = cosine(got->logits.data(), want->logits.data(), int64_t(want->logits.size()));
+    std::cout << "[ drift    ] " << precision_name(c.precision) << (c.calibrate ? " calibrated" : "")
+              << ": last_hidden_state cosine " << cos_h << ", logits cosine " << cos_l
+              << ", max abs " << test::max_abs_diff(got->hidden.data(), want->hidden.data(), want->hidden.size()) << "\n";
+    EXPECT_GE(cos_h, c.min_cosine);
+    EXPECT_GE(cos_l, c.min_cosine);
+    EXPECT_GT(test::max_abs_diff(got->hidden.data(), want->hidden.data(), want->hidden.size()), 0.0)
+        << "a low-precision run identical to fp32 did not run in low precision";
+  }
+}
+
+TEST(LowpModel, RefusalsNameWhatIsMissing) {
+  auto fp16 = LoadSynthetic({.preset = "bert-tiny"}, {.precision = Precision::kF16});
+  ASSERT_FALSE(fp16.ok());
+  EXPECT_NE(fp16.status().message().find("fp16 on the CPU"), std::string::npos) << fp16.status().to_string();
+
+  auto squeeze = LoadSynthetic({.preset = "squeezebert-uncased"}, {.precision = Precision::kInt8});
+  ASSERT_FALSE(squeeze.ok());
+  EXPECT_NE(squeeze.status().message().find("grouped"), std::string::npos) << squeeze.status().to_string();
+
+  auto fp32 = LoadSynthetic({.preset = "bert-tiny"});
+  ASSERT_TRUE(fp32.ok());
+  auto session = Session::Create(*fp32, {.max_batch = 1, .max_seq = 8});
+  ASSERT_TRUE(session.ok());
+  std::vector<int32_t> ids(8, 1000);
+  Status st = (*session)->Calibrate({1, 8, ids.data()});
+  EXPECT_EQ(st.code(), ErrorCode::kUnsupported);
+  EXPECT_NE(st.message().find("int8"), std::string::npos) << st.to_string();
+}
+
+// pack_weights = false still packs the encoder in int8 (that is its storage); the model runs.
+TEST(LowpModel, Int8IgnoresPackWeightsFalseForTheEncoder) {
+  auto a = LoadSynthetic({.preset = "bert-tiny", .architecture = "BertForSequenceClassification"},
+                         {.precision = Precision::kInt8, .pack_weights = false});
+  auto b = LoadSynthetic({.preset = "bert-tiny", .architecture = "BertForSequenceClassification"},
+                         {.precision = Precision::kInt8});
+  ASSERT_TRUE(a.ok() && b.ok());
+  auto x = run_model(*a, false), y = run_model(*b, false);
+  ASSERT_TRUE(x.ok() && y.ok()) << x.status().to_string() << y.status().to_string();
+  EXPECT_EQ(x->hidden, y->hidden);
+}
+
+}  // namespace
+}  // namespace bert
