@@ -1,6 +1,6 @@
 // convert_weights: a HuggingFace checkpoint (directory, or one weights file in it) -> one engine model file.
 //
-//   convert_weights <hf_dir | hf_dir/pytorch_model.bin | hf_dir/model.safetensors> <out_file> [--dtype fp32|fp16|bf16]
+//   convert_weights <hf_dir | hf_dir/pytorch_model.bin | hf_dir/model.safetensors> <out_file> [--dtype fp32|fp16|bf16|int8]
 //   convert_weights --synthetic SHAPE [--architecture A] <out_file>   (SHAPE: bert-base, electra-small, ...)
 //       a model of that shape with seeded random weights (for benchmarks and tests)
 //   --vocab vocab.txt embeds (or replaces) the tokenizer vocab.
@@ -15,7 +15,7 @@ int main(int argc, char** argv) {
   std::string dtype_arg = "fp32", synthetic, architecture, vocab_path, to_hf;
   std::vector<std::string> args;
   cli::Parser p("convert_weights",
-                "convert_weights <hf_dir | weights file in it> <out_file> [--dtype fp32|fp16|bf16] [--vocab V]\n"
+                "convert_weights <hf_dir | weights file in it> <out_file> [--dtype fp32|fp16|bf16|int8] [--vocab V]\n"
                 "convert_weights --synthetic SHAPE [--architecture A] <out_file> [--dtype ...] [--vocab V]\n"
                 "convert_weights <engine_file> --to-hf <out_dir>   (back to config.json + model.safetensors)",
                 "Reads config.json, model.safetensors (or its sharded index) or pytorch_model.bin, vocab.txt\n"
@@ -23,7 +23,9 @@ int main(int argc, char** argv) {
                 "--synthetic makes a model of a known shape with seeded random weights: bert-base, bert-large,\n"
                 "bert-tiny, bert-mini, roberta-base, distilbert-base, electra-small, albert-base,\n"
                 "squeezebert-uncased; --architecture picks its head (default: the family's base model).");
-  p.choice("--dtype", &dtype_arg, {"fp32", "fp16", "bf16"}, "storage dtype of the weights in the engine file");
+  p.choice("--dtype", &dtype_arg, {"fp32", "fp16", "bf16", "int8"},
+           "storage dtype of the weights in the engine file (int8: the encoder's linear layers, per-channel scales; "
+           "the rest fp32)");
   p.string("--synthetic", &synthetic, "SHAPE", "seeded random weights of this shape instead of an input");
   p.string("--architecture", &architecture, "A", "head for --synthetic", "the family's base model");
   p.string("--vocab", &vocab_path, "FILE", "embed (or replace) the tokenizer vocab");
@@ -54,7 +56,8 @@ int main(int argc, char** argv) {
   if (dtype_arg == "fp32") dtype = bert::DType::kF32;
   else if (dtype_arg == "fp16") dtype = bert::DType::kF16;
   else if (dtype_arg == "bf16") dtype = bert::DType::kBF16;
-  else return usage("--dtype must be fp32, fp16 or bf16, not '" + dtype_arg + "'");
+  else if (dtype_arg == "int8") dtype = bert::DType::kI8;
+  else return usage("--dtype must be fp32, fp16, bf16 or int8, not '" + dtype_arg + "'");
 
   auto fail = [](const bert::Status& st) {
     std::fprintf(stderr, "convert_weights: %s\n", st.to_string().c_str());

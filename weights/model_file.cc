@@ -130,6 +130,45 @@ Result<ModelSource> load_hf_directory(const std::string& dir_str, const std::str
   return m;
 }
 
+namespace {
+
+// I8 tensors with their "<name>.int8_scale" rows -> F32 (q[r, c] * scale[r]); the scales are dropped.
+Status dequantize_int8_tensors(ModelSource& m, const std::string& path) {
+  const std::string suffix = ".int8_scale";
+  for (auto& [name, t] : m.tensors) {
+    if (t.dtype != DType::kI8) continue;
+    const std::string what = path + ": int8 tensor '" + name + "'";
+    auto s = m.tensors.find(name + suffix);
+    if (t.shape.size() != 2) return format_error(what + " has shape " + shape_string(t.shape) + "; int8 weights are 2-D");
+    if (s == m.tensors.end()) return format_error(what + " has no scales ('" + name + suffix + "')");
+    const Tensor& scales = s->second;
+    if (scales.dtype != DType::kF32 || scales.shape != std::vector<int64_t>{t.shape[0]})
+      return format_error(what + ": its scales must be F32 [" + std::to_string(t.shape[0]) + "], not " +
+                          std::string(dtype_name(scales.dtype)) + " " + shape_string(scales.shape));
+    Tensor f = make_owned_tensor(DType::kF32, t.shape);
+    float* out = static_cast<float*>(mutable_data(f));
+    const int8_t* q = t.as<int8_t>();
+    const float* scale = scales.as<float>();
+    for (int64_t r = 0; r < t.shape[0]; ++r)
+      for (int64_t c = 0; c < t.shape[1]; ++c) out[r * t.shape[1] + c] = float(q[r * t.shape[1] + c]) * scale[r];
+    t = std::move(f);
+    m.stored_dtype = "I8";
+  }
+  for (auto it = m.tensors.begin(); it != m.tensors.end();)
+    if (it->first.ends_with(suffix)) {
+      const std::string weight = it->first.substr(0, it->first.size() - suffix.size());
+      auto w = m.tensors.find(weight);
+      if (w == m.tensors.end() || w->second.dtype != DType::kF32 || m.stored_dtype.empty())
+        return format_error(path + ": scales '" + it->first + "' belong to no int8 tensor");
+      it = m.tensors.erase(it);
+    } else {
+      ++it;
+    }
+  return Status::Ok();
+}
+
+}  // namespace
+
 Result<ModelSource> read_engine_file(const std::string& path) {
   BERT_ASSIGN_OR_RETURN(SafetensorsFile f, SafetensorsFile::Open(path));
   const auto& md = f.metadata();
@@ -158,6 +197,7 @@ Result<ModelSource> read_engine_file(const std::string& path) {
   }
   if (const std::string* lc = get("lower_case")) m.lower_case = *lc != "false";
   m.tensors = f.tensors();
+  BERT_RETURN_IF_ERROR(dequantize_int8_tensors(m, path));
   BERT_RETURN_IF_ERROR(validate_engine_tensors(m.config, m.tensors, path));
   return m;
 }
@@ -189,6 +229,10 @@ Status write_engine_file(const std::string& path, const ModelSource& m, DType dt
     if (it == m.tensors.end()) {
       if (spec.optional) continue;
       return internal_error("write_engine_file: missing tensor '" + spec.name + "'");
+    }
+    if (it->second.dtype == DType::kI8) {  // quantised by the caller (ConvertOptions.dtype I8), scales in `extra`
+      tensors.emplace_back(spec.name, it->second);
+      continue;
     }
     BERT_ASSIGN_OR_RETURN(Tensor f32, to_f32(it->second, spec.name));
     BERT_ASSIGN_OR_RETURN(Tensor stored, from_f32(f32, dtype, spec.name));

@@ -27,6 +27,7 @@ struct ModelSource {
   TensorMap tensors;               // engine names (F32 from HF sources; as stored for engine files)
   std::vector<std::string> unused_hf_tensors;  // HF tensors the layout did not consume
   std::string origin;              // path it was read from
+  std::string stored_dtype;        // "I8" when an engine file stored the encoder's linear weights as int8
 };
 
 // An HF directory: config.json, one of model.safetensors, model.safetensors.index.json,
@@ -34,7 +35,9 @@ struct ModelSource {
 // `weights_file` names one); vocab.txt and tokenizer_config.json if present.
 Result<ModelSource> load_hf_directory(const std::string& dir, const std::string& weights_file = "");
 
-// An engine file written by write_engine_file (validated against its own config).
+// An engine file written by write_engine_file (validated against its own config). int8 weights (an I8
+// tensor "<name>" with its per-output-channel scales "<name>.int8_scale", F32 [rows]) are dequantised to
+// F32 here (q * scale), so everything above sees F32; stored_dtype says "I8".
 Result<ModelSource> read_engine_file(const std::string& path);
 
 // Either of the above: a directory is read as HF; a file is read as an engine file, unless it is

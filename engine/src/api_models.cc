@@ -13,6 +13,7 @@
 #include "bert/model_builder.h"
 #include "engine/core/guard.h"
 #include "engine/src/model_impl.h"  // load_model_from_source
+#include "kernels/quantize.h"
 #include "weights/bert_layout.h"
 #include "weights/model_file.h"
 #include "weights/synthetic.h"
@@ -127,8 +128,8 @@ ConvertReport report_of(const ModelSource& src) {
 }
 
 Status check_file_dtype(DType dtype) {
-  if (dtype != DType::kF32 && dtype != DType::kF16 && dtype != DType::kBF16)
-    return invalid_argument("engine files store F32, F16 or BF16 weights, not " + std::string(dtype_name(dtype)));
+  if (dtype != DType::kF32 && dtype != DType::kF16 && dtype != DType::kBF16 && dtype != DType::kI8)
+    return invalid_argument("engine files store F32, F16, BF16 or I8 weights, not " + std::string(dtype_name(dtype)));
   return Status();
 }
 
@@ -157,6 +158,36 @@ Result<TensorMap> tensor_map(const std::vector<std::pair<std::string, HostTensor
 
 const std::vector<std::string>& SyntheticPresets() { return synthetic_shapes(); }
 
+namespace {
+
+// The weights an int8 engine file stores as I8: the encoder's linear layers ("layer.<i>.<...>.weight").
+bool int8_in_file(const std::string& name, const Tensor& t) {
+  return name.starts_with("layer.") && name.ends_with(".weight") && t.shape.size() == 2 &&
+         !name.ends_with(".ln.weight");
+}
+
+// An engine file in `dtype`; I8: the encoder's linear weights quantised per output channel (8-bit,
+// symmetric, kernels/quantize.h) with their scales beside them, everything else F32 (docs/PRECISION.md).
+Status write_file(const std::string& path, ModelSource& src, DType dtype) {
+  if (dtype != DType::kI8) return write_engine_file(path, src, dtype);
+  std::vector<std::pair<std::string, Tensor>> scales;
+  for (auto& [name, t] : src.tensors) {
+    if (!int8_in_file(name, t)) continue;
+    BERT_ASSIGN_OR_RETURN(Tensor f32, to_f32(t, name));
+    const int64_t N = t.shape[0], K = t.shape[1];
+    Tensor q = make_owned_tensor(DType::kI8, t.shape), s = make_owned_tensor(DType::kF32, {N});
+    kernels::quantize_weights_per_channel_i8(f32.as<float>(), N, K, static_cast<int8_t*>(mutable_data(q)),
+                                             static_cast<float*>(mutable_data(s)));
+    t = std::move(q);
+    scales.emplace_back(name + ".int8_scale", std::move(s));
+  }
+  return write_engine_file(path, src, DType::kF32, scales,
+                           {{"int8_weights", "the encoder's linear layers: I8, symmetric per output channel, scales "
+                                             "in <name>.int8_scale"}});
+}
+
+}  // namespace
+
 Result<std::shared_ptr<const Model>> LoadSynthetic(const SyntheticSpec& spec, const LoadOptions& options) {
   return guarded(origin_of(spec), [&]() -> Result<std::shared_ptr<const Model>> {
     BERT_ASSIGN_OR_RETURN(ModelSource src, synthetic_source(spec));
@@ -168,7 +199,7 @@ Result<ConvertReport> WriteSynthetic(const SyntheticSpec& spec, const std::strin
   return guarded(origin_of(spec), [&]() -> Result<ConvertReport> {
     BERT_RETURN_IF_ERROR(check_file_dtype(dtype));
     BERT_ASSIGN_OR_RETURN(ModelSource src, synthetic_source(spec));
-    BERT_RETURN_IF_ERROR(write_engine_file(dst_path, src, dtype));
+    BERT_RETURN_IF_ERROR(write_file(dst_path, src, dtype));
     return report_of(src);
   });
 }
@@ -243,7 +274,7 @@ Result<ConvertReport> convert_checkpoint(const std::string& src_path, const std:
       if (Status st = check_finite(t, src_path + ": tensor '" + name + "'"); !st.ok())
         return Status(st.code(), st.message() + " (ConvertOptions.allow_non_finite, convert_weights "
                                                 "--allow-non-finite, converts it anyway)");
-  BERT_RETURN_IF_ERROR(write_engine_file(dst_path, src, options.dtype));
+  BERT_RETURN_IF_ERROR(write_file(dst_path, src, options.dtype));
   return report_of(src);
 }
 

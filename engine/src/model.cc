@@ -186,7 +186,7 @@ Result<std::shared_ptr<const Model>> load_model_from_source(ModelSource source, 
                                                 "accepts it)");
   // One arena for every tensor that is not already F32.
   size_t arena_floats = 0;
-  std::string stored = "F32";
+  std::string stored = impl->source.stored_dtype.empty() ? "F32" : impl->source.stored_dtype;
   for (const auto& [name, t] : impl->source.tensors)
     if (t.dtype != DType::kF32) {
       arena_floats += static_cast<size_t>(t.numel());

@@ -74,7 +74,7 @@ struct ConvertReport {
 };
 
 struct ConvertOptions {
-  DType dtype = DType::kF32;  // F32, F16 or BF16
+  DType dtype = DType::kF32;  // F32, F16, BF16, or I8 (the encoder's linear weights per-channel int8, the rest F32)
   std::string vocab_path{};     // embeds (or replaces) the vocab; at most vocab_size tokens
   bool allow_non_finite = false;  // convert weights that are NaN or infinite (an error naming the tensor otherwise)
 };
