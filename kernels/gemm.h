@@ -47,8 +47,9 @@
 
 namespace bert::kernels {
 
-// How GEMMs on fp32 operands compute: exactly, or (CUDA tensor cores) with the operands rounded to
-// TF32 / fp16 / bf16 and fp32 accumulation. Storage stays fp32. The CPU computes kExact only.
+// How GEMMs on fp32 operands compute: exactly, or with the operands rounded to TF32 / fp16 / bf16 and fp32
+// accumulation (CUDA tensor cores; on the CPU kBF16 too, where oneDNN has a bf16 matmul: mixed-precision
+// training). Storage stays fp32.
 enum class GemmCompute { kExact, kTF32, kF16, kBF16 };
 const char* gemm_compute_name(GemmCompute c);  // "fp32", "tf32", "fp16", "bf16"
 
@@ -143,6 +144,9 @@ class GemmPlanner {
   // Whether the most recent call ran on packed weights (false after a plain fallback or a batched matmul).
   bool last_packed() const;
 
+  // kExact (default) or kBF16: fp32 operands rounded to bf16 per call (fp32 weights and activations stay
+  // as they are; accumulation and outputs fp32). Packed bf16 / int8 weights run as they are either way.
+  void set_compute(GemmCompute compute);
   // int8 activation scales (see Int8ActivationScales) and the ranges recorded per layer's weights.
   void set_int8_scales(Int8ActivationScales mode);
   std::map<const PackedWeights*, float>& int8_ranges();

@@ -29,7 +29,8 @@
 //   state, written atomically; --resume continues bit-identically. --max-steps stops early without
 //   changing the schedule (which spans all epochs). --device cuda trains on the GPU (the same dropout
 //   streams as the CPU; dev evaluation runs there too) with fp32 master weights; --precision picks
-//   how its GEMMs compute (fp16 with dynamic loss scaling) and --attention fused keeps O(seq) memory
+//   how GEMMs compute (CPU: fp32 or bf16 on fp32 master weights; CUDA also tf32, and fp16 with dynamic
+//   loss scaling) and --attention fused keeps O(seq) memory
 //   per attention head instead of the [seq, seq] probabilities. --recompute yes (any device) keeps one
 //   layer's activations and recomputes each layer in the backward (the same gradients, less memory).
 #include <sys/resource.h>
@@ -237,7 +238,8 @@ int main(int argc, char** argv) {
   p.integer("--limit-train", &limit_train, 1, INT64_MAX, "read at most N training examples", "all");
   p.integer("--limit-dev", &limit_dev, 1, INT64_MAX, "read at most N dev examples", "all");
   p.choice("--device", &device, {"cpu", "cuda"}, "where to train");
-  p.choice("--precision", &precision, {"fp32", "tf32", "fp16", "bf16"}, "GEMM precision (others need --device cuda)");
+  p.choice("--precision", &precision, {"fp32", "tf32", "fp16", "bf16"},
+           "GEMM precision: fp32 or bf16 on the CPU (bf16: AVX-512; fp32 master weights), all four on CUDA");
   p.choice("--attention", &attention, {"matmul", "fused"}, "training attention (fused needs --device cuda)");
   p.choice("--recompute", &recompute, {"no", "yes"}, "recompute each layer's activations in the backward");
   p.choice("--log-steps", &log_steps, {"no", "yes"}, "also log one JSON line per optimizer step (global loss)");
@@ -260,9 +262,9 @@ int main(int argc, char** argv) {
   if (model_path.empty() && vocab_path.empty()) return usage("--synthetic and --config need --vocab");
   if (!labels.empty() && !model_path.empty())
     return usage("--labels goes with --synthetic or --config (a model file keeps its own labels)");
-  if (device == "cpu" && (precision != "fp32" || attention != "matmul"))
-    return usage("--precision other than fp32 and --attention fused need --device cuda (the CPU backend has fp32 "
-                 "GEMMs and no fused training attention)");
+  if (device == "cpu" && ((precision != "fp32" && precision != "bf16") || attention != "matmul"))
+    return usage("--precision tf32 / fp16 and --attention fused need --device cuda (the CPU trains with fp32 or bf16 "
+                 "GEMMs and has no fused training attention)");
   // The ranks: mpirun's (found in the environment), or this process alone.
   auto comm_or = bert::Communicator::FromEnvironment();
   if (!comm_or.ok()) return fail(comm_or.status());

@@ -70,10 +70,13 @@ kernels::WeightType PrecisionPolicy::encoder_weights() const {
 
 Result<PrecisionPolicy> PrecisionPolicy::ForTraining(Device device, TrainPrecision precision, bool allow_tf32) {
   if (device == Device::kCpu) {
-    if (precision != TrainPrecision::kF32)
+    if (precision == TrainPrecision::kF32) return all_f32(GemmCompute::kExact);
+    if (precision != TrainPrecision::kBF16)
       return unsupported(std::string("TrainerOptions.precision ") + train_precision_name(precision) +
-                         ": the CPU backend computes GEMMs in fp32 only");
-    return all_f32(GemmCompute::kExact);
+                         ": the CPU trains in fp32 or bf16 (bf16 GEMMs on fp32 master weights)");
+    std::string why;
+    if (!kernels::bf16_gemm_supported(&why)) return unsupported("TrainerOptions.precision bf16 on the CPU: " + why);
+    return all_f32(GemmCompute::kBF16);  // fp32 storage and master weights, bf16 GEMM operands
   }
   switch (precision) {
     case TrainPrecision::kF32: return all_f32(allow_tf32 ? GemmCompute::kTF32 : GemmCompute::kExact);

@@ -118,9 +118,9 @@ class Backend {
   virtual Status all_finite(const float* x, int64_t n, bool* finite) = 0;
 };
 
-// The CPU backend: oneDNN GEMMs planned per shape, every other op resolved once from the kernel
-// registry for the CPU's best ISA (an op without an entry is the error).
-Result<std::unique_ptr<Backend>> make_cpu_backend();
+// The CPU backend: oneDNN GEMMs planned per shape (fp32, or bf16 compute on fp32 operands), every other op
+// resolved once from the kernel registry for the CPU's best ISA (an op without an entry is the error).
+Result<std::unique_ptr<Backend>> make_cpu_backend(GemmCompute compute = GemmCompute::kExact);
 // The CUDA backend (CUDA builds with a GPU), its GEMMs computing as `compute` says.
 Result<std::unique_ptr<Backend>> make_cuda_backend(GemmCompute compute);
 // Whether this build has a CUDA backend and a GPU to run it; `why` says what is missing when not.

@@ -99,6 +99,7 @@ class CpuBackend final : public Backend {
     return Status::Ok();
   }
 
+  void set_compute(GemmCompute compute) { gemm_.set_compute(compute); }
   Status set_int8_activation_scales(kernels::Int8ActivationScales mode) override {
     gemm_.set_int8_scales(mode);
     return Status::Ok();
@@ -212,9 +213,12 @@ class CpuBackend final : public Backend {
 
 }  // namespace
 
-Result<std::unique_ptr<Backend>> make_cpu_backend() {
+Result<std::unique_ptr<Backend>> make_cpu_backend(GemmCompute compute) {
+  if (compute != GemmCompute::kExact && compute != GemmCompute::kBF16)
+    return unsupported(std::string("the CPU backend computes GEMMs in fp32 or bf16, not ") + kernels::gemm_compute_name(compute));
   auto backend = std::make_unique<CpuBackend>();
   BERT_RETURN_IF_ERROR(backend->init());
+  backend->set_compute(compute);
   return std::unique_ptr<Backend>(std::move(backend));
 }
 

@@ -161,7 +161,7 @@ Status upload_weights(Model::Impl& m) {
 }  // namespace
 
 Result<std::unique_ptr<runtime::Backend>> make_backend(const Model::Impl& m, runtime::GemmCompute compute) {
-  if (!m.device) return runtime::make_cpu_backend();
+  if (!m.device) return runtime::make_cpu_backend(compute);
   return runtime::make_cuda_backend(compute);
 }
 

@@ -9,6 +9,7 @@
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include <algorithm>
+#include <array>
 #include <string>
 
 #include "kernels/cpu/dispatch.h"
@@ -239,6 +240,133 @@ bool LowpGemm::linear(const LinearArgs& a) {
     const auto& k = cpu_kernels();
     for (int64_t m = 0; m < M; ++m) k.activation(ActivationArgs{a.y + m * ldy, N, a.act});
   }
+  return true;
+}
+
+namespace {
+
+// Elements from an operand's first to its last (non-negative strides): the span converted to bf16 as one
+// block, so the bf16 copy keeps the fp32 operand's strides (transposed and strided views included).
+int64_t span_of(const int64_t* dims, const int64_t* strides, int n) {
+  int64_t last = 0;
+  for (int i = 0; i < n; ++i) {
+    if (dims[i] == 0) return 0;
+    last += (dims[i] - 1) * strides[i];
+  }
+  return last + 1;
+}
+
+const uint16_t* to_bf16(const float* src, int64_t n, std::vector<uint16_t>& buf) {
+  if (buf.size() < size_t(n)) buf.resize(size_t(n));
+  cpu_kernels().convert_f32_to_bf16(src, buf.data(), n);
+  return buf.data();
+}
+
+}  // namespace
+
+bool LowpGemm::linear_bf16(const LinearArgs& a) {
+  const int64_t G = a.groups;
+  if (G < 1 || a.N % G || a.K % G) return false;
+  const int64_t ldx = a.ldx ? a.ldx : a.K, ldy = a.ldy ? a.ldy : a.N;
+  const int64_t Kg = a.K / G, Ng = a.N / G;
+  if (a.M == 0 || a.N == 0) return true;
+  std::array<int64_t, 19> key{0, a.M, Ng, Kg, ldx, ldy, static_cast<int64_t>(a.act), a.bias != nullptr, G};
+  auto it = bf16_plans_.find(key);
+  if (it == bf16_plans_.end()) {
+    try {
+      const auto bf16 = memory::data_type::bf16, f32 = memory::data_type::f32;
+      memory::desc src({a.M, Kg}, bf16, Dims{ldx, 1}), wei({Kg, Ng}, bf16, Dims{1, Kg}), dst({a.M, Ng}, f32, Dims{ldy, 1});
+      memory::desc bias({1, Ng}, f32, Dims{Ng, 1});
+      Plan p;
+      dnnl::algorithm alg = dnnl::algorithm::undef;
+      p.act_fused = a.act == Activation::kIdentity || onednn::to_dnnl_algorithm(a.act, &alg);
+      dnnl::primitive_attr attr;
+      if (a.act != Activation::kIdentity && p.act_fused) {
+        dnnl::post_ops po;
+        po.append_eltwise(1.f, alg, 0.f, 0.f);
+        attr.set_post_ops(po);
+      }
+      auto md = a.bias ? dnnl::matmul::desc(src, wei, bias, dst) : dnnl::matmul::desc(src, wei, dst);
+      dnnl::matmul::primitive_desc pd(md, attr, cpu_engine());
+      p.prim = dnnl::matmul(pd);
+      p.impl = pd.impl_info_str();
+      p.src = memory(src, cpu_engine(), nullptr);
+      p.weights = memory(wei, cpu_engine(), nullptr);
+      p.dst = memory(dst, cpu_engine(), nullptr);
+      p.args = {{DNNL_ARG_SRC, p.src}, {DNNL_ARG_WEIGHTS, p.weights}, {DNNL_ARG_DST, p.dst}};
+      if (a.bias) {
+        p.bias = memory(bias, cpu_engine(), nullptr);
+        p.args[DNNL_ARG_BIAS] = p.bias;
+      }
+      it = bf16_plans_.emplace(key, std::move(p)).first;
+    } catch (const dnnl::error&) {
+      return false;
+    }
+  }
+  Plan& p = it->second;
+  last_impl_ = p.impl.c_str();
+  const uint16_t* x = to_bf16(a.x, (a.M - 1) * ldx + a.K, bf16_a_);
+  const uint16_t* w = to_bf16(a.w, a.N * Kg, bf16_b_);
+  for (int64_t g = 0; g < G; ++g) {  // group g: input columns g*Kg.., weight rows and outputs g*Ng..
+    p.src.set_data_handle(const_cast<uint16_t*>(x + g * Kg));
+    p.weights.set_data_handle(const_cast<uint16_t*>(w + g * Ng * Kg));
+    p.dst.set_data_handle(a.y + g * Ng);
+    if (a.bias) p.bias.set_data_handle(const_cast<float*>(a.bias + g * Ng));
+    p.prim.execute(stream_, p.args);
+    stream_.wait();
+  }
+  if (!p.act_fused) {
+    const auto& k = cpu_kernels();
+    for (int64_t m = 0; m < a.M; ++m) k.activation(ActivationArgs{a.y + m * ldy, a.N, a.act});
+  }
+  return true;
+}
+
+bool LowpGemm::batched_matmul_bf16(const BatchedMatmulArgs& a) {
+  std::array<int64_t, 19> key{1, a.batch0, a.batch1, a.M, a.N, a.K, a.accumulate};
+  for (int i = 0; i < 4; ++i) key[7 + i] = a.a_strides[i], key[11 + i] = a.b_strides[i], key[15 + i] = a.c_strides[i];
+  const int64_t a_dims[4] = {a.batch0, a.batch1, a.M, a.K}, b_dims[4] = {a.batch0, a.batch1, a.K, a.N};
+  for (int i = 0; i < 4; ++i)
+    if (a.a_strides[i] < 0 || a.b_strides[i] < 0) return false;
+  if (a.batch0 == 0 || a.batch1 == 0 || a.M == 0 || a.N == 0) return true;
+  auto it = bf16_plans_.find(key);
+  if (it == bf16_plans_.end()) {
+    try {
+      const auto bf16 = memory::data_type::bf16, f32 = memory::data_type::f32;
+      const int skip = a.batch0 == 1 ? (a.batch1 == 1 ? 2 : 1) : 0;  // as the fp32 path: drop unit batches
+      auto dims = [&](int64_t rows, int64_t cols) {
+        Dims d{a.batch0, a.batch1, rows, cols};
+        return Dims(d.begin() + skip, d.end());
+      };
+      auto strides = [&](const int64_t* st) { return Dims(st + skip, st + 4); };
+      memory::desc src(dims(a.M, a.K), bf16, strides(a.a_strides)), wei(dims(a.K, a.N), bf16, strides(a.b_strides));
+      memory::desc dst(dims(a.M, a.N), f32, strides(a.c_strides));
+      dnnl::primitive_attr attr;
+      if (a.accumulate) {
+        dnnl::post_ops po;
+        po.append_sum(1.f);
+        attr.set_post_ops(po);
+      }
+      dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wei, dst), attr, cpu_engine());
+      Plan p;
+      p.prim = dnnl::matmul(pd);
+      p.impl = pd.impl_info_str();
+      p.src = memory(src, cpu_engine(), nullptr);
+      p.weights = memory(wei, cpu_engine(), nullptr);
+      p.dst = memory(dst, cpu_engine(), nullptr);
+      p.args = {{DNNL_ARG_SRC, p.src}, {DNNL_ARG_WEIGHTS, p.weights}, {DNNL_ARG_DST, p.dst}};
+      it = bf16_plans_.emplace(key, std::move(p)).first;
+    } catch (const dnnl::error&) {
+      return false;
+    }
+  }
+  Plan& p = it->second;
+  last_impl_ = p.impl.c_str();
+  p.src.set_data_handle(const_cast<uint16_t*>(to_bf16(a.a, span_of(a_dims, a.a_strides, 4), bf16_a_)));
+  p.weights.set_data_handle(const_cast<uint16_t*>(to_bf16(a.b, span_of(b_dims, a.b_strides, 4), bf16_b_)));
+  p.dst.set_data_handle(a.c);
+  p.prim.execute(stream_, p.args);
+  stream_.wait();
   return true;
 }
 

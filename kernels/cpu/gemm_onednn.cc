@@ -210,7 +210,8 @@ struct GemmPlanner::Impl {
   std::map<BatchedKey, Plan> batched_plans;
   const char* last_impl = "";
   bool last_packed = false;
-  onednn::LowpGemm lowp;  // bf16 / int8 weights (kernels/cpu/gemm_lowp_onednn.cc)
+  onednn::LowpGemm lowp;  // bf16 / int8 weights, bf16 compute (kernels/cpu/gemm_lowp_onednn.cc)
+  bool bf16_compute = false;
 };
 
 GemmPlanner::GemmPlanner() : impl_(std::make_unique<Impl>()) {}
@@ -220,11 +221,12 @@ size_t GemmPlanner::plan_count() const { return impl_->linear_plans.size() + imp
 const char* GemmPlanner::last_impl() const { return impl_->last_impl; }
 bool GemmPlanner::last_packed() const { return impl_->last_packed; }
 void GemmPlanner::set_int8_scales(Int8ActivationScales mode) { impl_->lowp.set_mode(mode); }
+void GemmPlanner::set_compute(GemmCompute compute) { impl_->bf16_compute = compute == GemmCompute::kBF16; }
 std::map<const PackedWeights*, float>& GemmPlanner::int8_ranges() { return impl_->lowp.ranges(); }
 
 bool GemmPlanner::linear(const LinearArgs& a) {
-  if (a.packed && a.packed->type != WeightType::kF32) {
-    const bool ok = impl_->lowp.linear(a);
+  if ((a.packed && a.packed->type != WeightType::kF32) || impl_->bf16_compute) {
+    const bool ok = a.packed && a.packed->type != WeightType::kF32 ? impl_->lowp.linear(a) : impl_->lowp.linear_bf16(a);
     impl_->last_impl = impl_->lowp.last_impl(), impl_->last_packed = ok;
     return ok;
   }
@@ -329,6 +331,11 @@ bool GemmPlanner::linear(const LinearArgs& a) {
 }
 
 bool GemmPlanner::batched_matmul(const BatchedMatmulArgs& a) {
+  if (impl_->bf16_compute) {
+    const bool ok = impl_->lowp.batched_matmul_bf16(a);
+    impl_->last_impl = impl_->lowp.last_impl(), impl_->last_packed = false;
+    return ok;
+  }
   Impl::BatchedKey key{a.batch0, a.batch1, a.M, a.N, a.K, a.accumulate ? 1 : 0};
   for (int i = 0; i < 4; ++i) {
     key[6 + 3 * i] = a.a_strides[i];

@@ -5,6 +5,7 @@
 
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -57,6 +58,10 @@ struct Plan {
 class LowpGemm {
  public:
   bool linear(const LinearArgs& a);
+  // fp32 operands computed in bf16 (GemmPlanner::set_compute): each operand's span converted to bf16 with
+  // its strides kept, one bf16 matmul (per group) into fp32.
+  bool linear_bf16(const LinearArgs& a);
+  bool batched_matmul_bf16(const BatchedMatmulArgs& a);
   const char* last_impl() const { return last_impl_; }
   // Calibration: while recording, every int8 call notes max |x| per weights; with static scales set, an
   // int8 call whose weights have a recorded range uses it instead of measuring the activations.
@@ -67,6 +72,8 @@ class LowpGemm {
   using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int, bool, int>;  // M N K ldy act bias type
   dnnl::stream stream_{cpu_engine()};
   std::map<Key, Plan> plans_;
+  std::map<std::array<int64_t, 19>, Plan> bf16_plans_;  // bf16 compute: linear and batched shapes
+  std::vector<uint16_t> bf16_a_, bf16_b_;              // bf16 compute: the converted operands
   std::vector<uint16_t> bf16_;  // converted activations [M, K]
   std::vector<int8_t> s8_;      // quantised activations [M, K]
   std::vector<float> col_scales_;
