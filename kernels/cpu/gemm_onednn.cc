@@ -50,7 +50,6 @@ bool to_dnnl_algorithm(Activation act, dnnl::algorithm* alg) {
 
 namespace {
 
-
 // Weight dims of a linear layer as a 1x1 convolution: {N, K, 1} ("oiw"), or {G, N/G, K/G, 1}
 // ("goiw") when grouped. Our [N, K/G] row-major weights are exactly that plain layout either way.
 Dims conv_weight_dims(int64_t N, int64_t K, int64_t groups) {
