@@ -347,7 +347,8 @@ TEST(LowpModel, Int8IgnoresPackWeightsFalseForTheEncoder) {
 }
 
 // convert_weights --dtype int8: the encoder's linear weights stored as int8 + scales (a smaller file); loaded in
-// int8 it runs bit-identically to the fp32 file loaded in int8; in fp32 it runs the dequantised weights.
+// int8 it runs bit-identically to the fp32 file loaded in int8 (with VNNI; without it the file's 8-bit weights
+// are rounded again to 7 bits, so only close); in fp32 it runs the dequantised weights.
 TEST(LowpModel, Int8EngineFilesRoundTrip) {
   test::TempDir dir;
   const SyntheticSpec spec{.preset = "bert-mini", .architecture = "BertForSequenceClassification", .seed = 5};
@@ -365,8 +366,12 @@ TEST(LowpModel, Int8EngineFilesRoundTrip) {
   auto a = run_model(*from_f32, false), b = run_model(*from_i8, false), c = run_model(*i8_as_f32, false),
        d = run_model(*f32, false);
   ASSERT_TRUE(a.ok() && b.ok() && c.ok() && d.ok());
-  EXPECT_EQ(a->hidden, b->hidden);
-  EXPECT_EQ(a->logits, b->logits);
+  if (kernels::int8_gemm_has_vnni()) {
+    EXPECT_EQ(a->hidden, b->hidden);
+    EXPECT_EQ(a->logits, b->logits);
+  } else {
+    EXPECT_GE(cosine(a->hidden.data(), b->hidden.data(), int64_t(a->hidden.size())), 0.999);
+  }
   EXPECT_GE(cosine(c->hidden.data(), d->hidden.data(), int64_t(d->hidden.size())), 0.9999);
   EXPECT_NE(c->hidden, d->hidden) << "the dequantised weights differ from the originals";
 }
