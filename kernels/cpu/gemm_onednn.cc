@@ -29,6 +29,10 @@ struct Plan {
   memory src, weights, bias, dst;
   std::unordered_map<int, memory> args;
   std::string impl;
+  // BatchedMatmulArgs::reorder_b: b as the caller lays it out, reordered into `weights` (planner-owned).
+  dnnl::reorder b_reorder;
+  memory b_user;
+  std::unique_ptr<float[]> b_buffer;
 };
 
 bool to_dnnl_algorithm(Activation act, dnnl::algorithm* alg) {
@@ -218,6 +222,7 @@ struct GemmPlanner::Impl {
   std::map<BatchedKey, Plan> batched_plans;
   const char* last_impl = "";
   bool last_packed = false;
+  uint64_t calls = 0;
 };
 
 GemmPlanner::GemmPlanner() : impl_(std::make_unique<Impl>()) {}
@@ -226,6 +231,7 @@ GemmPlanner::~GemmPlanner() = default;
 size_t GemmPlanner::plan_count() const { return impl_->linear_plans.size() + impl_->batched_plans.size(); }
 const char* GemmPlanner::last_impl() const { return impl_->last_impl; }
 bool GemmPlanner::last_packed() const { return impl_->last_packed; }
+uint64_t GemmPlanner::calls() const { return impl_->calls; }
 
 bool GemmPlanner::linear(const LinearArgs& a) {
   const int64_t G = a.groups;
@@ -303,6 +309,7 @@ bool GemmPlanner::linear(const LinearArgs& a) {
   Plan& p = it->second;
   impl_->last_impl = p.impl.c_str();
   impl_->last_packed = p.packed;
+  ++impl_->calls;
   if (p.packed) {
     p.src.set_data_handle(const_cast<float*>(a.x));
     p.weights.set_data_handle(a.packed->data.get());
@@ -329,7 +336,8 @@ bool GemmPlanner::linear(const LinearArgs& a) {
 }
 
 bool GemmPlanner::batched_matmul(const BatchedMatmulArgs& a) {
-  Impl::BatchedKey key{a.batch0, a.batch1, a.M, a.N, a.K, a.accumulate ? 1 : 0};
+  const bool reorder_b = a.reorder_b && a.batch0 == 1 && a.batch1 == 1;
+  Impl::BatchedKey key{a.batch0, a.batch1, a.M, a.N, a.K, (a.accumulate ? 1 : 0) | (reorder_b ? 2 : 0)};
   for (int i = 0; i < 4; ++i) {
     key[6 + 3 * i] = a.a_strides[i];
     key[7 + 3 * i] = a.b_strides[i];
@@ -356,12 +364,26 @@ bool GemmPlanner::batched_matmul(const BatchedMatmulArgs& a) {
         po.append_sum(1.f);
         attr.set_post_ops(po);
       }
-      dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wei, dst), attr, impl_->engine);
       Plan p;
+      dnnl::matmul::primitive_desc pd;
+      if (reorder_b) {  // weights in the layout the matmul picks, when it is a generated kernel's own
+        const memory::desc any(dims(a.K, a.N), f32, memory::format_tag::any);
+        dnnl::matmul::primitive_desc packed(dnnl::matmul::desc(src, any, dst), attr, impl_->engine);
+        if (is_jit(packed.impl_info_str()) && packed.weights_desc() != wei) {
+          pd = packed;
+          p.b_user = memory(wei, impl_->engine, nullptr);
+          p.b_buffer.reset(new float[(pd.weights_desc().get_size() + sizeof(float) - 1) / sizeof(float)]);
+          p.weights = memory(pd.weights_desc(), impl_->engine, p.b_buffer.get());
+          p.b_reorder = dnnl::reorder(p.b_user, p.weights);
+        }
+      }
+      if (!p.b_buffer) {
+        pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wei, dst), attr, impl_->engine);
+        p.weights = memory(wei, impl_->engine, nullptr);
+      }
       p.prim = dnnl::matmul(pd);
       p.impl = pd.impl_info_str();
       p.src = memory(src, impl_->engine, nullptr);
-      p.weights = memory(wei, impl_->engine, nullptr);
       p.dst = memory(dst, impl_->engine, nullptr);
       p.args = {{DNNL_ARG_SRC, p.src}, {DNNL_ARG_WEIGHTS, p.weights}, {DNNL_ARG_DST, p.dst}};
       it = impl_->batched_plans.emplace(key, std::move(p)).first;
@@ -372,8 +394,14 @@ bool GemmPlanner::batched_matmul(const BatchedMatmulArgs& a) {
   Plan& p = it->second;
   impl_->last_impl = p.impl.c_str();
   impl_->last_packed = false;
+  ++impl_->calls;
   p.src.set_data_handle(const_cast<float*>(a.a));
-  p.weights.set_data_handle(const_cast<float*>(a.b));
+  if (p.b_buffer) {
+    p.b_user.set_data_handle(const_cast<float*>(a.b));
+    p.b_reorder.execute(impl_->stream, p.b_user, p.weights);
+  } else {
+    p.weights.set_data_handle(const_cast<float*>(a.b));
+  }
   p.dst.set_data_handle(a.c);
   p.prim.execute(impl_->stream, p.args);
   impl_->stream.wait();
