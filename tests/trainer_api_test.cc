@@ -213,15 +213,26 @@ TEST(TrainerApi, RecomputedActivationsGiveTheSameGradients) {
   }
 }
 
-// Batches of 256 tokens and more run the linear layers' backward GEMMs on oneDNN's blocked layout of
-// their b operand (engine/model/network.cc, kReorderMinRows); smaller ones on the plain layout. A batch
-// of 320 tokens and its two halves (loss_scale 1/2 each, accumulated) must give the same gradients.
+// Batches of 256 tokens and more run the backward GEMMs of layers with 2^19 weights and more on oneDNN's
+// blocked layout of their b operand (engine/model/network.cc, kReorderMinRows / kReorderMinWeights);
+// smaller ones on the plain layout. A model whose FFN layers are 128 x 8192 (2^20 weights), a batch of
+// 320 tokens and its two halves (loss_scale 1/2 each, accumulated) must give the same gradients.
 TEST(TrainerApi, LargeBatchGradientsMatchAccumulatedHalves) {
   constexpr int B = 8, S = 40;
   std::vector<int32_t> ids(B * S), labels = {0, 1, 1, 0, 1, 0, 0, 1};
   std::mt19937 rng(4);
   for (auto& x : ids) x = 1000 + static_cast<int32_t>(rng() % 20000);
-  auto model = tiny("BertForSequenceClassification");
+  std::string json = *synthetic_config_json("bert-tiny", "BertForSequenceClassification");
+  const size_t at = json.find("\"intermediate_size\"");
+  ASSERT_NE(at, std::string::npos) << json;
+  const size_t value = json.find_first_of("0123456789", at), end = json.find_first_not_of("0123456789", value);
+  json.replace(value, end - value, "8192");
+  auto config = parse_model_config(json, "test");
+  ASSERT_TRUE(config.ok()) << config.status().to_string();
+  ASSERT_EQ(config->intermediate_size * config->hidden_size, int64_t{1} << 20);
+  auto loaded = load_model_from_source(synthetic_model(*config, 3));
+  ASSERT_TRUE(loaded.ok()) << loaded.status().to_string();
+  auto model = *loaded;
   std::vector<float> grads[2];
   for (int halves = 0; halves < 2; ++halves) {
     TrainerOptions o;

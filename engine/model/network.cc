@@ -66,20 +66,25 @@ void Ops::batched_matmul(const char* op, const kernels::BatchedMatmulArgs& a) {
 }
 
 // The linear backward's GEMMs reorder their b operand (W for dx, x for dW) into oneDNN's blocked layout
-// from this many rows (tokens) up: the copy is paid back from a few hundred rows (kernels/gemm.h).
+// from this many rows (tokens) up, for layers of at least kReorderMinWeights weights (bert-base's and
+// larger; measured there): the copy is paid back from a few hundred rows (kernels/gemm.h). Small layers
+// (bert-tiny, bert-mini) keep the plain operands: the reorder would add a parallel region per GEMM for
+// little gain.
 constexpr int64_t kReorderMinRows = 256;
+constexpr int64_t kReorderMinWeights = int64_t{1} << 19;
 
 void Ops::linear_backward(const char* op, const Linear& lin, const Linear& grad, const float* x, const float* dy,
                           float* dx, int64_t M, bool accumulate_dx, int64_t ldx) {
   if (!ok()) return;
   const int64_t N = lin.N, K = lin.K, G = lin.groups, Ng = N / G, Kg = K / G;
   if (!ldx) ldx = K;
+  const bool reorder = M >= kReorderMinRows && Ng * Kg >= kReorderMinWeights;
   if (dx) {  // dx[M, K] = dy[M, N] W[N, K/G] per group
     Timed timed(*this, op, ".dx");
     kernels::BatchedMatmulArgs a;
     a.a = dy, a.b = lin.w, a.c = dx, a.batch0 = 1, a.batch1 = G, a.M = M, a.N = Kg, a.K = Ng;
     a.accumulate = accumulate_dx;
-    a.reorder_b = M >= kReorderMinRows;
+    a.reorder_b = reorder;
     const int64_t as[4] = {0, Ng, N, 1}, bs[4] = {0, Ng * Kg, Kg, 1}, cs[4] = {0, Kg, ldx, 1};
     std::memcpy(a.a_strides, as, sizeof as), std::memcpy(a.b_strides, bs, sizeof bs), std::memcpy(a.c_strides, cs, sizeof cs);
     check(be_.batched_matmul(a).with_context("linear backward (dx)"));
@@ -89,7 +94,7 @@ void Ops::linear_backward(const char* op, const Linear& lin, const Linear& grad,
     kernels::BatchedMatmulArgs b;  // dW[N, K/G] += dy^T x per group
     b.a = dy, b.b = x, b.c = const_cast<float*>(grad.w), b.batch0 = 1, b.batch1 = G, b.M = Ng, b.N = Kg, b.K = M;
     b.accumulate = true;
-    b.reorder_b = M >= kReorderMinRows;
+    b.reorder_b = reorder;
     const int64_t as[4] = {0, Ng, 1, N}, bs[4] = {0, Kg, ldx, 1}, cs[4] = {0, Ng * Kg, Kg, 1};
     std::memcpy(b.a_strides, as, sizeof as), std::memcpy(b.b_strides, bs, sizeof bs), std::memcpy(b.c_strides, cs, sizeof cs);
     check(be_.batched_matmul(b).with_context("linear backward (dW)"));
