@@ -1,7 +1,9 @@
 // bert_bench: the engine's benchmark front door (Google Benchmark).
 //
 //   bert_bench [--model FILE] [--profile] [--benchmark_filter=REGEX] [other Google Benchmark flags]
-//   (--profile adds per-op milliseconds per run as counters: embed, gemm.*, attention.*, softmax, ...)
+//   (--profile adds per-op milliseconds per run as counters: embed, gemm.*, attention.*, softmax, ...;
+//    GEMM ops name the oneDNN implementation that ran them, e.g. "ms:gemm.qkv [brg:avx512_core]";
+//    BM_TrainStep adds the backward's ops and optimizer.step)
 //
 // BM_Inference   CPU inference over model x batch x seq x threads x precision (0 fp32, 1 bf16, 2 int8:
 //                the encoder's linear layers; the label names it) x packed (SessionOptions.remove_padding;
@@ -14,6 +16,8 @@
 // BM_PaddingRemoval  bert-base batch 8 (or --model) over seq 128 with SST-2-like sentence lengths (mean
 //                25 tokens, 5..55: SST-2 dev averages 25.2, longest 55), padded vs remove_padding (the
 //                encoder on the real tokens only), with real tokens/s and the real-token fraction.
+// BM_Sst2Dev     SST-2 dev (../shared/data, all 872 sentences, engine-tokenised), bert-base batch 32: padded
+//                to 128, to each batch's longest, and packed (bench/sst2_bench.cc; skipped without the data).
 // BM_ModelLoad   Model::Load of an engine file (bert-base-shaped synthetic by default, or --model).
 // BM_CudaGemmPeak, BM_CudaInference: the GPU (bench/cuda_bench.cc), in CUDA builds with a GPU.
 // BM_TrainStep   One training step (forward + backward + AdamW) of a sequence classifier over
@@ -46,6 +50,7 @@
 
 void register_cuda_benchmarks();  // bench/cuda_bench.cc (a no-op without CUDA)
 void register_dist_benchmarks();  // bench/dist_bench.cc (BM_DataParallel*: ranks under mpirun)
+void register_sst2_benchmarks();  // bench/sst2_bench.cc (BM_Sst2Dev: SST-2 dev from ../shared/data)
 bool is_reporting_rank();         // bench/dist_bench.cc: rank 0, or the only process
 
 namespace {
@@ -112,6 +117,12 @@ double time_bert_base(int batch, int seq, int threads) {
   return baseline_seconds()[key] = runs[2];
 }
 
+// --profile: "ms:<op>" counters, milliseconds per run; GEMM ops name their implementation
+// ("ms:gemm.qkv [brg:avx512_core]").
+void add_profile_counters(benchmark::State& state, const std::vector<bert::OpProfile>& profile, double runs) {
+  for (const bert::OpProfile& p : profile) state.counters["ms:" + p.display_name()] = p.seconds * 1e3 / runs;
+}
+
 void BM_Inference(benchmark::State& state) {
   const int model_index = static_cast<int>(state.range(0));
   const int batch = static_cast<int>(state.range(1)), seq = static_cast<int>(state.range(2));
@@ -167,7 +178,7 @@ void BM_Inference(benchmark::State& state) {
   state.counters["workspace_MiB"] = double((*session)->workspace_bytes()) / (1 << 20);
   if (g_profile) {
     const double runs = double(state.iterations()) + 1;  // + the warm-up run
-    for (const bert::OpProfile& p : (*session)->Profile()) state.counters["ms:" + p.op] = p.seconds * 1e3 / runs;
+    add_profile_counters(state, (*session)->Profile(), runs);
   }
 }
 
@@ -240,7 +251,7 @@ void BM_TrainStep(benchmark::State& state) {
   const bool bf16 = state.range(4) != 0;
   state.SetLabel(std::string(kTrainShapes[model_index]) + (bf16 ? " bf16" : " fp32"));
   bert::TrainerOptions opts;
-  opts.max_batch = batch, opts.max_seq = seq, opts.num_threads = threads;
+  opts.max_batch = batch, opts.max_seq = seq, opts.num_threads = threads, opts.profile = g_profile;
   opts.precision = bf16 ? bert::TrainPrecision::kBF16 : bert::TrainPrecision::kF32;
   auto trainer = bert::Trainer::Create(model, opts);
   // bf16 on a CPU without a bf16 matmul is a planned skip (the message names the missing feature).
@@ -267,6 +278,7 @@ void BM_TrainStep(benchmark::State& state) {
   const double flops = 3 * model->forward_flops(batch, seq);
   state.counters["samples/s"] = benchmark::Counter(double(batch), benchmark::Counter::kIsIterationInvariantRate);
   state.counters["GFLOP/s"] = benchmark::Counter(flops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  if (g_profile) add_profile_counters(state, (*trainer)->Profile(), double(state.iterations()) + 1);
 }
 
 void train_args(benchmark::internal::Benchmark* b) {
@@ -349,6 +361,7 @@ int main(int argc, char** argv) {
   if (g_model_file.empty()) benchmark::RegisterBenchmark("BM_TrainStep", BM_TrainStep)->Apply(train_args);
   if (g_model_file.empty()) register_cuda_benchmarks();
   if (g_model_file.empty()) register_dist_benchmarks();
+  if (g_model_file.empty()) register_sst2_benchmarks();
   benchmark::AddCustomContext("engine", "bert_engine CPU fp32 / bf16 / int8 (oneDNN GEMMs, hand-written kernels)");
   benchmark::AddCustomContext("cpu_flags", cpu_flags());
   benchmark::AddCustomContext("weights", g_model_file.empty() ? "synthetic, seed 1234" : g_model_file);

@@ -119,6 +119,12 @@ struct BatchedMatmulArgs {
   int64_t b_strides[4] = {0, 0, 0, 0};
   int64_t c_strides[4] = {0, 0, 0, 0};
   bool accumulate = false;  // c += a * b instead of c = a * b (gradient accumulation)
+  // Reorder b, each call, into the blocked layout oneDNN's matmul asks for, then multiply: for products
+  // whose b is read by many rows of a (the linear layers' backward: dx = dy W and dW = dy^T x at a few
+  // hundred tokens and more), where oneDNN 2.6's brgemm runs a plain [K, N] b at 64-94 GFLOP/s on the
+  // Zen 4 here and its own layout at 95-105 (1 thread; tests/gemm_test.cc checks the results). Only for
+  // a single product (batch0 == batch1 == 1); ignored otherwise.
+  bool reorder_b = false;
 };
 
 // Plain references (double accumulation), the spec for the two calls below.
@@ -143,6 +149,9 @@ class GemmPlanner {
   const char* last_impl() const;
   // Whether the most recent call ran on packed weights (false after a plain fallback or a batched matmul).
   bool last_packed() const;
+  // GEMMs run so far (linear and batched_matmul calls that succeeded): a profiler that sees it change
+  // across a scope names last_impl() for that scope.
+  uint64_t calls() const;
 
   // kExact (default) or kBF16: fp32 operands rounded to bf16 per call (fp32 weights and activations stay
   // as they are; accumulation and outputs fp32). Packed bf16 / int8 weights run as they are either way.

@@ -78,7 +78,8 @@ std::span<const KernelEntry> host_table() {
     {"attention_f32_avx512_flash", Op::kAttention, kCpu, kF32, kAvx512, "flash", any(attention_f32_avx512_flash),
      attention_flash_supports},
 
-    // Training (kernels/train.h): the CPU variants are portable OpenMP code.
+    // Training (kernels/train.h): the CPU variants are portable OpenMP code, plus AVX-512 dropout and
+    // erf-GELU backward (kernels/cpu/train_avx512.cc).
     {"layernorm_backward_f32_ref", Op::kLayerNormBackward, kRef, kF32, kAny, "", any(layernorm_backward_f32_ref),
      nullptr},
     {"layernorm_backward_f32_cpu", Op::kLayerNormBackward, kCpu, kF32, kAny, "", any(layernorm_backward_f32),
@@ -89,6 +90,8 @@ std::span<const KernelEntry> host_table() {
      nullptr},
     {"activation_backward_f32_cpu", Op::kActivationBackward, kCpu, kF32, kAny, "", any(activation_backward_f32),
      nullptr},
+    {"activation_backward_f32_avx512", Op::kActivationBackward, kCpu, kF32, kAvx512, "",
+     any(activation_backward_f32_avx512), nullptr},
     {"embed_backward_f32_ref", Op::kEmbedBackward, kRef, kF32, kAny, "", any(embed_backward_f32_ref), nullptr},
     {"embed_backward_f32_cpu", Op::kEmbedBackward, kCpu, kF32, kAny, "", any(embed_backward_f32), nullptr},
     {"column_sum_f32_ref", Op::kColumnSum, kRef, kF32, kAny, "", any(column_sum_f32_ref), nullptr},
@@ -99,6 +102,7 @@ std::span<const KernelEntry> host_table() {
     {"mse_f32_ref", Op::kMse, kRef, kF32, kAny, "", any(mse_f32_ref), nullptr},
     {"dropout_f32_ref", Op::kDropout, kRef, kF32, kAny, "", any(dropout_f32_ref), nullptr},
     {"dropout_f32_cpu", Op::kDropout, kCpu, kF32, kAny, "", any(dropout_f32), nullptr},
+    {"dropout_f32_avx512", Op::kDropout, kCpu, kF32, kAvx512, "", any(dropout_f32_avx512), nullptr},
   };
   return kTable;
 }

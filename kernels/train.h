@@ -60,6 +60,8 @@ struct ActivationBackwardArgs {
 Status check(const ActivationBackwardArgs& a);
 void activation_backward_f32_ref(const ActivationBackwardArgs& a);
 void activation_backward_f32(const ActivationBackwardArgs& a);
+// AVX-512 (kernels/cpu/train_avx512.cc): erf-GELU vectorised, the other kinds as activation_backward_f32.
+void activation_backward_f32_avx512(const ActivationBackwardArgs& a);
 
 // Backward of the embedding gather (the LayerNorm is done separately): the gradient of each token's
 // summed embedding is scatter-added into the rows of the tables it came from. A null table gradient
@@ -156,6 +158,7 @@ struct DropoutArgs {
 Status check(const DropoutArgs& a);
 void dropout_f32_ref(const DropoutArgs& a);
 void dropout_f32(const DropoutArgs& a);
+void dropout_f32_avx512(const DropoutArgs& a);  // the same bits, 16 elements at a time (AVX512DQ)
 // Whether element `index` survives (the hash both variants use; exposed for tests).
 bool dropout_keep(uint64_t seed, uint64_t index, float p);
 

@@ -321,15 +321,20 @@ TEST(Gemm, BatchedMatmulWithAttentionStrides) {
 TEST(Gemm, BatchedMatmulAccumulatesForLinearBackward) {
   GemmPlanner planner;
   for (auto [M, N, K, G] : {std::tuple<int64_t, int64_t, int64_t, int64_t>{1, 1, 1, 1}, {17, 33, 65, 1},
-                            {128, 48, 24, 4}, {5, 12, 18, 3}}) {
-    SCOPED_TRACE(::testing::Message() << M << "x" << N << "x" << K << " groups " << G);
+                            {128, 48, 24, 4}, {5, 12, 18, 3}, {300, 70, 130, 1}}) {
     const int64_t Ng = N / G, Kg = K / G;
     auto dy = test::random_floats(M * N, 11), w = test::random_floats(N * Kg, 12), x = test::random_floats(M * K, 13);
-    for (bool accumulate : {false, true}) {
+    // reorder_b: b copied into oneDNN's blocked layout first (single products; ignored when grouped).
+    for (int mode = 0; mode < 4; ++mode) {
+    const bool accumulate = mode & 1, reorder = mode & 2;
+    SCOPED_TRACE(::testing::Message() << M << "x" << N << "x" << K << " groups " << G << " accumulate " << accumulate
+                                      << " reorder_b " << reorder);
+    {
       // dX[m, g*Kg + k] = sum_n dY[m, g*Ng + n] W[g*Ng + n, k]
       auto dx_got = test::random_floats(M * K, 14), dx_want = dx_got;
       BatchedMatmulArgs a;
       a.a = dy.data(), a.b = w.data(), a.batch0 = 1, a.batch1 = G, a.M = M, a.N = Kg, a.K = Ng, a.accumulate = accumulate;
+      a.reorder_b = reorder;
       const int64_t as[4] = {0, Ng, N, 1}, bs[4] = {0, Ng * Kg, Kg, 1}, cs[4] = {0, Kg, K, 1};
       std::copy(as, as + 4, a.a_strides), std::copy(bs, bs + 4, a.b_strides), std::copy(cs, cs + 4, a.c_strides);
       a.c = dx_want.data();
@@ -341,6 +346,7 @@ TEST(Gemm, BatchedMatmulAccumulatesForLinearBackward) {
       auto dw_got = test::random_floats(N * Kg, 15), dw_want = dw_got;
       BatchedMatmulArgs b;
       b.a = dy.data(), b.b = x.data(), b.batch0 = 1, b.batch1 = G, b.M = Ng, b.N = Kg, b.K = M, b.accumulate = accumulate;
+      b.reorder_b = reorder;
       const int64_t as2[4] = {0, Ng, 1, N}, bs2[4] = {0, Kg, K, 1}, cs2[4] = {0, Ng * Kg, Kg, 1};
       std::copy(as2, as2 + 4, b.a_strides), std::copy(bs2, bs2 + 4, b.b_strides), std::copy(cs2, cs2 + 4, b.c_strides);
       b.c = dw_want.data();
@@ -349,6 +355,7 @@ TEST(Gemm, BatchedMatmulAccumulatesForLinearBackward) {
       ASSERT_TRUE(planner.batched_matmul(b));
       EXPECT_LE(test::relative_l2(dw_got.data(), dw_want.data(), dw_got.size()), 1e-6);
       ASSERT_GT(test::max_abs(dw_got.data(), dw_got.size()), 0.0);
+    }
     }
   }
   // The reference's accumulate really adds: c = 1 + 2 * 3.
@@ -359,6 +366,30 @@ TEST(Gemm, BatchedMatmulAccumulatesForLinearBackward) {
   std::copy(unit, unit + 4, r.a_strides), std::copy(unit, unit + 4, r.b_strides), std::copy(unit, unit + 4, r.c_strides);
   batched_matmul_f32_ref(r);
   EXPECT_EQ(c, 7.f);
+}
+
+// reorder_b copies b on every call: a plan reused with new b data (the weights after an optimizer step)
+// multiplies the new values, at bert-base's widths and a few hundred tokens.
+TEST(Gemm, ReorderedOperandFollowsItsDataEveryCall) {
+  GemmPlanner planner;
+  const int64_t M = 260, N = 768, K = 3072;  // dx = dy W of an FFN output layer
+  auto dy = test::random_floats(M * N, 21), w = test::random_floats(N * K, 22);
+  for (int call = 0; call < 2; ++call) {
+    if (call == 1)
+      for (float& v : w) v = -0.5f * v + 0.01f;
+    std::vector<float> got(M * K, 0.f), want(M * K, 0.f);
+    BatchedMatmulArgs a;
+    a.a = dy.data(), a.b = w.data(), a.M = M, a.N = K, a.K = N, a.reorder_b = true;
+    const int64_t as[4] = {0, 0, N, 1}, bs[4] = {0, 0, K, 1}, cs[4] = {0, 0, K, 1};
+    std::copy(as, as + 4, a.a_strides), std::copy(bs, bs + 4, a.b_strides), std::copy(cs, cs + 4, a.c_strides);
+    a.c = want.data();
+    batched_matmul_f32_ref(a);
+    a.c = got.data();
+    ASSERT_TRUE(planner.batched_matmul(a));
+    EXPECT_LE(test::relative_l2(got.data(), want.data(), got.size()), 1e-6) << "call " << call;
+    std::cout << "[ impl     ] reorder_b " << M << "x" << K << "x" << N << ": " << planner.last_impl() << "\n";
+  }
+  EXPECT_EQ(planner.plan_count(), 1u);
 }
 
 // The reference itself on a hand-computed case.

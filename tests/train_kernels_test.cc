@@ -934,6 +934,23 @@ TEST(Dropout, FastIsThreadCountInvariant) {
   expect_thread_count_invariant([&] { return run_dropout(x, 0.1f, 9, 3, true); }, "dropout");
 }
 
+// The AVX-512 erf-GELU backward at the edges: huge, saturated, tiny and non-finite inputs, in a length
+// with a masked tail (where the CPU runs AVX-512).
+TEST(ActivationBackward, Avx512GeluErfEdges) {
+  if (!cpu_has_isa(CpuIsa::kAvx512)) GTEST_SKIP() << "no AVX-512 (or BERT_CPU_ISA lowers it)";
+  const float inf = std::numeric_limits<float>::infinity();
+  std::vector<float> x = {-1e4f, -30.f, -15.5f, -15.f, -14.9f, -5.f, -1.f, -1e-30f, -0.f, 0.f,  1e-30f, 0.5f,
+                          1.f,   5.f,   14.9f,  15.f,  15.5f,  30.f, 1e4f, inf,     -inf, 2.5f, -2.5f, 0.7071f};
+  const std::vector<float> dy = random_floats(x.size(), 77);
+  std::vector<float> got = dy, want = dy;
+  activation_backward_f32_avx512({x.data(), got.data(), static_cast<int64_t>(x.size()), Activation::kGeluErf});
+  activation_backward_f32_ref({x.data(), want.data(), static_cast<int64_t>(x.size()), Activation::kGeluErf});
+  for (size_t i = 0; i < x.size(); ++i) EXPECT_NEAR(got[i], want[i], 2e-6) << "x = " << x[i];
+  std::vector<float> nan = {std::numeric_limits<float>::quiet_NaN()}, g = {1.f};
+  activation_backward_f32_avx512({nan.data(), g.data(), 1, Activation::kGeluErf});
+  EXPECT_TRUE(std::isnan(g[0]));
+}
+
 // ---- the registry's variant list -------------------------------------------------------------------
 // Every non-reference training entry (kernels/registry.h) against its reference entry, called through
 // the registry's function pointers, at sizes around SIMD tile edges; outputs must not be all zero.

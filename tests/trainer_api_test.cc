@@ -213,5 +213,103 @@ TEST(TrainerApi, RecomputedActivationsGiveTheSameGradients) {
   }
 }
 
+// Batches of 256 tokens and more run the backward GEMMs of layers with 2^19 weights and more on oneDNN's
+// blocked layout of their b operand (engine/model/network.cc, kReorderMinRows / kReorderMinWeights);
+// smaller ones on the plain layout. A model whose FFN layers are 128 x 8192 (2^20 weights), a batch of
+// 320 tokens and its two halves (loss_scale 1/2 each, accumulated) must give the same gradients.
+TEST(TrainerApi, LargeBatchGradientsMatchAccumulatedHalves) {
+  constexpr int B = 8, S = 40;
+  std::vector<int32_t> ids(B * S), labels = {0, 1, 1, 0, 1, 0, 0, 1};
+  std::mt19937 rng(4);
+  for (auto& x : ids) x = 1000 + static_cast<int32_t>(rng() % 20000);
+  std::string json = *synthetic_config_json("bert-tiny", "BertForSequenceClassification");
+  const size_t at = json.find("\"intermediate_size\"");
+  ASSERT_NE(at, std::string::npos) << json;
+  const size_t value = json.find_first_of("0123456789", at), end = json.find_first_not_of("0123456789", value);
+  json.replace(value, end - value, "8192");
+  auto config = parse_model_config(json, "test");
+  ASSERT_TRUE(config.ok()) << config.status().to_string();
+  ASSERT_EQ(config->intermediate_size * config->hidden_size, int64_t{1} << 20);
+  auto loaded = load_model_from_source(synthetic_model(*config, 3));
+  ASSERT_TRUE(loaded.ok()) << loaded.status().to_string();
+  auto model = *loaded;
+  std::vector<float> grads[2];
+  for (int halves = 0; halves < 2; ++halves) {
+    TrainerOptions o;
+    o.max_batch = B, o.max_seq = S, o.dropout = 0.f;
+    auto trainer = Trainer::Create(model, o);
+    ASSERT_TRUE(trainer.ok()) << trainer.status().to_string();
+    TrainLabels y;
+    if (!halves) {
+      y.labels = labels.data();
+      ASSERT_TRUE((*trainer)->ForwardBackward({B, S, ids.data(), nullptr, nullptr}, y).ok());
+    } else {
+      for (int h = 0; h < 2; ++h) {
+        y.labels = labels.data() + h * B / 2;
+        ASSERT_TRUE((*trainer)->ForwardBackward({B / 2, S, ids.data() + h * B / 2 * S, nullptr, nullptr}, y, 0.5f).ok());
+      }
+    }
+    grads[halves] = flat_gradients(**trainer);
+  }
+  ASSERT_EQ(grads[0].size(), grads[1].size());
+  double diff = 0, norm = 0;
+  for (size_t i = 0; i < grads[0].size(); ++i) {
+    diff += (double(grads[0][i]) - grads[1][i]) * (double(grads[0][i]) - grads[1][i]);
+    norm += double(grads[0][i]) * grads[0][i];
+  }
+  EXPECT_GT(norm, 0.0);
+  EXPECT_LE(std::sqrt(diff / norm), 1e-5);
+}
+
+// TrainerOptions.profile: the network's ops (GEMM ops naming their implementation), the gradient check
+// and the optimizer; nothing when off. A profiled Session names its GEMMs' implementations too.
+TEST(TrainerApi, ProfileNamesOpsAndGemmImplementations) {
+  Data d;
+  auto model = tiny("BertForSequenceClassification");
+  TrainLabels y;
+  y.labels = d.labels.data();
+  for (bool profile : {false, true}) {
+    TrainerOptions o;
+    o.max_batch = Data::B, o.max_seq = Data::S, o.profile = profile;
+    auto trainer = Trainer::Create(model, o);
+    ASSERT_TRUE(trainer.ok()) << trainer.status().to_string();
+    ASSERT_TRUE((*trainer)->ForwardBackward(d.input(), y).ok());
+    ASSERT_TRUE((*trainer)->Step(1e-4f).ok());
+    const std::vector<OpProfile> ops = (*trainer)->Profile();
+    if (!profile) {
+      EXPECT_TRUE(ops.empty());
+      continue;
+    }
+    auto find = [&](const std::string& name) -> const OpProfile* {
+      for (const OpProfile& p : ops)
+        if (p.op == name) return &p;
+      return nullptr;
+    };
+    for (const char* gemm : {"gemm.qkv", "gemm.ffn_in", "backward.gemm.ffn_in.dx", "backward.gemm.ffn_in.dW"}) {
+      const OpProfile* p = find(gemm);
+      ASSERT_NE(p, nullptr) << gemm;
+      EXPECT_FALSE(p->impl.empty()) << gemm;
+      EXPECT_EQ(p->display_name(), p->op + " [" + p->impl + "]");
+      EXPECT_GT(p->calls, 0);
+    }
+    for (const char* other : {"layernorm", "backward.layernorm", "backward.gemm.ffn_in.db", "optimizer.step",
+                              "check.finite"}) {
+      const OpProfile* p = find(other);
+      ASSERT_NE(p, nullptr) << other;
+      EXPECT_TRUE(p->impl.empty()) << other << ": " << p->impl;
+      EXPECT_EQ(p->display_name(), p->op);
+    }
+  }
+  SessionOptions so;
+  so.max_batch = Data::B, so.max_seq = Data::S, so.profile = true;
+  auto session = Session::Create(model, so);
+  ASSERT_TRUE(session.ok()) << session.status().to_string();
+  ASSERT_TRUE((*session)->Run(d.input()).ok());
+  bool named = false;
+  for (const OpProfile& p : (*session)->Profile())
+    if (p.op == "gemm.qkv") named = !p.impl.empty();
+  EXPECT_TRUE(named) << "gemm.qkv has no implementation in the session's profile";
+}
+
 }  // namespace
 }  // namespace bert

@@ -22,7 +22,8 @@
 //       cosine, relative L2 and max abs difference. docs/PRECISION.md.
 //   --device cuda [--precision fp32|fp16|bf16] [--tf32] runs on the GPU (fp16/bf16: tensor-core GEMMs
 //       on fp32 storage; int8 is CPU only). --remove-padding (any device) runs the encoder on the
-//       real tokens only.
+//       real tokens only. --profile prints each op's wall time on stderr (GEMM ops with the implementation
+//       that ran them, e.g. "gemm.qkv [brg:avx512_core]").
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -67,6 +68,18 @@ const char kDescription[] =
 std::shared_ptr<bert::Communicator> g_comm;  // the job's ranks (one, or mpirun's)
 
 int fail(const Status& st) { return cli::FailOnRanks("bert_run", st, g_comm.get()); }
+
+// --profile: the session's per-op wall time on stderr, GEMM ops with the implementation that ran them.
+void print_profile(const bert::Session& session) {
+  if (!session.options().profile) return;
+  const std::vector<bert::OpProfile> ops = session.Profile();
+  double total = 0;
+  for (const bert::OpProfile& p : ops) total += p.seconds;
+  std::fprintf(stderr, "profile: %-48s %10s %7s %6s\n", "op [implementation]", "ms", "calls", "share");
+  for (const bert::OpProfile& p : ops)
+    std::fprintf(stderr, "profile: %-48s %10.3f %7lld %5.1f%%\n", p.display_name().c_str(), p.seconds * 1e3,
+                 static_cast<long long>(p.calls), total > 0 ? 100.0 * p.seconds / total : 0.0);
+}
 
 // An int32 [batch, seq] input read from an int32 or int64 tensor.
 struct IntInput {
@@ -243,6 +256,7 @@ int run_tensors(const std::shared_ptr<const bert::Model>& model, const std::stri
     for (int r = 0; r < ranks; ++r) load_seconds = std::max(load_seconds, every[2 * r]), seconds = std::max(seconds, every[2 * r + 1]);
   }
   if (me != 0) return 0;
+  print_profile(**session);
   std::vector<std::pair<std::string, bert::HostTensor>> out;
   for (size_t i = 0; i < all.names.size(); ++i) out.emplace_back(all.names[i], bert::FloatView(all.values[i].data(), all.shapes[i]));
   if (Status st = bert::WriteTensorsFile(outputs_path, out, {{"producer", "bert_run"}}); !st.ok()) return fail(st);
@@ -361,6 +375,7 @@ int run_text(const std::shared_ptr<const bert::Model>& model, const std::string&
     return fail(bert::invalid_argument("--drift and --calibration go with --inputs and --outputs"));
   if (Status st = calibrate(**session, *model, device, in); !st.ok()) return fail(st);
   if (Status st = (*session)->Run(in); !st.ok()) return fail(st);
+  print_profile(**session);
 
   auto prediction = bert::Predict(**session, *model, *tok, *enc);  // top 5 per [MASK], answers <= 30 tokens
   if (!prediction.ok()) return fail(prediction.status());
@@ -424,6 +439,7 @@ int run_text_lines(const std::shared_ptr<const bert::Model>& model, const std::s
       std::printf("%s\n", out->c_str());
       std::fflush(stdout);
     }
+    print_profile(**session);
     return 0;
   }
   // Under mpirun every rank reads the file, predicts its share of the lines (contiguous, sizes
@@ -484,6 +500,7 @@ int main(int argc, char** argv) {
            "the encoder's linear layers: fp32, bf16 (CPU: AVX-512), int8 (CPU), fp16 (CUDA)");
   p.flag("--tf32", &tf32, "allow TF32 tensor-core GEMMs (CUDA)");
   p.flag("--remove-padding", &remove_padding, "run the encoder on the real tokens only");
+  p.flag("--profile", &opts.profile, "print per-op milliseconds (GEMMs with their oneDNN implementation) on stderr");
   p.string("--calibration", &calibration, "FILE", "int8: inputs file to calibrate activation ranges on");
   p.flag("--drift", &drift, "also run the model in fp32 and print each output's drift (cosine, max abs)");
   p.flag("--allow-non-finite", &load.allow_non_finite, "load a model whose weights hold NaN or Inf");

@@ -96,7 +96,7 @@ class SequenceClassification final : public Head {
       ops.check(ops.backend().cross_entropy(a, loss_slot(n, 0, 1.0)));
     }
     float* d_cin = n.at(d_x_);
-    ops.linear_backward(n.w->classifier, g.classifier, n.at(cls_in_), n.at(d_logits_), d_cin, B, false);
+    ops.linear_backward("backward.head", n.w->classifier, g.classifier, n.at(cls_in_), n.at(d_logits_), d_cin, B, false);
     if (c_.classifier_on_pooler) {
       ops.dropout(d_cin, B * H, kClassifierInSite);
       n.pooler_backward(d_cin, g);
@@ -104,7 +104,7 @@ class SequenceClassification final : public Head {
       ops.dropout(d_cin, B * H, kClassifierHiddenSite);
       ops.activation_backward(n.at(first_pre_), d_cin, B * H, to_activation(c_.classifier_act));
       float* d_first = n.at(d_y_);
-      ops.linear_backward(n.w->pre_classifier, g.pre_classifier, n.at(first_), d_cin, d_first, B, false);
+      ops.linear_backward("backward.head", n.w->pre_classifier, g.pre_classifier, n.at(first_), d_cin, d_first, B, false);
       ops.dropout(d_first, B * H, kClassifierInSite);
       ops.check(ops.backend().add_rows(d_first, H, n.at(n.d_h), S * H, B, H));
     }
@@ -151,7 +151,7 @@ class TokenClassification final : public Head {
     a.logits = n.at(logits_), a.targets = n.upload_ints(labels_, y.labels, T), a.dlogits = n.at(d_logits_);
     a.rows = T, a.classes = c_.num_labels, a.grad_scale = loss_scale;
     ops.check(ops.backend().cross_entropy(a, loss_slot(n, 0, 1.0)));
-    ops.linear_backward(n.w->classifier, g.classifier, input(n), n.at(d_logits_), n.at(d_x_), T, false);
+    ops.linear_backward("backward.head", n.w->classifier, g.classifier, input(n), n.at(d_logits_), n.at(d_x_), T, false);
     ops.dropout(n.at(d_x_), T * H, kClassifierInSite);
     ops.check(ops.backend().add(n.at(n.d_h), n.at(d_x_), n.at(n.d_h), T * H));
   }
@@ -212,7 +212,7 @@ class QuestionAnswering final : public Head {
     }
     ops.check(ops.backend().copy_rows(n.at(d_start_), 1, n.at(d_logits_), 2, T, 1));
     ops.check(ops.backend().copy_rows(n.at(d_end_), 1, n.at(d_logits_) + 1, 2, T, 1));
-    ops.linear_backward(n.w->qa, g.qa, n.last_hidden(), n.at(d_logits_), n.at(n.d_h), T, true);
+    ops.linear_backward("backward.head", n.w->qa, g.qa, n.last_hidden(), n.at(d_logits_), n.at(n.d_h), T, true);
   }
 
  private:
@@ -253,9 +253,9 @@ class Discriminator final : public Head {
     a.logits = n.at(logits_), a.targets = n.at(targets_), a.mask = n.d_mask, a.dlogits = n.at(d_logits_);
     a.n = T, a.grad_scale = loss_scale;
     ops.check(ops.backend().bce_with_logits(a, loss_slot(n, 0, 1.0)));
-    ops.linear_backward(n.w->disc_out, g.disc_out, n.at(act_), n.at(d_logits_), n.at(d_x_), T, false);
+    ops.linear_backward("backward.head", n.w->disc_out, g.disc_out, n.at(act_), n.at(d_logits_), n.at(d_x_), T, false);
     ops.activation_backward(n.at(pre_), n.at(d_x_), T * H, to_activation(c_.hidden_act));
-    ops.linear_backward(n.w->disc_dense, g.disc_dense, n.last_hidden(), n.at(d_x_), n.at(n.d_h), T, true);
+    ops.linear_backward("backward.head", n.w->disc_dense, g.disc_dense, n.last_hidden(), n.at(d_x_), n.at(n.d_h), T, true);
   }
 
  private:
@@ -317,16 +317,16 @@ class MaskedLM final : public Head {
     a.rows = T, a.classes = c_.vocab_size, a.grad_scale = loss_scale;
     ops.check(ops.backend().cross_entropy(a, loss_slot(n, 0, 1.0)));
     float* d_ln = n.at(d_ln_);
-    ops.linear_backward(n.w->mlm_decoder, g.mlm_decoder, n.at(ln_), n.at(d_logits_), d_ln, T, false);
+    ops.linear_backward("backward.head", n.w->mlm_decoder, g.mlm_decoder, n.at(ln_), n.at(d_logits_), d_ln, T, false);
     ops.layernorm_backward(n.at(act_), n.w->mlm_ln, g.mlm_ln, d_ln, d_ln, T, E);
     ops.activation_backward(n.at(pre_), d_ln, T * E, to_activation(c_.mlm_act));
-    ops.linear_backward(n.w->mlm_transform, g.mlm_transform, n.last_hidden(), d_ln, n.at(n.d_h), T, true);
+    ops.linear_backward("backward.head", n.w->mlm_transform, g.mlm_transform, n.last_hidden(), d_ln, n.at(n.d_h), T, true);
     if (!pretraining_) return;
     kernels::CrossEntropyArgs s;
     s.logits = n.at(sentence_), s.targets = n.upload_ints(sentence_labels_, y.sentence_labels, B);
     s.dlogits = n.at(d_sentence_), s.rows = B, s.classes = 2, s.grad_scale = loss_scale;
     ops.check(ops.backend().cross_entropy(s, loss_slot(n, 1, 1.0)));
-    ops.linear_backward(n.w->nsp, g.nsp, n.at(n.pooled), n.at(d_sentence_), n.at(d_pooled_), B, false);
+    ops.linear_backward("backward.head", n.w->nsp, g.nsp, n.at(n.pooled), n.at(d_sentence_), n.at(d_pooled_), B, false);
     n.pooler_backward(n.at(d_pooled_), g);
   }
 

@@ -64,8 +64,9 @@ class Ops {
   void linear(const char* op, const float* x, const Linear& lin, float* y, int64_t M,
               kernels::Activation act = kernels::Activation::kIdentity, int64_t ldx = 0);
   // dx (= or +=) dy W; dW += dy^T x; db += colsum(dy). Rows of x and dx have stride ldx (0 = K).
-  void linear_backward(const Linear& lin, const Linear& grad, const float* x, const float* dy, float* dx, int64_t M,
-                       bool accumulate_dx, int64_t ldx = 0);
+  // Profiled as "backward.<op>.dx", "backward.<op>.dW" and "backward.<op>.db".
+  void linear_backward(const char* op, const Linear& lin, const Linear& grad, const float* x, const float* dy,
+                       float* dx, int64_t M, bool accumulate_dx, int64_t ldx = 0);
   // y = LN(x + residual) (residual may be null).
   void layernorm(const float* x, const float* residual, const LayerNormWeights& ln, float* y, int64_t rows,
                  int64_t cols);
@@ -76,18 +77,22 @@ class Ops {
   void dropout(float* x, int64_t n, uint64_t site);
   bool dropping() const { return p_ > 0; }
   uint64_t stream() const { return stream_; }
-  void copy(const float* src, float* dst, int64_t n) { check(be_.copy_rows(src, n, dst, n, 1, n)); }
+  void copy(const float* src, float* dst, int64_t n);
+  void add(const float* a, const float* b, float* out, int64_t n);  // out = a + b (residuals)
   void batched_matmul(const char* op, const kernels::BatchedMatmulArgs& a);
 
-  // Times a scope into the profile (synchronising the backend) when profiling.
+  // Times a scope into the profile (synchronising the backend) when profiling; a scope that ran a
+  // GEMM also records the backend's implementation of it (OpProfile::impl).
   class Timed {
    public:
-    Timed(Ops& ops, const char* op);
+    // The op's name is op, or op + suffix (built only when profiling).
+    Timed(Ops& ops, const char* op, const char* suffix = nullptr);
     ~Timed();
 
    private:
     Ops& ops_;
-    const char* op_;
+    std::string op_;
+    uint64_t gemm_calls_ = 0;
     std::chrono::steady_clock::time_point start_;
   };
   std::vector<OpProfile> profile;

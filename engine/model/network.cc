@@ -24,9 +24,12 @@ Status Plan::allocate(runtime::Backend& backend) {
   return Status::Ok();
 }
 
-Ops::Timed::Timed(Ops& ops, const char* op) : ops_(ops), op_(op) {
+Ops::Timed::Timed(Ops& ops, const char* op, const char* suffix) : ops_(ops) {
   if (!ops_.profile_) return;
+  op_ = op;
+  if (suffix) op_ += suffix;
   ops_.check(ops_.be_.synchronize());
+  gemm_calls_ = ops_.be_.gemm_calls();
   start_ = std::chrono::steady_clock::now();
 }
 
@@ -34,13 +37,17 @@ Ops::Timed::~Timed() {
   if (!ops_.profile_) return;
   ops_.check(ops_.be_.synchronize());
   double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  OpProfile* entry = nullptr;
   for (auto& p : ops_.profile)
-    if (p.op == op_) {
-      p.seconds += dt;
-      ++p.calls;
-      return;
-    }
-  ops_.profile.push_back({op_, dt, 1});
+    if (p.op == op_) entry = &p;
+  if (!entry) entry = &ops_.profile.emplace_back(OpProfile{op_, 0.0, 0, {}});
+  entry->seconds += dt;
+  ++entry->calls;
+  if (ops_.be_.gemm_calls() != gemm_calls_) {  // this scope ran a GEMM: name its implementation
+    const std::string impl = ops_.be_.last_gemm_impl();
+    if (!impl.empty() && (", " + entry->impl + ", ").find(", " + impl + ", ") == std::string::npos)
+      entry->impl += (entry->impl.empty() ? "" : ", ") + impl;
+  }
 }
 
 void Ops::linear(const char* op, const float* x, const Linear& lin, float* y, int64_t M, Activation act, int64_t ldx) {
@@ -58,26 +65,41 @@ void Ops::batched_matmul(const char* op, const kernels::BatchedMatmulArgs& a) {
   check(be_.batched_matmul(a).with_context(op));
 }
 
-void Ops::linear_backward(const Linear& lin, const Linear& grad, const float* x, const float* dy, float* dx, int64_t M,
-                          bool accumulate_dx, int64_t ldx) {
+// The linear backward's GEMMs reorder their b operand (W for dx, x for dW) into oneDNN's blocked layout
+// from this many rows (tokens) up, for layers of at least kReorderMinWeights weights (bert-base's and
+// larger; measured there): the copy is paid back from a few hundred rows (kernels/gemm.h). Small layers
+// (bert-tiny, bert-mini) keep the plain operands: the reorder would add a parallel region per GEMM for
+// little gain.
+constexpr int64_t kReorderMinRows = 256;
+constexpr int64_t kReorderMinWeights = int64_t{1} << 19;
+
+void Ops::linear_backward(const char* op, const Linear& lin, const Linear& grad, const float* x, const float* dy,
+                          float* dx, int64_t M, bool accumulate_dx, int64_t ldx) {
   if (!ok()) return;
-  Timed timed(*this, "backward.linear");
   const int64_t N = lin.N, K = lin.K, G = lin.groups, Ng = N / G, Kg = K / G;
   if (!ldx) ldx = K;
+  const bool reorder = M >= kReorderMinRows && Ng * Kg >= kReorderMinWeights;
   if (dx) {  // dx[M, K] = dy[M, N] W[N, K/G] per group
+    Timed timed(*this, op, ".dx");
     kernels::BatchedMatmulArgs a;
     a.a = dy, a.b = lin.w, a.c = dx, a.batch0 = 1, a.batch1 = G, a.M = M, a.N = Kg, a.K = Ng;
     a.accumulate = accumulate_dx;
+    a.reorder_b = reorder;
     const int64_t as[4] = {0, Ng, N, 1}, bs[4] = {0, Ng * Kg, Kg, 1}, cs[4] = {0, Kg, ldx, 1};
     std::memcpy(a.a_strides, as, sizeof as), std::memcpy(a.b_strides, bs, sizeof bs), std::memcpy(a.c_strides, cs, sizeof cs);
     check(be_.batched_matmul(a).with_context("linear backward (dx)"));
   }
-  kernels::BatchedMatmulArgs b;  // dW[N, K/G] += dy^T x per group
-  b.a = dy, b.b = x, b.c = const_cast<float*>(grad.w), b.batch0 = 1, b.batch1 = G, b.M = Ng, b.N = Kg, b.K = M;
-  b.accumulate = true;
-  const int64_t as[4] = {0, Ng, 1, N}, bs[4] = {0, Kg, ldx, 1}, cs[4] = {0, Ng * Kg, Kg, 1};
-  std::memcpy(b.a_strides, as, sizeof as), std::memcpy(b.b_strides, bs, sizeof bs), std::memcpy(b.c_strides, cs, sizeof cs);
-  check(be_.batched_matmul(b).with_context("linear backward (dW)"));
+  {
+    Timed timed(*this, op, ".dW");
+    kernels::BatchedMatmulArgs b;  // dW[N, K/G] += dy^T x per group
+    b.a = dy, b.b = x, b.c = const_cast<float*>(grad.w), b.batch0 = 1, b.batch1 = G, b.M = Ng, b.N = Kg, b.K = M;
+    b.accumulate = true;
+    b.reorder_b = reorder;
+    const int64_t as[4] = {0, Ng, 1, N}, bs[4] = {0, Kg, ldx, 1}, cs[4] = {0, Ng * Kg, Kg, 1};
+    std::memcpy(b.a_strides, as, sizeof as), std::memcpy(b.b_strides, bs, sizeof bs), std::memcpy(b.c_strides, cs, sizeof cs);
+    check(be_.batched_matmul(b).with_context("linear backward (dW)"));
+  }
+  Timed timed(*this, op, ".db");
   check(be_.column_sum({dy, const_cast<float*>(grad.b), M, N, 0}));
 }
 
@@ -109,6 +131,18 @@ void Ops::activation_backward(const float* pre, float* grad, int64_t n, Activati
   if (!ok() || a == Activation::kIdentity) return;
   Timed timed(*this, "backward.activation");
   check(be_.activation_backward({pre, grad, n, a}));
+}
+
+void Ops::copy(const float* src, float* dst, int64_t n) {
+  if (!ok()) return;
+  Timed timed(*this, "copy");
+  check(be_.copy_rows(src, n, dst, n, 1, n));
+}
+
+void Ops::add(const float* a, const float* b, float* out, int64_t n) {
+  if (!ok()) return;
+  Timed timed(*this, "add");
+  check(be_.add(a, b, out, n));
 }
 
 void Ops::dropout(float* x, int64_t n, uint64_t site) {
@@ -354,14 +388,14 @@ void Network::Impl::layer_forward(int64_t l) {
   ops->linear("gemm.attn_out", at(sv.ctx), lw.out, t, T);
   if (o.training) {
     ops->dropout(t, T * H, layer_site(l, 1));
-    ops->check(ops->backend().add(t, x, at(sv.s1), T * H));
+    ops->add(t, x, at(sv.s1), T * H);
     ops->layernorm(at(sv.s1), nullptr, lw.attn_ln, at(sv.a), T, H);
     ops->linear("gemm.ffn_in", at(sv.a), lw.ffn_in, at(sv.f_pre), T);
     ops->copy(at(sv.f_pre), at(sv.f_act), T * I);
     ops->activation(at(sv.f_act), T * I, act);
     ops->linear("gemm.ffn_out", at(sv.f_act), lw.ffn_out, t, T);
     ops->dropout(t, T * H, layer_site(l, 2));
-    ops->check(ops->backend().add(t, at(sv.a), at(sv.s2), T * H));
+    ops->add(t, at(sv.a), at(sv.s2), T * H);
     ops->layernorm(at(sv.s2), nullptr, lw.ffn_ln, y, T, H);
   } else {
     ops->layernorm(t, x, lw.attn_ln, at(sv.a), T, H);
@@ -475,7 +509,7 @@ Result<double> Network::backward(const BatchInput& in, const TrainLabels& y, flo
 void Network::Impl::pooler_backward(float* d_pooled, const BertWeights& g) {
   const int64_t H = c->hidden_size;
   ops->activation_backward(at(pooled_pre), d_pooled, B * H, Activation::kTanh);
-  ops->linear_backward(w->pooler, g.pooler, last_hidden(), d_pooled, at(d_h), B, true, S * H);
+  ops->linear_backward("backward.pooler", w->pooler, g.pooler, last_hidden(), d_pooled, at(d_h), B, true, S * H);
 }
 
 // The backward of layer_forward, from d_h = dL/dy into d_h = dL/dx.
@@ -494,15 +528,15 @@ void Network::Impl::layer_backward(int64_t l, const BertWeights& g) {
   ops->layernorm_backward(at(sv.s2), lw.ffn_ln, gw.ffn_ln, dh_, da, T, H);  // da = ds2
   ops->copy(da, dt, T * H);
   ops->dropout(dt, T * H, layer_site(l, 2));
-  ops->linear_backward(lw.ffn_out, gw.ffn_out, at(sv.f_act), dt, dffn, T, false);
+  ops->linear_backward("backward.gemm.ffn_out", lw.ffn_out, gw.ffn_out, at(sv.f_act), dt, dffn, T, false);
   ops->activation_backward(at(sv.f_pre), dffn, T * I, act);
-  ops->linear_backward(lw.ffn_in, gw.ffn_in, at(sv.a), dffn, da, T, true);
+  ops->linear_backward("backward.gemm.ffn_in", lw.ffn_in, gw.ffn_in, at(sv.a), dffn, da, T, true);
   // a = LN1(s1), s1 = drop(attn_out(ctx)) + x
   ops->layernorm_backward(at(sv.s1), lw.attn_ln, gw.attn_ln, da, dh_, T, H);  // d_h = ds1 (= dx so far)
   ops->copy(dh_, dt, T * H);
   ops->dropout(dt, T * H, layer_site(l, 1));
   float* dctx = at(d_ctx);
-  ops->linear_backward(lw.out, gw.out, at(sv.ctx), dt, dctx, T, false);
+  ops->linear_backward("backward.gemm.attn_out", lw.out, gw.out, at(sv.ctx), dt, dctx, T, false);
   // Attention: ctx = drop(P) V, P = softmax(scale Q K^T)
   float *q, *k, *v, *dq, *dk, *dv;
   int64_t ld;
@@ -540,16 +574,19 @@ void Network::Impl::layer_backward(int64_t l, const BertWeights& g) {
     attn_matmul(dctx, v, dp, S, S, dh, cs, kt, ps);    // dP = dctx V^T
     attn_matmul(p_used, dctx, dv, S, dh, S, pt, cs, qs);  // dV = P^T dctx
     ops->dropout(dp, B * nh * S * S, layer_site(l, 0));
-    if (ops->ok()) ops->check(ops->backend().softmax_backward({at(sv.probs), dp, B, nh, S, S, scale}));
+    if (ops->ok()) {
+      Ops::Timed timed(*ops, "backward.softmax");
+      ops->check(ops->backend().softmax_backward({at(sv.probs), dp, B, nh, S, S, scale}));
+    }
     attn_matmul(dp, k, dq, S, dh, S, ps, qs, qs);  // dQ = dS K
     attn_matmul(dp, q, dk, S, dh, S, pt, qs, qs);  // dK = dS^T Q
   }
   if (lw.qkv) {
-    ops->linear_backward(lw.qkv, gw.qkv, x, at(d_qkv), dh_, T, true);
+    ops->linear_backward("backward.gemm.qkv", lw.qkv, gw.qkv, x, at(d_qkv), dh_, T, true);
   } else {
-    ops->linear_backward(lw.q, gw.q, x, dq, dh_, T, true);
-    ops->linear_backward(lw.k, gw.k, x, dk, dh_, T, true);
-    ops->linear_backward(lw.v, gw.v, x, dv, dh_, T, true);
+    ops->linear_backward("backward.gemm.qkv", lw.q, gw.q, x, dq, dh_, T, true);
+    ops->linear_backward("backward.gemm.qkv", lw.k, gw.k, x, dk, dh_, T, true);
+    ops->linear_backward("backward.gemm.qkv", lw.v, gw.v, x, dv, dh_, T, true);
   }
 }
 
@@ -560,7 +597,7 @@ void Network::Impl::embeddings_backward(const BertWeights& g) {
   const int64_t E = cf.embedding_size;
   float* de = cf.embedding_projection ? at(d_emb) : at(d_h);
   if (cf.embedding_projection)
-    ops->linear_backward(w->emb_project, g.emb_project, at(emb_out), at(d_h), de, T, false);
+    ops->linear_backward("backward.gemm.embed_project", w->emb_project, g.emb_project, at(emb_out), at(d_h), de, T, false);
   ops->dropout(de, T * E, kEmbedSite);
   ops->layernorm_backward(at(emb_sum), w->emb_ln, g.emb_ln, de, de, T, E);
   if (!ops->ok()) return;

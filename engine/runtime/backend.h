@@ -84,6 +84,11 @@ class Backend {
                               int64_t rows, int64_t cols) = 0;
 
   // ---- forward ops ---------------------------------------------------------------------------
+  // GEMMs (linear, batched_matmul) run so far and the implementation behind the most recent one
+  // ("brg:avx512_core", "gemm:jit", ...): a profile names it for the ops whose scope ran a GEMM.
+  // Backends that do not say return 0 and "".
+  virtual uint64_t gemm_calls() const { return 0; }
+  virtual std::string last_gemm_impl() const { return ""; }
   virtual Status linear(const kernels::LinearArgs& a) = 0;
   // How int8 linear layers scale their activations (measure per call, record ranges, use recorded
   // ranges); backends without int8 layers say so.

@@ -5,6 +5,7 @@
 // reduced in buckets during the backward (engine/train/grad_sync.h), and with ZeRO a sharded optimizer.
 #include <omp.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstring>
 
@@ -29,6 +30,19 @@ struct Trainer::Impl {
   std::unique_ptr<model::Network> network;
   std::unique_ptr<ParamOptimizer> optimizer;
   uint64_t calls = 0;  // ForwardBackward calls: picks each call's dropout stream
+  std::vector<OpProfile> profile;  // TrainerOptions.profile: the ops outside the network
+  // Adds the seconds since `start` to the profile entry `op` (when profiling).
+  void timed(const char* op, std::chrono::steady_clock::time_point start) {
+    if (!o.profile) return;
+    (void)backend->synchronize();
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    for (OpProfile& p : profile)
+      if (p.op == op) {
+        p.seconds += dt, ++p.calls;
+        return;
+      }
+    profile.push_back(OpProfile{op, dt, 1, {}});
+  }
   // Data parallelism (null for one process): the host communicator, the one the gradients travel on
   // (the same, or NCCL for CUDA), and the bucketed reduction.
   std::shared_ptr<Communicator> comm, grad_comm;
@@ -89,6 +103,7 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(std::shared_ptr<const Model> mo
   model::NetworkOptions no;
   no.max_batch = opts.max_batch, no.max_seq = opts.max_seq, no.training = true, no.dropout = opts.dropout;
   no.recompute = opts.recompute_activations, no.fused_attention = opts.fused_attention;
+  no.profile = opts.profile;
   BERT_ASSIGN_OR_RETURN(s.network, model::Network::Create(c, s.arena->weights(), *s.backend, no));
   if (dp) {
     if (s.backend->device() == Device::kCpu) {
@@ -145,7 +160,9 @@ Result<double> Trainer::ForwardBackward(const BatchInput& in, const TrainLabels&
   const bool scaling = s.o.precision == TrainPrecision::kF16 && s.o.loss_scaling.enabled;
   bool finite = true;
   if (!scaling && s.arena->layout().zero_stage < 2) {  // (ZeRO-2: the optimizer's global check)
+    const auto start = std::chrono::steady_clock::now();
     BERT_RETURN_IF_ERROR(s.backend->all_finite(s.arena->grads(), static_cast<int64_t>(s.arena->total()), &finite));
+    s.timed("check.finite", start);
   }
   if (!finite) {  // name the first parameter whose gradient is not finite
     BERT_ASSIGN_OR_RETURN(const float* g, s.arena->host_grads());
@@ -192,7 +209,16 @@ uint64_t Trainer::ParameterChecksum() const {
 
 Result<double> Trainer::Step(float lr) {
   if (impl_->o.num_threads > 0) omp_set_num_threads(impl_->o.num_threads);
-  return impl_->optimizer->step(lr);
+  const auto start = std::chrono::steady_clock::now();
+  auto norm = impl_->optimizer->step(lr);
+  impl_->timed("optimizer.step", start);
+  return norm;
+}
+
+std::vector<OpProfile> Trainer::Profile() const {
+  std::vector<OpProfile> all = impl_->network->profile();
+  all.insert(all.end(), impl_->profile.begin(), impl_->profile.end());
+  return all;
 }
 
 float Trainer::loss_scale() const { return impl_->optimizer->loss_scale(); }

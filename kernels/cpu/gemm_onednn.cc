@@ -211,6 +211,7 @@ struct GemmPlanner::Impl {
   bool last_packed = false;
   onednn::LowpGemm lowp;  // bf16 / int8 weights, bf16 compute (kernels/cpu/gemm_lowp_onednn.cc)
   bool bf16_compute = false;
+  uint64_t calls = 0;
 };
 
 GemmPlanner::GemmPlanner() : impl_(std::make_unique<Impl>()) {}
@@ -222,11 +223,13 @@ bool GemmPlanner::last_packed() const { return impl_->last_packed; }
 void GemmPlanner::set_int8_scales(Int8ActivationScales mode) { impl_->lowp.set_mode(mode); }
 void GemmPlanner::set_compute(GemmCompute compute) { impl_->bf16_compute = compute == GemmCompute::kBF16; }
 std::map<const PackedWeights*, float>& GemmPlanner::int8_ranges() { return impl_->lowp.ranges(); }
+uint64_t GemmPlanner::calls() const { return impl_->calls; }
 
 bool GemmPlanner::linear(const LinearArgs& a) {
   if ((a.packed && a.packed->type != WeightType::kF32) || impl_->bf16_compute) {
     const bool ok = a.packed && a.packed->type != WeightType::kF32 ? impl_->lowp.linear(a) : impl_->lowp.linear_bf16(a);
     impl_->last_impl = impl_->lowp.last_impl(), impl_->last_packed = ok;
+    impl_->calls += ok;
     return ok;
   }
   const int64_t G = a.groups;
@@ -304,6 +307,7 @@ bool GemmPlanner::linear(const LinearArgs& a) {
   Plan& p = it->second;
   impl_->last_impl = p.impl.c_str();
   impl_->last_packed = p.packed;
+  ++impl_->calls;
   if (p.packed) {
     p.src.set_data_handle(const_cast<float*>(a.x));
     p.weights.set_data_handle(a.packed->data.get());
@@ -333,9 +337,11 @@ bool GemmPlanner::batched_matmul(const BatchedMatmulArgs& a) {
   if (impl_->bf16_compute) {
     const bool ok = impl_->lowp.batched_matmul_bf16(a);
     impl_->last_impl = impl_->lowp.last_impl(), impl_->last_packed = false;
+    impl_->calls += ok;
     return ok;
   }
-  Impl::BatchedKey key{a.batch0, a.batch1, a.M, a.N, a.K, a.accumulate ? 1 : 0};
+  const bool reorder_b = a.reorder_b && a.batch0 == 1 && a.batch1 == 1;
+  Impl::BatchedKey key{a.batch0, a.batch1, a.M, a.N, a.K, (a.accumulate ? 1 : 0) | (reorder_b ? 2 : 0)};
   for (int i = 0; i < 4; ++i) {
     key[6 + 3 * i] = a.a_strides[i];
     key[7 + 3 * i] = a.b_strides[i];
@@ -362,12 +368,26 @@ bool GemmPlanner::batched_matmul(const BatchedMatmulArgs& a) {
         po.append_sum(1.f);
         attr.set_post_ops(po);
       }
-      dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wei, dst), attr, impl_->engine);
       Plan p;
+      dnnl::matmul::primitive_desc pd;
+      if (reorder_b) {  // weights in the layout the matmul picks, when it is a generated kernel's own
+        const memory::desc any(dims(a.K, a.N), f32, memory::format_tag::any);
+        dnnl::matmul::primitive_desc packed(dnnl::matmul::desc(src, any, dst), attr, impl_->engine);
+        if (is_jit(packed.impl_info_str()) && packed.weights_desc() != wei) {
+          pd = packed;
+          p.b_user = memory(wei, impl_->engine, nullptr);
+          p.b_buffer.reset(new float[(pd.weights_desc().get_size() + sizeof(float) - 1) / sizeof(float)]);
+          p.weights = memory(pd.weights_desc(), impl_->engine, p.b_buffer.get());
+          p.b_reorder = dnnl::reorder(p.b_user, p.weights);
+        }
+      }
+      if (!p.b_buffer) {
+        pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wei, dst), attr, impl_->engine);
+        p.weights = memory(wei, impl_->engine, nullptr);
+      }
       p.prim = dnnl::matmul(pd);
       p.impl = pd.impl_info_str();
       p.src = memory(src, impl_->engine, nullptr);
-      p.weights = memory(wei, impl_->engine, nullptr);
       p.dst = memory(dst, impl_->engine, nullptr);
       p.args = {{DNNL_ARG_SRC, p.src}, {DNNL_ARG_WEIGHTS, p.weights}, {DNNL_ARG_DST, p.dst}};
       it = impl_->batched_plans.emplace(key, std::move(p)).first;
@@ -378,8 +398,14 @@ bool GemmPlanner::batched_matmul(const BatchedMatmulArgs& a) {
   Plan& p = it->second;
   impl_->last_impl = p.impl.c_str();
   impl_->last_packed = false;
+  ++impl_->calls;
   p.src.set_data_handle(const_cast<float*>(a.a));
-  p.weights.set_data_handle(const_cast<float*>(a.b));
+  if (p.b_buffer) {
+    p.b_user.set_data_handle(const_cast<float*>(a.b));
+    p.b_reorder.execute(impl_->stream, p.b_user, p.weights);
+  } else {
+    p.weights.set_data_handle(const_cast<float*>(a.b));
+  }
   p.dst.set_data_handle(a.c);
   p.prim.execute(impl_->stream, p.args);
   impl_->stream.wait();

@@ -48,6 +48,10 @@ struct Plan {
   dnnl::memory src, weights, bias, dst;
   std::unordered_map<int, dnnl::memory> args;
   std::string impl;
+  // BatchedMatmulArgs::reorder_b: b as the caller lays it out, reordered into `weights` (planner-owned).
+  dnnl::reorder b_reorder;
+  dnnl::memory b_user;
+  std::unique_ptr<float[]> b_buffer;
   dnnl::memory scales;  // int8: the per-column dequantisation factors (a binary post-op's operand)
   bool act_fused = true;  // false: the activation is applied after the primitive (no oneDNN post-op for it)
 };

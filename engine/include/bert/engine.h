@@ -127,6 +127,11 @@ struct OpProfile {
   std::string op;  // "embed", "gemm.qkv", "attention.scores", "softmax", "attention.context", ...
   double seconds = 0;
   int64_t calls = 0;
+  // GEMM ops: the implementation that ran them (oneDNN's impl_info_str on the CPU: "brg:avx512_core",
+  // "gemm:jit", ...; several, in order of first use, joined by ", "); empty for other ops.
+  std::string impl;
+  // "op" or "op [impl]", as profiles print it.
+  std::string display_name() const { return impl.empty() ? op : op + " [" + impl + "]"; }
 };
 
 // One batch, row-major [batch, seq]. attention_mask (1 = token, 0 = padding) defaults to all ones,

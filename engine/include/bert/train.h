@@ -81,6 +81,9 @@ struct TrainerOptions {
   // backward (about one more forward pass of FLOPs for one layer's activations instead of all of them;
   // the same gradients, bit for bit). Every backend.
   bool recompute_activations = false;
+  // Accumulate wall time per op of ForwardBackward (the network's ops, as SessionOptions.profile) and
+  // of Step ("optimizer.step") into Trainer::Profile.
+  bool profile = false;
 
   // Data-parallel training over the communicator's ranks (bert/comm.h; null or one rank = one
   // process). Every rank creates its Trainer from the same model (rank 0's parameters are broadcast
@@ -161,6 +164,10 @@ class Trainer {
 
   TrainerMemory Memory() const;
   TrainerCommStats CommStats() const;
+  // Per-op times accumulated since creation (empty unless TrainerOptions.profile): the network's
+  // forward and backward ops (GEMM ops name their implementation, OpProfile::impl), the gradient
+  // check ("check.finite") and the optimizer ("optimizer.step").
+  std::vector<OpProfile> Profile() const;
   // A checksum of the parameters' bits (data parallelism: equal on every rank after every step).
   uint64_t ParameterChecksum() const;
 

@@ -1,0 +1,104 @@
+// AVX-512 variants of two training kernels (kernels/train.h) that the portable OpenMP code runs one
+// element at a time: dropout (the counter hash needs 64-bit multiplies, vpmullq from AVX512DQ) and the
+// erf-GELU backward (exp / erfc from simd_kernels.h). Same contract as the portable variants: element-
+// wise, so the result does not depend on the thread count. Dropout gives the reference's bits exactly
+// (same hash, same double-precision scaling); the GELU derivative is within 1e-6 of it (tests/
+// train_kernels_test.cc compares every registered variant with its reference at awkward sizes).
+#include "kernels/cpu/simd_kernels.h"
+#include "kernels/train.h"
+
+#ifndef __AVX512F__
+#error "compile this file with the AVX-512 flags (see CMakeLists.txt)"
+#endif
+
+namespace bert::kernels {
+namespace {
+
+constexpr int64_t kParallelMinWork = int64_t{1} << 15;  // as train_cpu.cc
+constexpr int64_t kChunk = 1024;                        // elements per OpenMP task (a multiple of 16)
+
+// splitmix64(seed ^ (golden * (index + 1))) for 8 indices (kernels/ref/train_ref.cc's dropout_keep).
+inline __m512i dropout_hash(__m512i seed, __m512i index_plus_1) {
+  __m512i z = _mm512_xor_si512(seed, _mm512_mullo_epi64(index_plus_1, _mm512_set1_epi64(0x9E3779B97F4A7C15ll)));
+  z = _mm512_add_epi64(z, _mm512_set1_epi64(0x9E3779B97F4A7C15ll));
+  z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64(z, 30)), _mm512_set1_epi64(0xBF58476D1CE4E5B9ll));
+  z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64(z, 27)), _mm512_set1_epi64(0x94D049BB133111EBll));
+  return _mm512_xor_si512(z, _mm512_srli_epi64(z, 31));
+}
+
+// x[0..len) of the stream starting at element `first` (len <= 16).
+inline void dropout_16(float* x, int64_t len, uint64_t seed, uint64_t first, float p, double inv_keep) {
+  const __mmask16 m = len >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << len) - 1);
+  const __m512i s = _mm512_set1_epi64(static_cast<long long>(seed));
+  const __m512i base = _mm512_add_epi64(_mm512_set1_epi64(static_cast<long long>(first + 1)),
+                                        _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7));
+  const __m512i h_lo = _mm512_srli_epi64(dropout_hash(s, base), 40);
+  const __m512i h_hi = _mm512_srli_epi64(dropout_hash(s, _mm512_add_epi64(base, _mm512_set1_epi64(8))), 40);
+  // 24-bit values: exact as int32 and as float.
+  const __m512i h32 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi64_epi32(h_lo)), _mm512_cvtepi64_epi32(h_hi), 1);
+  const __m512 uniform = _mm512_mul_ps(_mm512_cvtepi32_ps(h32), _mm512_set1_ps(0x1p-24f));
+  const __mmask16 keep = _mm512_cmp_ps_mask(uniform, _mm512_set1_ps(p), _CMP_GE_OQ) & m;
+  const __m512 v = _mm512_maskz_loadu_ps(m, x);
+  const __m512d k = _mm512_set1_pd(inv_keep);
+  const __m256 lo = _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(v)), k));
+  const __m256 hi = _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)), k));
+  const __m512 scaled = _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
+  _mm512_mask_storeu_ps(x, m, _mm512_maskz_mov_ps(keep, scaled));
+}
+
+// d/dx [x Phi(x)] = Phi(x) + x phi(x): Phi from erfc(|x|/sqrt2)/2 as simd::gelu_erf forms it, phi(x) =
+// exp(-x^2/2)/sqrt(2 pi) with x^2 carried as a float pair. |x| is clamped to 15 (beyond, phi underflows
+// and Phi is 0 or 1); NaN stays NaN.
+using V = simd::Avx512;
+inline __m512 gelu_erf_derivative(__m512 x) {
+  using F = V::F;
+  constexpr float kInvSqrt2Pi = 0.39894228040143267794f;
+  const F ax = V::min(V::abs(x), V::set1(15.f));
+  const F z = V::mul(ax, V::set1(simd::kInvSqrt2));
+  const F t = V::div(V::set1(2.f), V::add(V::set1(2.f), z));
+  const F u = V::mul(V::sub(t, V::set1(simd::kErfcC)), V::set1(simd::kErfcInvH));
+  const F f = simd::horner<V>(u, simd::kErfcP);
+  const F p = V::mul(ax, ax);
+  const F pe = V::fmsub(ax, ax, p);
+  const F half_p = V::mul(p, V::set1(-0.5f)), half_pe = V::mul(pe, V::set1(-0.5f));
+  const simd::ExpParts<V> q = simd::exp_hilo_parts<V>(half_p, V::add(half_pe, f));
+  const F tail = simd::scale2<V>(V::mul(V::mul(t, q.y), V::set1(0.5f)), q.n);  // Phi(-|x|)
+  const F phi_cdf = V::select(V::lt(x, V::zero()), tail, V::sub(V::set1(1.f), tail));
+  const simd::ExpParts<V> e = simd::exp_hilo_parts<V>(half_p, half_pe);
+  const F density = simd::scale2<V>(V::mul(e.y, V::set1(kInvSqrt2Pi)), e.n);
+  const F xc = V::max(V::set1(-15.f), V::min(V::set1(15.f), x));  // (min/max keep a NaN x)
+  return V::fmadd(xc, density, phi_cdf);
+}
+
+}  // namespace
+
+void dropout_f32_avx512(const DropoutArgs& a) {
+  if (a.p <= 0.f || a.n <= 0) return;
+  const double inv_keep = 1.0 / (1.0 - static_cast<double>(a.p));
+  const int64_t chunks = (a.n + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(static) if (a.n >= kParallelMinWork)
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t end = c * kChunk + kChunk < a.n ? c * kChunk + kChunk : a.n;
+    for (int64_t i = c * kChunk; i < end; i += 16)
+      dropout_16(a.x + i, end - i, a.seed, a.offset + static_cast<uint64_t>(i), a.p, inv_keep);
+  }
+}
+
+void activation_backward_f32_avx512(const ActivationBackwardArgs& a) {
+  if (a.kind != Activation::kGeluErf) return activation_backward_f32(a);  // the others: portable code
+  if (a.n <= 0) return;
+  const int64_t chunks = (a.n + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(static) if (a.n >= kParallelMinWork)
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t end = c * kChunk + kChunk < a.n ? c * kChunk + kChunk : a.n;
+    int64_t i = c * kChunk;
+    for (; i + 16 <= end; i += 16)
+      V::store(a.grad + i, V::mul(V::load(a.grad + i), gelu_erf_derivative(V::load(a.x + i))));
+    if (i < end) {
+      const V::M m = V::tail_mask(static_cast<int>(end - i));
+      V::store_tail(a.grad + i, m, V::mul(V::load_tail(a.grad + i, m), gelu_erf_derivative(V::load_tail(a.x + i, m))));
+    }
+  }
+}
+
+}  // namespace bert::kernels
