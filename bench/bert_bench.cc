@@ -41,6 +41,7 @@
 void register_cuda_benchmarks();  // bench/cuda_bench.cc (a no-op without CUDA)
 void register_dist_benchmarks();  // bench/dist_bench.cc (BM_DataParallel*: ranks under mpirun)
 bool is_reporting_rank();         // bench/dist_bench.cc: rank 0, or the only process
+void register_experiment_benchmarks();  // bench/experiments: the studies' experiments (docs/EXPERIMENTS.md)
 
 namespace {
 
@@ -304,6 +305,7 @@ int main(int argc, char** argv) {
   if (g_model_file.empty()) benchmark::RegisterBenchmark("BM_TrainStep", BM_TrainStep)->Apply(train_args);
   if (g_model_file.empty()) register_cuda_benchmarks();
   if (g_model_file.empty()) register_dist_benchmarks();
+  if (g_model_file.empty()) register_experiment_benchmarks();
   benchmark::AddCustomContext("engine", "bert_engine CPU fp32 (oneDNN GEMMs, hand-written kernels)");
   benchmark::AddCustomContext("weights", g_model_file.empty() ? "synthetic, seed 1234" : g_model_file);
   benchmark::RunSpecifiedBenchmarks();
