@@ -96,12 +96,12 @@ FLAGS=$(grep -o -w -E 'avx512f|avx512_vnni|avx512_bf16|avx512_fp16|amx_tile|avx2
 export BERT_EXP_SCALE=$SCALE
 [ -z "$MODEL" ] || export BERT_EXP_MODEL=$MODEL
 [ -n "${BERT_SHARED_DIR:-}" ] || export BERT_SHARED_DIR="$ROOT/../shared"
-CONTEXT=(--benchmark_context=experiment="$NAME" --benchmark_context=engine_commit="$COMMIT"
-         --benchmark_context=cpu_flags="${FLAGS// /,}")
+FLAGS_KV=$(echo $FLAGS | tr ' ' '+')
+CONTEXT="experiment=$NAME,scale=$SCALE,engine_commit=$COMMIT,cpu_flags=${FLAGS_KV:-none}"  # one flag: key=value,...
 start=$(date +%s)
 echo "== $NAME ($SCALE): bert_bench --benchmark_filter='^$FAMILY/'"
 "$BENCH" --benchmark_filter="^$FAMILY/" --benchmark_out="$OUT/results.json" --benchmark_out_format=json \
-  "${CONTEXT[@]}" --benchmark_context=processes=1
+  --benchmark_context="$CONTEXT,processes=1"
 if [ "$MPI_FILTER" != "-" ]; then
   if command -v mpirun >/dev/null; then
     MPIRUN=(mpirun --oversubscribe)
@@ -112,7 +112,7 @@ if [ "$MPI_FILTER" != "-" ]; then
       echo "== $NAME: mpirun -np $n bert_bench --benchmark_filter='^$MPI_FILTER'"
       "${MPIRUN[@]}" -np "$n" -x BERT_EXP_SCALE -x BERT_SHARED_DIR ${MODEL:+-x BERT_EXP_MODEL} "$BENCH" \
         --benchmark_filter="^$MPI_FILTER" --benchmark_out="$OUT/results-${n}ranks.json" \
-        --benchmark_out_format=json "${CONTEXT[@]}" --benchmark_context=processes="$n"
+        --benchmark_out_format=json --benchmark_context="$CONTEXT,processes=$n"
     done
   else
     echo "experiment.sh: no mpirun: the multi-rank rows are left out" | tee -a "$OUT/environment.txt"

@@ -25,7 +25,7 @@ template <typename T>
 T by_scale(T smoke, T dflt, T full) {
   return scale() == Scale::kSmoke ? smoke : scale() == Scale::kFull ? full : dflt;
 }
-int all_threads();  // the machine's hardware threads
+int all_threads();  // the machine's hardware threads (1 at smoke scale)
 
 // ../shared (or $BERT_SHARED_DIR).
 std::string shared_dir();

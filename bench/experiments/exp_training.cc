@@ -112,7 +112,7 @@ bert::Result<std::string> trained_sst2_file(const std::string& shape, std::strin
   static std::map<std::string, std::string> cache;
   static RemoveAtExit cleanup;
   if (auto it = cache.find(shape); it != cache.end()) return it->second;
-  const int64_t n = by_scale<int64_t>(256, 4000, 20000);
+  const int64_t n = by_scale<int64_t>(128, 4000, 20000);
   const int epochs = by_scale(1, 1, 2);
   std::string err;
   const Sst2* data = sst2(n, &err);

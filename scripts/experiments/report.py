@@ -87,6 +87,9 @@ class Report:
         env = os.path.join(self.out_dir, "environment.txt")
         if os.path.exists(env):
             lines += ["```", open(env).read().strip(), "```", ""]
+        if self.scale == "smoke":
+            self.notes.insert(0, "Smoke scale (the test suite's check that the experiment runs and reports): tiny "
+                                 "grids, two-layer models where a shape is large, one thread: the figures mean nothing.")
         if self.notes:
             lines += [f"- {n}" for n in self.notes] + [""]
         lines += ["## This engine, this machine", ""]
