@@ -118,7 +118,10 @@ if [ "$MPI_FILTER" != "-" ]; then
     echo "experiment.sh: no mpirun: the multi-rank rows are left out" | tee -a "$OUT/environment.txt"
   fi
 fi
-echo "run time: $(( $(date +%s) - start )) s (benchmarks)" >>"$OUT/environment.txt"
+{
+  echo "load average after the run (uptime): $(uptime | sed 's/.*load average: //')"
+  echo "run time: $(( $(date +%s) - start )) s (benchmarks)"
+} >>"$OUT/environment.txt"
 echo
 "$PY" scripts/experiments/report.py "$NAME" "$OUT"
 echo
