@@ -519,6 +519,8 @@ def profile(rep):
         for op, ms in ops:
             calls = c.get("calls:" + op, "")
             gflop, gbytes = c.get("gflop:" + op), c.get("gbytes:" + op)
+            if op == "activation":  # one op name for every activation (FFN, pooler, heads): no one size
+                gbytes = None
             rep.row(run=kind, op=op, ms=ms, share_pct=100 * ms / total if total else 0, calls=calls,
                     GFLOPs=gflop / (ms / 1e3) if gflop and ms > 0 else "",
                     GBps=gbytes / (ms / 1e3) if gbytes and ms > 0 else "", status="ok")
