@@ -14,20 +14,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-# name | benchmark family | mpirun rows (filter for 2+ ranks, or -) | default run time here | study
+# name | benchmark family | mpirun rows (filter for 2+ ranks, or -) | default run time here (measured) | study
 EXPERIMENTS="
-workers|Workers|-|2-3 min|000: CPU workers x threads
-data-parallel|DataParallel|DataParallel|1-2 min|000: 4,000 records on 1 vs N ranks (GPU rows need a GPU)
+workers|Workers|-|2 min|000: CPU workers x threads
+data-parallel|DataParallel|DataParallel|1.5 min|000: 4,000 records on 1 vs N ranks (GPU rows need a GPU)
 finetune-batch-size|FinetuneBatchSize|-|3-5 min|001: accuracy / F1 / loss per batch size
-finetune-memory|FinetuneMemory|FinetuneMemory/config:[034]/|1-2 min|001: pre / max / post memory per plugin
-zoo-deploy|ZooDeploy|-|2-3 min|002: four models x threads x input size
-optimization|Optimization|-|1 min|002: fp32 padded vs packed vs int8 / bf16
+finetune-memory|FinetuneMemory|FinetuneMemory/config:[034]/|4 min|001: pre / max / post memory per plugin
+zoo-deploy|ZooDeploy|-|2 min|002: four models x threads x input size
+optimization|Optimization|-|5 min|002: fp32 padded vs packed vs int8 / bf16
 memory-vs-seq|MemoryVsSeq|-|1 min|003: memory vs sequence length
-memory-vs-batch|MemoryVsBatch|-|1-2 min|003: memory vs batch size
-time-vs-seq|TimeVsSeq|-|1 min|003: inference time vs sequence length
-pretrain|Pretrain|-|1-2 min|004: MLM + NSP pre-training throughput (LAMB)
-squad|Squad|-|under 1 min|004: SQuAD-style fine-tuning throughput
-profile|Profile|-|under 1 min|004: per-op profile of inference and a training step
+memory-vs-batch|MemoryVsBatch|-|2.5 min|003: memory vs batch size
+time-vs-seq|TimeVsSeq|-|2 min|003: inference time vs sequence length
+pretrain|Pretrain|-|3 min|004: MLM + NSP pre-training throughput (LAMB)
+squad|Squad|-|40 s|004: SQuAD-style fine-tuning throughput
+profile|Profile|-|1.5 min|004: per-op profile of inference and a training step
 "
 
 usage() {
@@ -40,7 +40,8 @@ list() {
   echo "$EXPERIMENTS" | while IFS='|' read -r name fam mpi time study; do
     [ -n "$name" ] && printf "%-20s %-14s %s\n" "$name" "$time" "$study"
   done
-  echo "(2-core machine, nothing else running; --smoke: seconds each; --full: the published setup, hours on a CPU)"
+  echo "(measured 2026-12-01 on this 2-core machine while shared, load average about 5: an idle machine is"
+  echo " faster; --smoke: seconds each; --full: the published setup, hours on a CPU)"
 }
 
 NAME="" SCALE=default OUT="" BUILD_DIR=${BUILD_DIR:-build} BUILD=1 MODEL=""

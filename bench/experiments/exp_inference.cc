@@ -375,7 +375,6 @@ std::pair<double, double> op_work(const std::string& op, const bert::ModelInfo& 
   if (op == "pooler") return {2 * B * H * H, 0};
   if (op == "softmax") return {0, 4.0 * 2 * B * heads * S * S * calls};
   if (op == "layernorm") return {0, 4.0 * 3 * T * H * calls};  // input, residual, output
-  if (op == "activation") return {0, 4.0 * 2 * T * I * calls};
   if (op == "embed") return {0, 4.0 * 4 * T * E};  // three table rows read, one row written per token
   return {0, 0};
 }

@@ -50,6 +50,8 @@ def num(x, digits=3):
         return ""
     if isinstance(x, str):
         return x
+    if float(x).is_integer() and abs(x) < 1e9:
+        return f"{int(x):,}"
     if abs(x) >= 1000:
         return f"{x:,.0f}"
     if abs(x) >= 100:
