@@ -83,7 +83,7 @@ OUT=$(realpath "$OUT")
 PY=/usr/bin/python3  # Debian's, with python3-matplotlib (scripts/setup.sh)
 [ -x "$PY" ] || PY=python3
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-git diff --quiet HEAD 2>/dev/null || COMMIT="$COMMIT+uncommitted"
+[ "$COMMIT" = unknown ] || git diff --quiet HEAD 2>/dev/null || COMMIT="$COMMIT+uncommitted"
 FLAGS=$(grep -o -w -E 'avx512f|avx512_vnni|avx512_bf16|avx512_fp16|amx_tile|avx2' /proc/cpuinfo 2>/dev/null | sort -u | tr '\n' ' ')
 {
   echo "experiment: $NAME (study $STUDY), scale: $SCALE"
