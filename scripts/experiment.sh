@@ -18,7 +18,7 @@ ROOT=$(pwd)
 EXPERIMENTS="
 workers|Workers|-|2 min|000: CPU workers x threads
 data-parallel|DataParallel|DataParallel|1.5 min|000: 4,000 records on 1 vs N ranks (GPU rows need a GPU)
-finetune-batch-size|FinetuneBatchSize|-|3-5 min|001: accuracy / F1 / loss per batch size
+finetune-batch-size|FinetuneBatchSize|-|7 min CPU, 31 min wall|001: accuracy / F1 / loss per batch size
 finetune-memory|FinetuneMemory|FinetuneMemory/config:[034]/|4 min|001: pre / max / post memory per plugin
 zoo-deploy|ZooDeploy|-|2 min|002: four models x threads x input size
 optimization|Optimization|-|5 min|002: fp32 padded vs packed vs int8 / bf16
