@@ -36,9 +36,9 @@ usage() {
 }
 
 list() {
-  printf "%-20s %-14s %s\n" "experiment" "default here" "study"
+  printf "%-20s %-24s %s\n" "experiment" "default here" "study"
   echo "$EXPERIMENTS" | while IFS='|' read -r name fam mpi time study; do
-    [ -n "$name" ] && printf "%-20s %-14s %s\n" "$name" "$time" "$study"
+    [ -n "$name" ] && printf "%-20s %-24s %s\n" "$name" "$time" "$study"
   done
   echo "(measured 2026-12-01 on this 2-core machine while shared, load average about 5: an idle machine is"
   echo " faster; --smoke: seconds each; --full: the published setup, hours on a CPU)"
