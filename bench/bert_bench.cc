@@ -52,6 +52,7 @@ void register_cuda_benchmarks();  // bench/cuda_bench.cc (a no-op without CUDA)
 void register_dist_benchmarks();  // bench/dist_bench.cc (BM_DataParallel*: ranks under mpirun)
 void register_sst2_benchmarks();  // bench/sst2_bench.cc (BM_Sst2Dev: SST-2 dev from ../shared/data)
 bool is_reporting_rank();         // bench/dist_bench.cc: rank 0, or the only process
+void register_experiment_benchmarks();  // bench/experiments: the studies' experiments (docs/EXPERIMENTS.md)
 
 namespace {
 
@@ -362,6 +363,7 @@ int main(int argc, char** argv) {
   if (g_model_file.empty()) register_cuda_benchmarks();
   if (g_model_file.empty()) register_dist_benchmarks();
   if (g_model_file.empty()) register_sst2_benchmarks();
+  if (g_model_file.empty()) register_experiment_benchmarks();
   benchmark::AddCustomContext("engine", "bert_engine CPU fp32 / bf16 / int8 (oneDNN GEMMs, hand-written kernels)");
   benchmark::AddCustomContext("cpu_flags", cpu_flags());
   benchmark::AddCustomContext("weights", g_model_file.empty() ? "synthetic, seed 1234" : g_model_file);

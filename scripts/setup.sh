@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(build-essential cmake pkg-config libdnnl-dev nlohmann-json3-dev libutf8proc-dev
           libgtest-dev libgmock-dev libbenchmark-dev libcpp-httplib-dev chromium nodejs
           openmpi-bin libopenmpi-dev
+          python3-matplotlib  # scripts/experiment.sh's plots (scripts/experiments/report.py)
           ocl-icd-opencl-dev opencl-c-headers)  # Debian's oneDNN CMake config requires OpenCL
 missing=()
 for p in "${PACKAGES[@]}"; do
