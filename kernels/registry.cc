@@ -2,8 +2,13 @@
 #include "kernels/registry.h"
 
 #include <algorithm>
+#include <atomic>
 #include <string>
 #include <vector>
+
+#ifdef BERT_HAVE_CUDA
+#include "engine/runtime/cuda_plugin.h"
+#endif
 
 namespace bert::kernels {
 
@@ -107,21 +112,48 @@ std::span<const KernelEntry> host_table() {
   return kTable;
 }
 
-// The one table: the host rows and, in CUDA builds, the kCuda rows, each op's rows together (host
-// rows first, in their order, then the CUDA rows). Built once.
-std::span<const KernelEntry> table() {
-  static const std::vector<KernelEntry> all = [] {
-    std::vector<KernelEntry> t(host_table().begin(), host_table().end());
+// Rows with each op's rows together, keeping their order within an op.
+std::vector<KernelEntry> grouped(std::span<const KernelEntry> host, std::span<const KernelEntry> cuda) {
+  std::vector<KernelEntry> t(host.begin(), host.end());
+  t.insert(t.end(), cuda.begin(), cuda.end());
+  std::stable_sort(t.begin(), t.end(), [](const KernelEntry& a, const KernelEntry& b) {
+    return static_cast<int>(a.op) < static_cast<int>(b.op);
+  });
+  return t;
+}
+
+// The host rows alone. Built once.
+std::span<const KernelEntry> host_rows() {
+  static const std::vector<KernelEntry> t = grouped(host_table(), {});
+  return t;
+}
+
 #ifdef BERT_HAVE_CUDA
-    const std::span<const KernelEntry> cuda = detail::cuda_kernel_entries();
-    t.insert(t.end(), cuda.begin(), cuda.end());
-#endif
-    std::stable_sort(t.begin(), t.end(), [](const KernelEntry& a, const KernelEntry& b) {
-      return static_cast<int>(a.op) < static_cast<int>(b.op);
-    });
-    return t;
+// CUDA builds: the host rows and the CUDA plugin's kCuda rows (host rows first within an op), built on
+// the first request for CUDA rows, which loads the plugin (engine/runtime/cuda_plugin.h); until then
+// the table is the host rows, so a process that never asks for CUDA maps no CUDA library. Never freed:
+// entries found before the merge stay valid (they are then other objects than the merged table's).
+std::atomic<const std::vector<KernelEntry>*> g_merged{nullptr};
+
+std::span<const KernelEntry> merged_rows() {
+  static const std::vector<KernelEntry>* t = [] {
+    auto* all = new std::vector<KernelEntry>(grouped(host_table(), detail::cuda_kernel_entries()));
+    g_merged.store(all, std::memory_order_release);
+    return all;
   }();
-  return all;
+  return *t;
+}
+#endif
+
+// The one table as far as it is loaded; with_cuda: with the CUDA rows (CUDA builds: loading them).
+std::span<const KernelEntry> table(bool with_cuda = false) {
+#ifdef BERT_HAVE_CUDA
+  if (with_cuda) return merged_rows();
+  if (const std::vector<KernelEntry>* all = g_merged.load(std::memory_order_acquire)) return *all;
+#else
+  (void)with_cuda;
+#endif
+  return host_rows();
 }
 
 std::string needs_tag(const KernelEntry& e) {
@@ -144,7 +176,7 @@ std::string registered_for(Op op) {
 Result<const KernelEntry*> resolve_impl(Op op, Device device, DType dtype, CpuIsa max_isa, const void* args) {
   const KernelEntry* best = nullptr;
   const KernelEntry* ref = nullptr;
-  for (const KernelEntry& e : table()) {
+  for (const KernelEntry& e : table(device == Device::kCuda)) {
     if (e.op != op || e.dtype != dtype) continue;
     if (args && e.supports && !e.supports(args)) continue;
     if (device == Device::kCpu && e.device == Device::kRef && !ref) ref = &e;
@@ -157,6 +189,10 @@ Result<const KernelEntry*> resolve_impl(Op op, Device device, DType dtype, CpuIs
   if (device != Device::kCuda) limits = std::string("CPU ISA up to ") + cpu_isa_name(max_isa);
 #ifndef BERT_HAVE_CUDA
   if (device == Device::kCuda) limits = "this build has no CUDA";
+#else
+  if (device == Device::kCuda) {
+    if (auto plugin = runtime::cuda_plugin(); !plugin.ok()) limits = plugin.status().message();
+  }
 #endif
   if (args) limits += limits.empty() ? "for these arguments" : ", for these arguments";
   return not_found(std::string("no kernel for op '") + op_name(op) + "' on device '" + device_name(device) +
@@ -229,10 +265,10 @@ const char* kernel_dtype_name(DType t) {
   return "unknown_dtype";
 }
 
-std::span<const KernelEntry> kernel_registry() { return table(); }
+std::span<const KernelEntry> kernel_registry() { return table(true); }
 
 const KernelEntry* find_kernel(std::string_view name) {
-  for (const KernelEntry& e : table()) {
+  for (const KernelEntry& e : table(true)) {
     if (name == e.name) return &e;
   }
   return nullptr;

@@ -85,7 +85,9 @@ struct KernelEntry {
 };
 
 // Every registered entry, in table order: grouped by op; within an op refs first, then CPU entries by
-// ascending ISA, then (CUDA builds) the CUDA entries.
+// ascending ISA, then (CUDA builds) the CUDA entries. In CUDA builds this (like find_kernel and any
+// lookup for Device::kCuda) loads the CUDA plugin (engine/runtime/cuda_plugin.h) for its rows; host
+// lookups never do.
 std::span<const KernelEntry> kernel_registry();
 // The entry with this exact name, or nullptr.
 const KernelEntry* find_kernel(std::string_view name);
@@ -111,7 +113,8 @@ const KernelEntry* reference_of(const KernelEntry& e);
 Result<const KernelEntry*> resolve_cuda_kernel(Op op, DType dtype, const void* args = nullptr);
 
 namespace detail {
-// The kCuda rows (kernels/cuda/registry_cuda.cc, compiled in CUDA builds only); kernel_registry()
+// The kCuda rows (kernels/cuda/registry_cuda.cc, in the CUDA plugin of CUDA builds), through the
+// plugin (engine/runtime/cuda_loader: loading it; empty when it does not load); kernel_registry()
 // merges them into the one table. Not for callers: use kernel_registry() / the resolvers.
 std::span<const KernelEntry> cuda_kernel_entries();
 }  // namespace detail

@@ -1,7 +1,7 @@
 // What the communicator backends share (engine/dist): a request's completion state, the description
 // of a collective every rank announces before data moves (kind, element type, count, root), and the
-// factories each backend's file defines (MPI: engine/dist/mpi or no_mpi; NCCL: engine/runtime/cuda
-// or no_cuda).
+// factories each backend's file defines (MPI: engine/dist/mpi or no_mpi; NCCL: engine/runtime/cuda_loader,
+// which forwards to engine/dist/nccl in the CUDA plugin, or engine/dist/no_nccl in CPU-only builds).
 #pragma once
 
 #include <condition_variable>

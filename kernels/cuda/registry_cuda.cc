@@ -1,9 +1,11 @@
 // The CUDA rows of the op registry (kernels/registry.h): every launcher of kernels/cuda that implements a
 // registry op, as a Device::kCuda entry of the op's OpTraits<Args>::CudaFn type. Compiled in CUDA builds
-// only (CMakeLists.txt); kernel_registry() merges these rows into the one table. Launchers whose extra
+// only, into the CUDA plugin (CMakeLists.txt); kernel_registry() merges these rows into the one table. Launchers whose extra
 // parameters (a workspace, defaulted) are not part of CudaFn are called through one-line adapters here;
 // the fused attention adapter maps the registry's AttentionArgs onto kernels/cuda/attention.h's.
 #include "kernels/registry.h"
+
+#include "engine/runtime/cuda/cuda_backend.h"
 
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/cuda_kernels.h"
@@ -58,11 +60,8 @@ constexpr Device kCuda = Device::kCuda;
 constexpr DType kF32 = DType::kF32;
 constexpr CpuIsa kAny = CpuIsa::kScalar;  // no CPU requirement
 
-}  // namespace
-
-namespace detail {
-
-std::span<const KernelEntry> cuda_kernel_entries() {
+// The kCuda rows, handed to the engine through the plugin's table (engine/runtime/cuda_plugin.h).
+std::span<const KernelEntry> cuda_rows() {
   static const KernelEntry kCudaTable[] = {
       {"layernorm_f32_cuda", Op::kLayerNorm, kCuda, kF32, kAny, "",
        cuda_entry_fn<LayerNormArgs>(kc::layernorm_f32), nullptr},
@@ -94,6 +93,12 @@ std::span<const KernelEntry> cuda_kernel_entries() {
   return kCudaTable;
 }
 
-}  // namespace detail
+}  // namespace
 
 }  // namespace bert::kernels
+
+namespace bert::cuda_plugin {
+
+std::span<const kernels::KernelEntry> cuda_kernel_entries() { return kernels::cuda_rows(); }
+
+}  // namespace bert::cuda_plugin

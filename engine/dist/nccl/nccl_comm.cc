@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "engine/dist/comm_impl.h"
+#include "engine/runtime/cuda/cuda_backend.h"
 
 namespace bert {
 namespace {
@@ -130,10 +131,14 @@ class NcclCommunicator final : public Communicator {
 
 }  // namespace
 
+namespace cuda_plugin {
+
 Result<std::shared_ptr<Communicator>> make_nccl_communicator(std::shared_ptr<Communicator> host) {
   auto c = std::make_shared<NcclCommunicator>(std::move(host));
   BERT_RETURN_IF_ERROR(c->start());
   return std::shared_ptr<Communicator>(c);
 }
+
+}  // namespace cuda_plugin
 
 }  // namespace bert

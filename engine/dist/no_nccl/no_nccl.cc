@@ -1,4 +1,5 @@
-// Builds without CUDA or without NCCL: Communicator::ForCuda says so.
+// CPU-only builds: Communicator::ForCuda says there is no NCCL. (CUDA builds go through the CUDA plugin,
+// engine/runtime/cuda_loader, which says the same when the plugin was built without NCCL.)
 #include "engine/dist/comm_impl.h"
 
 namespace bert {

@@ -203,7 +203,14 @@ class CudaBackend final : public Backend {
 
 void* cuda_stream(Backend& backend) { return static_cast<CudaBackend&>(backend).stream(); }
 
-Result<std::unique_ptr<Backend>> make_cuda_backend(GemmCompute compute) {
+}  // namespace bert::runtime
+
+namespace bert::cuda_plugin {
+
+using runtime::Backend;
+using runtime::CudaBackend;
+
+Result<std::unique_ptr<Backend>> make_cuda_backend(runtime::GemmCompute compute) {
   std::string why;
   if (!cuda_available(&why)) return unsupported("device cuda: " + why + "; use device cpu");
   auto backend = std::make_unique<CudaBackend>(compute);
@@ -212,9 +219,9 @@ Result<std::unique_ptr<Backend>> make_cuda_backend(GemmCompute compute) {
 }
 
 bool cuda_available(std::string* why) {
-  if (kc::device_count() > 0) return true;
+  if (kernels::cuda::device_count() > 0) return true;
   if (why) *why = "no CUDA GPU is visible (cudaGetDeviceCount found none)";
   return false;
 }
 
-}  // namespace bert::runtime
+}  // namespace bert::cuda_plugin

@@ -165,11 +165,15 @@ class CudaOptimizer final : public ParamOptimizer {
 
 }  // namespace
 
+namespace cuda_plugin {
+
 Result<std::unique_ptr<ParamOptimizer>> make_cuda_optimizer(runtime::Backend& backend, ParamArena& arena,
                                                             const TrainerOptions& options) {
   auto opt = std::make_unique<CudaOptimizer>(backend, arena, options);
   BERT_RETURN_IF_ERROR(opt->init());
   return std::unique_ptr<ParamOptimizer>(std::move(opt));
 }
+
+}  // namespace cuda_plugin
 
 }  // namespace bert

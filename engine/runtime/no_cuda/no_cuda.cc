@@ -1,6 +1,6 @@
 // The CUDA entry points of a build configured without a CUDA toolkit: each says so by name. CUDA
-// builds compile engine/runtime/cuda/ instead (CMakeLists.txt picks one folder, so no source file
-// of the engine needs an #ifdef).
+// builds compile engine/runtime/cuda_loader/ instead, which loads the CUDA plugin (engine/runtime/cuda/
+// and kernels/cuda/ as libbert_engine_cuda.so) on first use; CMakeLists.txt picks one folder.
 #include "engine/runtime/backend.h"
 #include "engine/train/param_optimizer.h"
 
