@@ -238,7 +238,7 @@ void FinetuneMemory(benchmark::State& state) {
     {
       auto trainer = bert::Trainer::Create(*model, o);
       if (!trainer.ok()) {
-        if (config == 2 || config == 5) return needs(state, "the CPU low-precision issue: " + trainer.status().to_string());
+        if (config == 2 || config == 5) return needs(state, "bf16 training on this CPU: " + trainer.status().to_string());
         return state.SkipWithError(trainer.status().to_string().c_str());
       }
       bert::TrainLabels y;
@@ -285,7 +285,7 @@ void train_steps(benchmark::State& state, const std::string& shape, const std::s
   if (mixed) o.precision = bert::TrainPrecision::kBF16;
   auto trainer = bert::Trainer::Create(*model, o);
   if (!trainer.ok()) {
-    if (mixed) return needs(state, "the CPU low-precision issue: " + trainer.status().to_string());
+    if (mixed) return needs(state, "bf16 training on this CPU: " + trainer.status().to_string());
     return state.SkipWithError(trainer.status().to_string().c_str());
   }
   std::mt19937 rng(42);
