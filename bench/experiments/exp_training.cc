@@ -238,7 +238,7 @@ void FinetuneMemory(benchmark::State& state) {
     {
       auto trainer = bert::Trainer::Create(*model, o);
       if (!trainer.ok()) {
-        if (config == 2 || config == 5) return needs(state, "bf16 training on this CPU: " + trainer.status().to_string());
+        if (config == 2 || config == 5) return needs(state, "a training precision this CPU runs: " + trainer.status().to_string());
         return state.SkipWithError(trainer.status().to_string().c_str());
       }
       bert::TrainLabels y;
