@@ -4,7 +4,7 @@
 //   Kernel/Softmax/<entry>     masked softmax, batch x 12 heads x 128 x 128      bytes/s (read + write)
 //   Kernel/GELU/<entry>        erf GELU in place over tokens x 3072 (FFN width)  bytes/s (read + write)
 //   Kernel/Embedding/<entry>   word + position + type gather + LayerNorm, 768   bytes/s (3 rows in, 1 out)
-//   Kernel/Attention/<entry>   fused attention, batch x 128 tokens, 12 heads x 64, fused QKV rows
+//   Kernel/Attention/<entry>   fused attention, batch x seq (1x128, 8x128, 1x384), 12 heads x 64, QKV rows
 //   Kernel/Attention/unfused   the engine's unfused path: two oneDNN strided batched matmuls around
 //                              softmax_masked (as engine/src/session.cc runs it)
 //   Kernel/Linear/<fp32|bf16|int8>  one encoder linear layer as the engine runs it (packed weights; bf16 /
@@ -161,28 +161,29 @@ void bm_embedding(benchmark::State& state, const KernelEntry* e) {
 }
 
 struct AttentionData {
-  int64_t batch;
+  int64_t batch, seq;
   std::vector<float> qkv, out;
   std::vector<int32_t> mask;
-  explicit AttentionData(int64_t b)
+  AttentionData(int64_t b, int64_t S)
       : batch(b),
-        qkv(randoms(static_cast<size_t>(b * kSeq * 3 * kHidden), 13, -2.f, 2.f)),
-        out(static_cast<size_t>(b * kSeq * kHidden)),
-        mask(static_cast<size_t>(b * kSeq), 1) {
+        seq(S),
+        qkv(randoms(static_cast<size_t>(b * S * 3 * kHidden), 13, -2.f, 2.f)),
+        out(static_cast<size_t>(b * S * kHidden)),
+        mask(static_cast<size_t>(b * S), 1) {
     for (int64_t s = 0; s < b; ++s)
-      for (int64_t j = kSeq - 8 * (s % 4); j < kSeq; ++j) mask[static_cast<size_t>(s * kSeq + j)] = 0;
+      for (int64_t j = S - 8 * (s % 4); j < S; ++j) mask[static_cast<size_t>(s * S + j)] = 0;
   }
-  double flops() const { return 4.0 * double(batch) * kHeads * kSeq * kSeq * kHeadDim; }
+  double flops() const { return 4.0 * double(batch) * kHeads * seq * seq * kHeadDim; }
 };
 
 void bm_attention(benchmark::State& state, const KernelEntry* e) {
   if (!runnable(*e, state)) return;
-  ThreadScope threads(state.range(1));
-  AttentionData d(state.range(0));
+  ThreadScope threads(state.range(2));
+  AttentionData d(state.range(0), state.range(1));
   AttentionArgs a;
   a.q = d.qkv.data(), a.k = d.qkv.data() + kHidden, a.v = d.qkv.data() + 2 * kHidden, a.ld = 3 * kHidden;
   a.key_mask = d.mask.data(), a.out = d.out.data();
-  a.batch = d.batch, a.seq = kSeq, a.heads = kHeads, a.head_dim = kHeadDim, a.scale = 0.125f;
+  a.batch = d.batch, a.seq = d.seq, a.heads = kHeads, a.head_dim = kHeadDim, a.scale = 0.125f;
   if (bert::Status st = check(a); !st.ok()) return state.SkipWithError(st.to_string().c_str());
   const auto fn = e->fn_as<OpTraits<AttentionArgs>::Fn>();
   for (auto _ : state) {
@@ -191,15 +192,15 @@ void bm_attention(benchmark::State& state, const KernelEntry* e) {
     benchmark::ClobberMemory();
   }
   set_flops(state, d.flops());
-  label(state, e->name, e->isa, state.range(1));
+  label(state, e->name, e->isa, state.range(2));
 }
 
 // The engine's unfused attention (engine/src/session.cc): scores = Q K^T (oneDNN), softmax_masked
 // with the scale folded in (the dispatch table's kernel), context = P V (oneDNN).
 void bm_attention_unfused(benchmark::State& state) {
-  ThreadScope threads(state.range(1));
-  AttentionData d(state.range(0));
-  const int64_t B = d.batch, S = kSeq, nh = kHeads, dh = kHeadDim, H = kHidden, ld = 3 * H;
+  ThreadScope threads(state.range(2));
+  AttentionData d(state.range(0), state.range(1));
+  const int64_t B = d.batch, S = d.seq, nh = kHeads, dh = kHeadDim, H = kHidden, ld = 3 * H;
   std::vector<float> scores(static_cast<size_t>(B * nh * S * S));
   GemmPlanner gemm;
   BatchedMatmulArgs qk;
@@ -226,7 +227,7 @@ void bm_attention_unfused(benchmark::State& state) {
   }
   set_flops(state, d.flops());
   state.SetLabel(std::string("unfused: oneDNN ") + gemm.last_impl() + " x2 + softmax isa=" + cpu_isa_name(k.isa) +
-                 " threads=" + std::to_string(state.range(1)));
+                 " threads=" + std::to_string(state.range(2)));
 }
 
 // One linear layer as the engine runs it: args (N, K, tokens, threads); the entry's weight type.
@@ -266,6 +267,17 @@ void apply_args(benchmark::internal::Benchmark* b, const char* first, std::initi
   b->UseRealTime()->Unit(benchmark::kMicrosecond);
 }
 
+// Attention: (batch, seq) at 1x128, 8x128 and 1x384, on 1 thread and on all.
+void apply_attention_args(benchmark::internal::Benchmark* b) {
+  const int procs = omp_get_num_procs();
+  b->ArgNames({"batch", "seq", "threads"});
+  for (auto [batch, seq] : {std::pair<int64_t, int64_t>{1, kSeq}, {8, kSeq}, {1, 3 * kSeq}}) {
+    b->Args({batch, seq, 1});
+    if (procs > 1) b->Args({batch, seq, procs});
+  }
+  b->UseRealTime()->Unit(benchmark::kMicrosecond);
+}
+
 const bool registered = [] {
   for (const KernelEntry& e : kernel_registry()) {
     if (e.device == Device::kCuda) continue;
@@ -288,14 +300,13 @@ const bool registered = [] {
         break;
       case Op::kAttention:
         if (e.device == Device::kRef) break;  // the double-precision spec: ~1 s per batch-8 call
-        apply_args(benchmark::RegisterBenchmark(("Kernel/Attention/" + name).c_str(), bm_attention, &e), "batch",
-                   {1, 8});
+        apply_attention_args(benchmark::RegisterBenchmark(("Kernel/Attention/" + name).c_str(), bm_attention, &e));
         break;
       default:
         break;
     }
   }
-  apply_args(benchmark::RegisterBenchmark("Kernel/Attention/unfused", bm_attention_unfused), "batch", {1, 8});
+  apply_attention_args(benchmark::RegisterBenchmark("Kernel/Attention/unfused", bm_attention_unfused));
   for (WeightType type : {WeightType::kF32, WeightType::kBF16, WeightType::kInt8}) {
     auto* b = benchmark::RegisterBenchmark((std::string("Kernel/Linear/") + weight_type_name(type)).c_str(), bm_linear, type);
     b->ArgNames({"N", "K", "tokens", "threads"});

@@ -29,6 +29,21 @@ void activation_f32_ref(const ActivationArgs& a);
 void activation_f32_avx2(const ActivationArgs& a);
 void activation_f32_avx512(const ActivationArgs& a);
 
+// GELU (erf) for the linear layers' epilogue in inference (kernels/cpu/gemm_onednn.cc): x * Phi(x),
+// Phi(x) = (1 + erf(x/sqrt2))/2, with erf(z) = z P(z^2)/Q(z^2) for |z| <= 4 (our own least-squares fit
+// of degree 5/5, |error| < 3e-8 there) and +-1 beyond; about a fifth of the accurate kernels' work. The
+// error bound is absolute, |error| <= 3e-7 * max(1, |x|): for x << 0 the result is tiny and its relative
+// error large (the accurate kernels above keep full relative accuracy). gelu(-inf) = -0 (x is taken as
+// max(x, -8), where Phi is below float's resolution), +inf -> +inf, NaN -> NaN. The reference evaluates
+// the same formula in scalar float; the SIMD variants agree with it to a few ulp.
+inline constexpr float kGeluFastErfP[6] = {1.9760361680417629e-6f, 2.8743838492459429e-4f, 3.9843147945090429e-3f,
+                                           5.3407945967177297e-2f, 1.9582120250533436e-1f, 1.1283789967907832f};
+inline constexpr float kGeluFastErfQ[6] = {3.7461517319063915e-5f, 1.2113422568391145e-3f, 1.5406113438664705e-2f,
+                                           1.1629678756495171e-1f, 5.068733693001826e-1f, 1.f};
+void gelu_erf_fast_f32_ref(float* x, int64_t n);
+void gelu_erf_fast_f32_avx2(float* x, int64_t n);
+void gelu_erf_fast_f32_avx512(float* x, int64_t n);
+
 // "identity", "gelu", "gelu_new", "quick_gelu", "relu", "tanh".
 const char* activation_name(Activation kind);
 

@@ -1,4 +1,4 @@
-// AVX2 activations (GELU erf/tanh/quick, ReLU, tanh): simd_kernels.h instantiated with the AVX2 traits.
+// AVX2 activations (GELU erf/tanh/quick, ReLU, tanh) and the fast epilogue GELU: simd_kernels.h instantiated with the AVX2 traits.
 #include "kernels/cpu/simd_kernels.h"
 
 #ifndef __AVX2__
@@ -8,5 +8,6 @@
 namespace bert::kernels {
 
 void activation_f32_avx2(const ActivationArgs& a) { simd::activation_all<simd::Avx2>(a); }
+void gelu_erf_fast_f32_avx2(float* x, int64_t n) { simd::gelu_erf_fast_span<simd::Avx2>(x, n); }
 
 }  // namespace bert::kernels

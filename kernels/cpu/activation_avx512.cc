@@ -1,4 +1,4 @@
-// AVX-512 activations (GELU erf/tanh/quick, ReLU, tanh): simd_kernels.h instantiated with the AVX-512 traits.
+// AVX-512 activations (GELU erf/tanh/quick, ReLU, tanh) and the fast epilogue GELU: simd_kernels.h instantiated with the AVX-512 traits.
 #include "kernels/cpu/simd_kernels.h"
 
 #ifndef __AVX512F__
@@ -8,5 +8,6 @@
 namespace bert::kernels {
 
 void activation_f32_avx512(const ActivationArgs& a) { simd::activation_all<simd::Avx512>(a); }
+void gelu_erf_fast_f32_avx512(float* x, int64_t n) { simd::gelu_erf_fast_span<simd::Avx512>(x, n); }
 
 }  // namespace bert::kernels

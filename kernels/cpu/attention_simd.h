@@ -2,20 +2,22 @@
 // the vector traits of simd_kernels.h and instantiated by attention_avx2.cc / attention_avx512.cc (and
 // by the tests with a portable 16-lane emulation).
 //
-// One task = (batch b, head h, block of up to kAttnBq query rows). Keys are visited in blocks of
-// kAttnBk: the block's K is packed transposed ([head_dim, kAttnBk], zero-padded) and its V row-major
-// ([kAttnBk, head_dim rounded up to W], zero-padded), then
-//   S = Q K^T          register tiles of 8 (AVX2: 4) query rows x 2 key vectors, vectorised over keys
-//   online softmax     per row: running max m and sum l; the row's output accumulator is rescaled by
-//                      exp(m_old - m_new) when the max grows; masked / padding keys are -inf -> p = 0
-//   O += P V           register tiles of 8 (AVX2: 4) query rows x 2 vectors of head_dim
-// and finally out = O / l. Nothing is [seq, seq]; per-task scratch is on the stack (~290 KiB at the
-// largest head_dim). Tasks never share outputs and each runs serially, so the bits do not depend on
+// One task = (batch b, head h, block of up to kAttnBq query rows). The block's queries are packed once,
+// transposed and scaled (Q^T [head_dim, kAttnBq], zero-padded); then the attended keys (masked keys are
+// skipped, not computed) are visited in blocks of up to kAttnBk:
+//   S^T = K Q^T        register tiles of kRows keys x kCols query vectors: broadcast k_j[d], load Q^T[d]
+//   online softmax     vectorised over the queries (the key axis runs down S^T's rows): running max m
+//                      and sum l per query; a row of O is rescaled by exp(m_old - m_new) when its max grows
+//   O += P V           register tiles of kRows queries x kCols vectors of head_dim: broadcast P[i, j]
+//                      (read down a column of P^T), load the row v_j
+// and finally out = O / l. Each key block's K and V rows are copied contiguous first. Nothing is
+// [seq, seq]; per-task scratch is on the stack (~275 KiB at the largest head_dim). Tasks never share outputs and each runs serially, so the bits do not depend on
 // the thread count. A sequence whose keys are all masked runs unmasked with scale 0: every score is
 // equal, so P is exactly uniform, as the spec demands.
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/attention.h"
 #include "kernels/cpu/simd_kernels.h"
@@ -23,63 +25,86 @@
 namespace bert::kernels::simd {
 namespace {
 
-constexpr int64_t kAttnBq = 128;  // query rows per task (bert-base: one task per (batch, head) at seq 128)
-constexpr int64_t kAttnBk = 64;  // keys per block: a multiple of every W
+constexpr int64_t kAttnBq = 64;  // query rows per task (a multiple of every W)
+constexpr int64_t kAttnBk = 64;  // attended keys per block
 
-// s[r, jv + c*W .. +W) = sum_d q_r[d] * kt[d, jv + c*W ..] for R rows and C key vectors.
+// Register tiles: R x C accumulators, C vector loads and one broadcast must fit the register file.
+template <class V>
+constexpr int kAttnRows = V::W >= 16 ? 6 : 4;
+template <class V>
+constexpr int kAttnCols = V::W >= 16 ? 4 : 2;
+
+// st[r * kAttnBq + i0 + c*W ..] = sum_d kb[r, d] * qt[d, i0 + c*W ..] for R keys, C query vectors.
 template <class V, int R, int C>
-inline void attn_qk_tile(const float* const* qr, const float* kt, int64_t dh, float* s, int64_t jv) {
+inline void attn_qk_tile(const float* const* kr, const float* qt, int64_t dh, float* st, int64_t i0) {
   using F = typename V::F;
   constexpr int W = V::W;
   F acc[R][C];
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < C; ++c) acc[r][c] = V::zero();
   for (int64_t d = 0; d < dh; ++d) {
-    F kv[C];
-    for (int c = 0; c < C; ++c) kv[c] = V::load(kt + d * kAttnBk + jv + c * W);
+    F qv[C];
+    for (int c = 0; c < C; ++c) qv[c] = V::load(qt + d * kAttnBq + i0 + c * W);
     for (int r = 0; r < R; ++r) {
-      const F qv = V::set1(qr[r][d]);
-      for (int c = 0; c < C; ++c) acc[r][c] = V::fmadd(qv, kv[c], acc[r][c]);
+      const F kv = V::set1(kr[r][d]);
+      for (int c = 0; c < C; ++c) acc[r][c] = V::fmadd(kv, qv[c], acc[r][c]);
     }
   }
   for (int r = 0; r < R; ++r)
-    for (int c = 0; c < C; ++c) V::store(s + r * kAttnBk + jv + c * W, acc[r][c]);
+    for (int c = 0; c < C; ++c) V::store(st + r * kAttnBq + i0 + c * W, acc[r][c]);
 }
 
-// o[r, dc + c*W ..] += sum_{j < kn} p[r, j] * vp[j, dc + c*W ..] for R rows and C vectors.
+// S^T for the kn packed keys kb [kn, dhp] and query vectors [0, nv).
+template <class V>
+inline void attn_qk(const float* const* kr, int64_t kn, const float* qt, int64_t dh, float* st, int64_t nv) {
+  constexpr int R = kAttnRows<V>, C = kAttnCols<V>, W = V::W;
+  auto keys = [&](auto rows, int64_t j) {
+    constexpr int Rj = decltype(rows)::value;
+    int64_t c = 0;
+    for (; c + C <= nv; c += C) attn_qk_tile<V, Rj, C>(kr + j, qt, dh, st + j * kAttnBq, c * W);
+    for (; c < nv; ++c) attn_qk_tile<V, Rj, 1>(kr + j, qt, dh, st + j * kAttnBq, c * W);
+  };
+  int64_t j = 0;
+  for (; j + R <= kn; j += R) keys(std::integral_constant<int, R>(), j);
+  for (; j < kn; ++j) keys(std::integral_constant<int, 1>(), j);
+}
+
+// o[i0 + r, c*W ..] += sum_{j < kn} pt[j, i0 + r] * vb[j, c*W ..] for R queries and C head_dim vectors.
 template <class V, int R, int C>
-inline void attn_pv_tile(const float* p, const float* vp, int64_t dhp, int64_t kn, float* o, int64_t dc) {
+inline void attn_pv_tile(const float* pt, const float* vb, int64_t kn, float* o, int64_t dhp, int64_t i0, int64_t c0) {
   using F = typename V::F;
   constexpr int W = V::W;
   F acc[R][C];
   for (int r = 0; r < R; ++r)
-    for (int c = 0; c < C; ++c) acc[r][c] = V::load(o + r * dhp + dc + c * W);
+    for (int c = 0; c < C; ++c) acc[r][c] = V::load(o + (i0 + r) * dhp + c0 + c * W);
   for (int64_t j = 0; j < kn; ++j) {
     F vv[C];
-    for (int c = 0; c < C; ++c) vv[c] = V::load(vp + j * dhp + dc + c * W);
+    for (int c = 0; c < C; ++c) vv[c] = V::load(vb + j * dhp + c0 + c * W);
     for (int r = 0; r < R; ++r) {
-      const F pr = V::set1(p[r * kAttnBk + j]);
-      for (int c = 0; c < C; ++c) acc[r][c] = V::fmadd(pr, vv[c], acc[r][c]);
+      const F p = V::set1(pt[j * kAttnBq + i0 + r]);
+      for (int c = 0; c < C; ++c) acc[r][c] = V::fmadd(p, vv[c], acc[r][c]);
     }
   }
   for (int r = 0; r < R; ++r)
-    for (int c = 0; c < C; ++c) V::store(o + r * dhp + dc + c * W, acc[r][c]);
+    for (int c = 0; c < C; ++c) V::store(o + (i0 + r) * dhp + c0 + c * W, acc[r][c]);
 }
 
+// R query rows from i0, every head_dim vector.
 template <class V, int R>
-inline void attn_qk_rows(const float* const* qr, const float* kt, int64_t dh, float* s, int64_t knv) {
-  constexpr int W = V::W;
-  int64_t jv = 0;
-  for (; jv + 2 * W <= knv; jv += 2 * W) attn_qk_tile<V, R, 2>(qr, kt, dh, s, jv);
-  if (jv < knv) attn_qk_tile<V, R, 1>(qr, kt, dh, s, jv);
+inline void attn_pv_rows(const float* pt, const float* vb, int64_t kn, float* o, int64_t dhp, int64_t i0) {
+  constexpr int C = kAttnCols<V>, W = V::W;
+  int64_t c = 0;
+  for (; c + C * W <= dhp; c += C * W) attn_pv_tile<V, R, C>(pt, vb, kn, o, dhp, i0, c);
+  for (; c < dhp; c += W) attn_pv_tile<V, R, 1>(pt, vb, kn, o, dhp, i0, c);
 }
 
-template <class V, int R>
-inline void attn_pv_rows(const float* p, const float* vp, int64_t dhp, int64_t kn, float* o) {
+// dst[0, dhp) = src[0, n) and zeros.
+template <class V>
+inline void copy_row(const float* src, int64_t n, float* dst) {
   constexpr int W = V::W;
-  int64_t dc = 0;
-  for (; dc + 2 * W <= dhp; dc += 2 * W) attn_pv_tile<V, R, 2>(p, vp, dhp, kn, o, dc);
-  if (dc < dhp) attn_pv_tile<V, R, 1>(p, vp, dhp, kn, o, dc);
+  int64_t d = 0;
+  for (; d + W <= n; d += W) V::store(dst + d, V::load(src + d));
+  if (d < n) V::store(dst + d, V::load_tail(src + d, V::tail_mask(static_cast<int>(n - d))));
 }
 
 // Query rows [q0, q0 + qn) of (sequence at rows [row0, row0 + S), head h). mask: its key mask or nullptr.
@@ -87,77 +112,63 @@ template <class V>
 void attention_task(const AttentionArgs& a, int64_t row0, int64_t S, int64_t h, int64_t q0, int64_t qn,
                     const int32_t* mask, float scale, int64_t ld, int64_t ldo) {
   using F = typename V::F;
-  constexpr int W = V::W;
-  constexpr int kRows = W >= 16 ? 8 : 4;  // rows per register tile: 8x2 accumulators need 32 registers
+  constexpr int W = V::W, R = kAttnRows<V>;
   const int64_t dh = a.head_dim;
   const int64_t dhp = (dh + W - 1) / W * W;  // <= kAttentionMaxHeadDim (a multiple of every W)
-  alignas(64) float kt[kAttentionMaxHeadDim * kAttnBk];
-  alignas(64) float vp[kAttnBk * kAttentionMaxHeadDim];
-  alignas(64) float sp[kAttnBq * kAttnBk];
-  alignas(64) float o[kAttnBq * kAttentionMaxHeadDim];
-  alignas(64) float kbias[kAttnBk];
-  float m[kAttnBq], l[kAttnBq];
-  const float* qr[kAttnBq];
-  for (int64_t i = 0; i < qn; ++i) {
-    qr[i] = a.q + (row0 + q0 + i) * ld + h * dh;
-    m[i] = -kInf;
-    l[i] = 0.f;
-    for (int64_t d = 0; d < dhp; d += W) V::store(o + i * dhp + d, V::zero());
+  const int64_t nv = (qn + W - 1) / W;       // query vectors
+  alignas(64) float qt[kAttentionMaxHeadDim * kAttnBq];  // scale * Q^T [head_dim, kAttnBq], zero beyond qn
+  alignas(64) float st[kAttnBk * kAttnBq];               // S^T, then P^T
+  alignas(64) float o[kAttnBq * kAttentionMaxHeadDim];   // O, row-major [query, dhp]
+  const float* kr[kAttnBk];
+  alignas(64) float vb[kAttnBk * kAttentionMaxHeadDim];  // and its V rows
+  alignas(64) float m[kAttnBq], l[kAttnBq], alpha[kAttnBq];
+  for (int64_t d = 0; d < dh; ++d) {
+    float* row = qt + d * kAttnBq;
+    for (int64_t i = 0; i < qn; ++i) row[i] = scale * a.q[(row0 + q0 + i) * ld + h * dh + d];
+    for (int64_t i = qn; i < nv * W; ++i) row[i] = 0.f;
   }
-  const F sc = V::set1(scale);
-  for (int64_t k0 = 0; k0 < S; k0 += kAttnBk) {
-    const int64_t kn = S - k0 < kAttnBk ? S - k0 : kAttnBk;
-    const int64_t knv = (kn + W - 1) / W * W;
-    // Pack this key block: K^T [dh, kAttnBk] and V [kAttnBk, dhp], zero-padded.
-    for (int64_t j = 0; j < kn; ++j) {
-      const float* kr = a.k + (row0 + k0 + j) * ld + h * dh;
-      const float* vr = a.v + (row0 + k0 + j) * ld + h * dh;
-      for (int64_t d = 0; d < dh; ++d) kt[d * kAttnBk + j] = kr[d];
-      for (int64_t d = 0; d < dh; ++d) vp[j * dhp + d] = vr[d];
-      for (int64_t d = dh; d < dhp; ++d) vp[j * dhp + d] = 0.f;
+  for (int64_t i = 0; i < nv * W; i += W) {
+    V::store(m + i, V::set1(-kInf));
+    V::store(l + i, V::zero());
+  }
+  for (int64_t i = 0; i < qn; ++i)
+    for (int64_t d = 0; d < dhp; d += W) V::store(o + i * dhp + d, V::zero());
+  for (int64_t j = 0; j < S;) {
+    // The next block of attended keys, copied contiguous (rows ld apart would share a few cache sets).
+    int64_t kn = 0;
+    for (; j < S && kn < kAttnBk; ++j) {
+      if (mask != nullptr && mask[j] == 0) continue;
+      kr[kn] = a.k + (row0 + j) * ld + h * dh;
+      copy_row<V>(a.v + (row0 + j) * ld + h * dh, dh, vb + kn * dhp);
+      ++kn;
     }
-    for (int64_t j = kn; j < knv; ++j)
-      for (int64_t d = 0; d < dh; ++d) kt[d * kAttnBk + j] = 0.f;
-    for (int64_t j = 0; j < knv; ++j) kbias[j] = (j < kn && (mask == nullptr || mask[k0 + j] != 0)) ? 0.f : -kInf;
-    // S = Q K^T
-    int64_t i = 0;
-    for (; i + kRows <= qn; i += kRows) attn_qk_rows<V, kRows>(qr + i, kt, dh, sp + i * kAttnBk, knv);
-    for (; i + 4 <= qn; i += 4) attn_qk_rows<V, 4>(qr + i, kt, dh, sp + i * kAttnBk, knv);
-    for (; i < qn; ++i) attn_qk_rows<V, 1>(qr + i, kt, dh, sp + i * kAttnBk, knv);
-    // Online softmax: sp becomes P (unnormalised, relative to the new running max).
-    for (i = 0; i < qn; ++i) {
-      float* s = sp + i * kAttnBk;
-      F mx = V::set1(-kInf);
-      for (int64_t j = 0; j < knv; j += W) {
-        const F x = V::fmadd(V::load(s + j), sc, V::load(kbias + j));
-        V::store(s + j, x);
-        mx = V::max(mx, x);
-      }
-      const float bm = V::reduce_max(mx);
-      if (bm == -kInf) {  // no attended key in this block (yet): contributes nothing
-        for (int64_t j = 0; j < knv; j += W) V::store(s + j, V::zero());
-        continue;
-      }
-      const float mnew = m[i] > bm ? m[i] : bm;
-      const float alpha = m[i] == -kInf ? 0.f : __builtin_expf(m[i] - mnew);
-      const F mv = V::set1(mnew);
+    if (kn == 0) break;
+    attn_qk<V>(kr, kn, qt, dh, st, nv);
+    // Online softmax down S^T's key rows, W queries at a time: st becomes P^T relative to the new max.
+    for (int64_t i = 0; i < nv * W; i += W) {
+      F mx = V::load(m + i);
+      const F mold = mx;
+      for (int64_t k = 0; k < kn; ++k) mx = V::max(mx, V::load(st + k * kAttnBq + i));
       F sum = V::zero();
-      for (int64_t j = 0; j < knv; j += W) {
-        const F p = exp<V>(V::sub(V::load(s + j), mv));
-        V::store(s + j, p);
+      for (int64_t k = 0; k < kn; ++k) {
+        const F p = exp<V>(V::sub(V::load(st + k * kAttnBq + i), mx));
+        V::store(st + k * kAttnBq + i, p);
         sum = V::add(sum, p);
       }
-      l[i] = l[i] * alpha + V::reduce_add(sum);
-      if (alpha != 1.f) {
-        const F av = V::set1(alpha);
-        for (int64_t d = 0; d < dhp; d += W) V::store(o + i * dhp + d, V::mul(V::load(o + i * dhp + d), av));
-      }
-      m[i] = mnew;
+      const F al = exp<V>(V::sub(mold, mx));  // 0 on the first block (m = -inf)
+      V::store(alpha + i, al);
+      V::store(l + i, V::fmadd(V::load(l + i), al, sum));
+      V::store(m + i, mx);
+    }
+    for (int64_t i = 0; i < qn; ++i) {
+      if (alpha[i] == 1.f) continue;
+      const F av = V::set1(alpha[i]);
+      for (int64_t d = 0; d < dhp; d += W) V::store(o + i * dhp + d, V::mul(V::load(o + i * dhp + d), av));
     }
     // O += P V
-    for (i = 0; i + kRows <= qn; i += kRows) attn_pv_rows<V, kRows>(sp + i * kAttnBk, vp, dhp, kn, o + i * dhp);
-    for (; i + 4 <= qn; i += 4) attn_pv_rows<V, 4>(sp + i * kAttnBk, vp, dhp, kn, o + i * dhp);
-    for (; i < qn; ++i) attn_pv_rows<V, 1>(sp + i * kAttnBk, vp, dhp, kn, o + i * dhp);
+    int64_t i = 0;
+    for (; i + R <= qn; i += R) attn_pv_rows<V, R>(st, vb, kn, o, dhp, i);
+    for (; i < qn; ++i) attn_pv_rows<V, 1>(st, vb, kn, o, dhp, i);
   }
   for (int64_t i = 0; i < qn; ++i) {
     float* out = a.out + (row0 + q0 + i) * ldo + h * dh;

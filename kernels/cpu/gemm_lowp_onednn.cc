@@ -236,10 +236,7 @@ bool LowpGemm::linear(const LinearArgs& a) {
   if (a.bias) p.bias.set_data_handle(const_cast<float*>(a.bias));
   p.prim.execute(stream_, p.args);
   stream_.wait();
-  if (!p.act_fused) {
-    const auto& k = cpu_kernels();
-    for (int64_t m = 0; m < M; ++m) k.activation(ActivationArgs{a.y + m * ldy, N, a.act});
-  }
+  if (!p.act_fused) onednn::apply_activation(a.y, M, N, ldy, a.act);
   return true;
 }
 
@@ -315,10 +312,7 @@ bool LowpGemm::linear_bf16(const LinearArgs& a) {
     p.prim.execute(stream_, p.args);
     stream_.wait();
   }
-  if (!p.act_fused) {
-    const auto& k = cpu_kernels();
-    for (int64_t m = 0; m < a.M; ++m) k.activation(ActivationArgs{a.y + m * ldy, a.N, a.act});
-  }
+  if (!p.act_fused) onednn::apply_activation(a.y, a.M, a.N, ldy, a.act);
   return true;
 }
 

@@ -38,11 +38,23 @@ bool is_jit(const std::string& impl) {
 
 bool to_dnnl_algorithm(Activation act, dnnl::algorithm* alg) {
   switch (act) {
-    case Activation::kGeluErf: *alg = dnnl::algorithm::eltwise_gelu_erf; return true;
     case Activation::kGeluTanh: *alg = dnnl::algorithm::eltwise_gelu_tanh; return true;
     case Activation::kRelu: *alg = dnnl::algorithm::eltwise_relu; return true;
     case Activation::kTanh: *alg = dnnl::algorithm::eltwise_tanh; return true;
-    default: return false;  // identity, or one oneDNN lacks (applied separately)
+    default: return false;  // identity, GELU (erf), or one oneDNN lacks: apply_activation
+  }
+}
+
+void apply_activation(float* y, int64_t M, int64_t N, int64_t ldy, Activation act) {
+  if (act == Activation::kIdentity || M <= 0 || N <= 0) return;
+  const CpuKernels& k = cpu_kernels();
+  void (*gelu)(float*, int64_t) = k.isa == CpuIsa::kAvx512 ? gelu_erf_fast_f32_avx512
+                                  : k.isa == CpuIsa::kAvx2 ? gelu_erf_fast_f32_avx2
+                                                           : gelu_erf_fast_f32_ref;
+#pragma omp parallel for schedule(static) if (M > 1 && M * N >= (int64_t{1} << 15))
+  for (int64_t m = 0; m < M; ++m) {
+    if (act == Activation::kGeluErf) gelu(y + m * ldy, N);
+    else k.activation(ActivationArgs{y + m * ldy, N, act});
   }
 }
 
@@ -325,11 +337,7 @@ bool GemmPlanner::linear(const LinearArgs& a) {
       impl_->stream.wait();  // the memories are repointed for the next group
     }
   }
-  if (!fused_act && a.act != Activation::kIdentity) {
-    // An activation oneDNN has no post-op for: apply the hand-written kernel row by row.
-    const auto& k = cpu_kernels();
-    for (int64_t m = 0; m < a.M; ++m) k.activation(ActivationArgs{a.y + m * ldy, a.N, a.act});
-  }
+  if (!fused_act) onednn::apply_activation(a.y, a.M, a.N, ldy, a.act);
   return true;
 }
 

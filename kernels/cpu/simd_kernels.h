@@ -199,6 +199,29 @@ inline typename V::F tanh(typename V::F x) {
   return V::or_(V::select(V::lt(ax, V::set1(kTanhSmall)), small, big), V::sign(x));
 }
 
+// GELU (erf), the epilogue's fast form (kernels/activation.h): x * (1 + erf(x/sqrt2))/2 with the rational
+// erf; the same operations, in the same order, as gelu_erf_fast_f32_ref.
+template <class V>
+inline typename V::F gelu_erf_fast(typename V::F x) {
+  using F = typename V::F;
+  const F z = V::min(V::set1(4.f), V::max(V::set1(-4.f), V::mul(x, V::set1(kInvSqrt2))));  // NaN stays NaN
+  const F t = V::mul(z, z);
+  const F e = V::div(V::mul(z, horner<V>(t, kGeluFastErfP)), horner<V>(t, kGeluFastErfQ));
+  const F phi = V::fmadd(V::min(V::set1(1.f), V::max(V::set1(-1.f), e)), V::set1(0.5f), V::set1(0.5f));
+  return V::mul(V::max(V::set1(-8.f), x), phi);
+}
+
+template <class V>
+void gelu_erf_fast_span(float* x, int64_t n) {
+  constexpr int W = V::W;
+  int64_t i = 0;
+  for (; i + W <= n; i += W) V::store(x + i, gelu_erf_fast<V>(V::load(x + i)));
+  if (i < n) {
+    const auto m = V::tail_mask(static_cast<int>(n - i));
+    V::store_tail(x + i, m, gelu_erf_fast<V>(V::load_tail(x + i, m)));
+  }
+}
+
 template <class V>
 inline typename V::F relu(typename V::F x) {
   return V::select(V::lt(x, V::zero()), V::zero(), x);
