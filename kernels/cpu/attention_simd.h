@@ -66,6 +66,7 @@ inline void attn_qk(const float* const* kr, int64_t kn, const float* qt, int64_t
   };
   int64_t j = 0;
   for (; j + R <= kn; j += R) keys(std::integral_constant<int, R>(), j);
+  for (; j + 2 <= kn; j += 2) keys(std::integral_constant<int, 2>(), j);
   for (; j < kn; ++j) keys(std::integral_constant<int, 1>(), j);
 }
 
@@ -122,10 +123,12 @@ void attention_task(const AttentionArgs& a, int64_t row0, int64_t S, int64_t h, 
   const float* kr[kAttnBk];
   alignas(64) float vb[kAttnBk * kAttentionMaxHeadDim];  // and its V rows
   alignas(64) float m[kAttnBq], l[kAttnBq], alpha[kAttnBq];
-  for (int64_t d = 0; d < dh; ++d) {
-    float* row = qt + d * kAttnBq;
-    for (int64_t i = 0; i < qn; ++i) row[i] = scale * a.q[(row0 + q0 + i) * ld + h * dh + d];
-    for (int64_t i = qn; i < nv * W; ++i) row[i] = 0.f;
+  for (int64_t i = 0; i < nv * W; ++i) {  // row by row: the query rows are ld apart, qt stays in L1
+    const float* q = a.q + (row0 + q0 + i) * ld + h * dh;
+    if (i < qn)
+      for (int64_t d = 0; d < dh; ++d) qt[d * kAttnBq + i] = scale * q[d];
+    else
+      for (int64_t d = 0; d < dh; ++d) qt[d * kAttnBq + i] = 0.f;
   }
   for (int64_t i = 0; i < nv * W; i += W) {
     V::store(m + i, V::set1(-kInf));
@@ -151,11 +154,11 @@ void attention_task(const AttentionArgs& a, int64_t row0, int64_t S, int64_t h, 
       for (int64_t k = 0; k < kn; ++k) mx = V::max(mx, V::load(st + k * kAttnBq + i));
       F sum = V::zero();
       for (int64_t k = 0; k < kn; ++k) {
-        const F p = exp<V>(V::sub(V::load(st + k * kAttnBq + i), mx));
+        const F p = exp_nonpositive<V>(V::sub(V::load(st + k * kAttnBq + i), mx));
         V::store(st + k * kAttnBq + i, p);
         sum = V::add(sum, p);
       }
-      const F al = exp<V>(V::sub(mold, mx));  // 0 on the first block (m = -inf)
+      const F al = exp_nonpositive<V>(V::sub(mold, mx));  // ~0 on the first block (m = -inf), where l = o = 0
       V::store(alpha + i, al);
       V::store(l + i, V::fmadd(V::load(l + i), al, sum));
       V::store(m + i, mx);
@@ -168,6 +171,7 @@ void attention_task(const AttentionArgs& a, int64_t row0, int64_t S, int64_t h, 
     // O += P V
     int64_t i = 0;
     for (; i + R <= qn; i += R) attn_pv_rows<V, R>(st, vb, kn, o, dhp, i);
+    for (; i + 2 <= qn; i += 2) attn_pv_rows<V, 2>(st, vb, kn, o, dhp, i);
     for (; i < qn; ++i) attn_pv_rows<V, 1>(st, vb, kn, o, dhp, i);
   }
   for (int64_t i = 0; i < qn; ++i) {

@@ -111,6 +111,19 @@ inline typename V::F exp(typename V::F a) {
   return scale2<V>(q.y, q.n);
 }
 
+// exp(a) for a <= 0 (softmax's exp(s - max)): a is clamped at -87 (exp(-87) = 1.6e-38, the normal range,
+// so 2^n is one factor), which leaves exp(-inf) at 1.6e-38 rather than 0; NaN stays NaN. ~1 ulp.
+template <class V>
+inline typename V::F exp_nonpositive(typename V::F a) {
+  using F = typename V::F;
+  a = V::max(V::set1(-87.f), a);
+  const F nf = V::round(V::mul(a, V::set1(kLog2e)));
+  F r = V::fnmadd(nf, V::set1(kLn2Hi), a);
+  r = V::fnmadd(nf, V::set1(kLn2Lo), r);
+  const F y = V::add(V::fmadd(horner<V>(r, kExpP), V::mul(r, r), r), V::set1(1.f));
+  return V::mul(y, V::pow2(V::cvt(nf)));
+}
+
 // exp(hi + lo) for finite hi, lo, as parts: renormalises the pair (two-sum) so the reduction stays exact.
 template <class V>
 inline ExpParts<V> exp_hilo_parts(typename V::F hi, typename V::F lo) {
