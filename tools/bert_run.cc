@@ -60,8 +60,9 @@ const char kSynopsis[] =
     "bert_run --model F --text-file F|- [--max-length N] [--threads N]\n"
     "bert_run --model F --inputs in.safetensors --outputs out.safetensors --grads";
 const char kDescription[] =
-    "Either mode: --pooling cls|mean|max [--normalize] adds sentence_embedding. Precisions other than fp32\n"
-    "need --device cuda. F is an engine model file (tools/convert_weights) or an HF directory.\n"
+    "Either mode: --pooling cls|mean|max [--normalize] adds sentence_embedding. --precision: fp32, bf16\n"
+    "(CPU with AVX-512) and int8 on the CPU; fp32, fp16 and bf16 with --device cuda. F is an engine model\n"
+    "file (tools/convert_weights) or an HF directory.\n"
     "Under mpirun each rank runs its share of --inputs' rows (or --text-file's lines); rank 0 writes the\n"
     "outputs in input order.";
 
