@@ -1,11 +1,13 @@
 // BM_Sst2Dev: real sentence lengths instead of synthetic ones. The SST-2 dev set (GLUE, 872 sentences,
 // ../shared/data/glue-sst2/dev.tsv, or $BERT_SST2_DEV), all of it in file order, tokenised by the engine's
 // tokenizer (the bert-base-uncased vocab.txt beside it in ../shared/models/bert-base-uncased-tokenizer, or
-// $BERT_SST2_VOCAB), run through bert-base-shaped synthetic fp32 weights in batches of `batch` on `threads`
+// $BERT_SST2_VOCAB), run through bert-base-shaped synthetic weights in batches of `batch` on `threads`
 // threads, in three modes:
 //   mode:0  padded to 128 tokens (what fixed-shape deployments do)
 //   mode:1  padded to each batch's longest sentence
 //   mode:2  padding removal (SessionOptions.remove_padding: the encoder runs the real tokens only)
+// and precision:0 fp32 (every mode), 1 bf16 and 2 int8 (padding removal; bf16 is skipped, with the
+// engine's message naming the CPU feature, where the CPU lacks it).
 // Counters: sentences/s (the model's runs only), real_fraction (real tokens / the token rows the encoder
 // runs), real_tokens/s, tokenize_s (tokenising the 872 sentences once, not in the timed runs).
 // Skipped when the data or the vocab is absent: not registered, with a note on stderr (this Google
@@ -35,6 +37,8 @@ namespace {
 
 constexpr int kMaxSeq = 128;
 const char* const kModeNames[] = {"padded-128", "padded-longest", "packed"};
+// The precision argument: 0 fp32, 1 bf16, 2 int8 (as BM_Inference's).
+constexpr bert::Precision kPrecisions[] = {bert::Precision::kF32, bert::Precision::kBF16, bert::Precision::kInt8};
 
 // The first existing path: $env, then the candidates (relative to the working directory: a checkout
 // beside ../shared, or one with shared/ inside it).
@@ -118,16 +122,21 @@ struct Batch {
 void BM_Sst2Dev(benchmark::State& state) {
   const int mode = static_cast<int>(state.range(0)), batch = static_cast<int>(state.range(1));
   const int threads = static_cast<int>(state.range(2));
+  const bert::Precision precision = kPrecisions[state.range(3)];
   const Sst2& data = sst2();
   if (!data.skip.empty()) return state.SkipWithError(data.skip.c_str());  // (not registered then)
   if (!data.error.empty()) return state.SkipWithError(data.error.c_str());
-  static std::shared_ptr<const bert::Model> model;
+  static std::map<bert::Precision, std::shared_ptr<const bert::Model>> models;
+  std::shared_ptr<const bert::Model>& model = models[precision];
   if (!model) {
-    auto m = bert::LoadSynthetic({.preset = "bert-base", .seed = 1234});
+    bert::LoadOptions load;
+    load.precision = precision;
+    auto m = bert::LoadSynthetic({.preset = "bert-base", .seed = 1234}, load);
+    // bf16 on a CPU without AVX-512 is refused with a message naming the CPU feature: skipped, said so.
     if (!m.ok()) return state.SkipWithError(m.status().to_string().c_str());
     model = *m;
   }
-  state.SetLabel(std::string("bert-base ") + kModeNames[mode]);
+  state.SetLabel(std::string("bert-base ") + kModeNames[mode] + " " + bert::precision_name(precision));
 
   // The batches, in file order.
   std::vector<Batch> batches;
@@ -183,10 +192,12 @@ void register_sst2_benchmarks() {
                  tsv_path().empty() ? "data/glue-sst2/dev.tsv" : "models/bert-base-uncased-tokenizer/vocab.txt");
     return;
   }
-  benchmark::RegisterBenchmark("BM_Sst2Dev", BM_Sst2Dev)
-      ->ArgNames({"mode", "batch", "threads"})
-      ->ArgsProduct({{0, 1, 2}, {32}, {2, 1}})
-      ->Iterations(1)
+  auto* b = benchmark::RegisterBenchmark("BM_Sst2Dev", BM_Sst2Dev)->ArgNames({"mode", "batch", "threads", "precision"});
+  for (int threads : {2, 1}) {
+    for (int mode : {0, 1, 2}) b->Args({mode, 32, threads, 0});
+    for (int precision : {1, 2}) b->Args({2, 32, threads, precision});  // bf16, int8: padding removal
+  }
+  b->Iterations(1)
       ->UseRealTime()
       ->Unit(benchmark::kMillisecond)
       ->MeasureProcessCPUTime();
