@@ -46,5 +46,10 @@ void attention_f32_ref(const AttentionArgs& a);
 constexpr int64_t kAttentionMaxHeadDim = 256;
 void attention_f32_avx2_flash(const AttentionArgs& a);
 void attention_f32_avx512_flash(const AttentionArgs& a);
+// The same schedule with both products on bf16 (kernels/cpu/attention_avx512bf16.cc): Q (scaled), K, V
+// and the probabilities rounded to bf16, fp32 accumulation, softmax and output; what precision bf16 runs
+// on the CPU. Needs AVX512_BF16: attention_bf16_supported() (also false under BERT_CPU_ISA below avx512).
+bool attention_bf16_supported();
+void attention_bf16_avx512bf16(const AttentionArgs& a);
 
 }  // namespace bert::kernels

@@ -2,6 +2,8 @@
 // each site's storage, compute and scales, and the refusals for what no backend implements.
 #include "engine/model/precision.h"
 
+#include "kernels/attention.h"
+
 namespace bert::model {
 
 using kernels::GemmCompute;
@@ -43,6 +45,8 @@ Result<PrecisionPolicy> PrecisionPolicy::ForInference(Device device, Precision p
         std::string why;
         if (!kernels::bf16_gemm_supported(&why)) return unsupported("precision bf16 on the CPU: " + why);
         gemm.storage = gemm.compute = DType::kBF16;
+        // The fused attention's two products too, where the CPU has AVX512_BF16 (softmax stays fp32).
+        if (kernels::attention_bf16_supported()) p.sites_[static_cast<int>(Site::kAttention)].compute = DType::kBF16;
         return p;
       }
       case Precision::kInt8:

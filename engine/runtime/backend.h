@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 
+#include "bert/dtype.h"
 #include "bert/engine.h"
 #include "bert/status.h"
 #include "kernels/activation.h"
@@ -104,6 +105,12 @@ class Backend {
   // Fused attention, when the backend has a kernel for it at this head width (training: with lse
   // and dropout).
   virtual bool has_fused_attention(bool training, int64_t head_dim) const = 0;
+  // The fused attention's products in bf16 (the CPU's precision bf16, where the CPU has AVX512_BF16);
+  // backends without such a kernel refuse anything but fp32.
+  virtual Status set_attention_compute(DType compute) {
+    if (compute == DType::kF32) return Status::Ok();
+    return unsupported("attention computing in " + std::string(dtype_name(compute)) + " on " + name());
+  }
   virtual Status attention(const AttentionArgs& a) = 0;
   virtual Status attention_backward(const AttentionGradArgs& a) = 0;
 

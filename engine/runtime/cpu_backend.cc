@@ -60,6 +60,7 @@ class CpuBackend final : public Backend {
     BERT_RETURN_IF_ERROR(resolve(mse_));
     BERT_RETURN_IF_ERROR(resolve(dropout_));
     if (!resolve(attention_).ok()) attention_ = nullptr;  // optional: the network falls back to unfused
+    attention_f32_ = attention_;
     return Status::Ok();
   }
 
@@ -138,6 +139,16 @@ class CpuBackend final : public Backend {
   bool has_fused_attention(bool training, int64_t head_dim) const override {
     return !training && attention_ && head_dim <= kernels::kAttentionMaxHeadDim;
   }
+  Status set_attention_compute(DType compute) override {
+    if (compute == DType::kF32) {
+      attention_ = attention_f32_;
+    } else if (compute == DType::kBF16 && kernels::attention_bf16_supported()) {
+      attention_ = kernels::attention_bf16_avx512bf16;
+    } else {
+      return Backend::set_attention_compute(compute);
+    }
+    return Status::Ok();
+  }
   Status attention(const AttentionArgs& a) override {
     if (!has_fused_attention(a.lse != nullptr, a.op.head_dim))
       return unsupported(std::string("fused attention") + (a.lse ? " for training" : "") + " at head_dim " +
@@ -215,7 +226,8 @@ class CpuBackend final : public Backend {
   Fn<kernels::ActivationArgs> activation_ = nullptr;
   Fn<kernels::EmbedArgs> embed_ = nullptr;
   Fn<kernels::PoolArgs> pool_ = nullptr;
-  Fn<kernels::AttentionArgs> attention_ = nullptr;
+  Fn<kernels::AttentionArgs> attention_ = nullptr;      // the fused attention the network runs
+  Fn<kernels::AttentionArgs> attention_f32_ = nullptr;  // the registry's fp32 one
   Fn<kernels::LayerNormBackwardArgs> layernorm_backward_ = nullptr;
   Fn<kernels::SoftmaxBackwardArgs> softmax_backward_ = nullptr;
   Fn<kernels::ActivationBackwardArgs> activation_backward_ = nullptr;

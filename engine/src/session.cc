@@ -58,6 +58,7 @@ Result<std::unique_ptr<Session>> Session::Create(std::shared_ptr<const Model> mo
   BERT_ASSIGN_OR_RETURN(model::PrecisionPolicy policy,
                         model::PrecisionPolicy::ForInference(lo.device, lo.precision, lo.allow_tf32));
   BERT_ASSIGN_OR_RETURN(impl->backend, make_backend(*impl->m, policy.gemm_compute()));
+  BERT_RETURN_IF_ERROR(impl->backend->set_attention_compute(policy.at(model::Site::kAttention).compute));
   model::NetworkOptions no;
   no.max_batch = o.max_batch, no.max_seq = o.max_seq, no.training = false;
   no.keep_hidden_states = o.keep_hidden_states, no.pooling = o.pooling, no.normalize = o.normalize;

@@ -3,7 +3,10 @@
 // functions, never runs them itself.
 #include "kernels/cpu/dispatch.h"
 
+#include "kernels/attention.h"
 #include "kernels/registry.h"
+
+#include <cpuid.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -36,6 +39,15 @@ CpuIsa detect_cpu_isa() {
     want = CpuIsa::kAvx512;
   }
   return static_cast<int>(want) < static_cast<int>(best) ? want : best;
+}
+
+// kernels/attention.h. Here, in baseline code: the AVX512_BF16 file may use AVX-512 anywhere.
+bool attention_bf16_supported() {
+  static const bool has = [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    return __get_cpuid_count(7, 1, &a, &b, &c, &d) && ((a >> 5) & 1u);  // CPUID.(7,1):EAX[5] AVX512_BF16
+  }();
+  return has && detect_cpu_isa() == CpuIsa::kAvx512;
 }
 
 const char* cpu_isa_name(CpuIsa isa) {
