@@ -46,7 +46,8 @@ Result<PrecisionPolicy> PrecisionPolicy::ForInference(Device device, Precision p
         if (!kernels::bf16_gemm_supported(&why)) return unsupported("precision bf16 on the CPU: " + why);
         gemm.storage = gemm.compute = DType::kBF16;
         // The fused attention's two products too, where the CPU has AVX512_BF16 (softmax stays fp32).
-        if (kernels::attention_bf16_supported()) p.sites_[static_cast<int>(Site::kAttention)].compute = DType::kBF16;
+        if (kernels::attention_bf16_supported())
+          p.sites_[static_cast<int>(Site::kAttention)].compute = DType::kBF16;
         return p;
       }
       case Precision::kInt8:

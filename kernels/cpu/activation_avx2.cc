@@ -1,4 +1,5 @@
-// AVX2 activations (GELU erf/tanh/quick, ReLU, tanh) and the fast epilogue GELU: simd_kernels.h instantiated with the AVX2 traits.
+// AVX2 activations (GELU erf/tanh/quick, ReLU, tanh) and the GEMM epilogue's fast GELU: simd_kernels.h
+// instantiated with the AVX2 traits.
 #include "kernels/cpu/simd_kernels.h"
 
 #ifndef __AVX2__

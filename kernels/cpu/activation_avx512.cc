@@ -1,4 +1,5 @@
-// AVX-512 activations (GELU erf/tanh/quick, ReLU, tanh) and the fast epilogue GELU: simd_kernels.h instantiated with the AVX-512 traits.
+// AVX-512 activations (GELU erf/tanh/quick, ReLU, tanh) and the GEMM epilogue's fast GELU: simd_kernels.h
+// instantiated with the AVX-512 traits.
 #include "kernels/cpu/simd_kernels.h"
 
 #ifndef __AVX512F__

@@ -5,13 +5,15 @@
 // One task = (batch b, head h, block of up to kAttnBq query rows). The block's queries are packed once,
 // transposed and scaled (Q^T [head_dim, kAttnBq], zero-padded); then the attended keys (masked keys are
 // skipped, not computed) are visited in blocks of up to kAttnBk:
-//   S^T = K Q^T        register tiles of kRows keys x kCols query vectors: broadcast k_j[d], load Q^T[d]
+//   S^T = K Q^T        register tiles of kAttnRows keys x kAttnCols query vectors: broadcast k_j[d] (K
+//                      read in place), load Q^T[d]
 //   online softmax     vectorised over the queries (the key axis runs down S^T's rows): running max m
 //                      and sum l per query; a row of O is rescaled by exp(m_old - m_new) when its max grows
-//   O += P V           register tiles of kRows queries x kCols vectors of head_dim: broadcast P[i, j]
-//                      (read down a column of P^T), load the row v_j
-// and finally out = O / l. Each key block's K and V rows are copied contiguous first. Nothing is
-// [seq, seq]; per-task scratch is on the stack (~275 KiB at the largest head_dim). Tasks never share outputs and each runs serially, so the bits do not depend on
+//   O += P V           register tiles of kAttnRows queries x kAttnCols vectors of head_dim: broadcast
+//                      P[i, j] (read down a column of P^T), load the row v_j (the block's V rows copied
+//                      contiguous first: rows ld apart share a few cache sets)
+// and finally out = O / l. Nothing is [seq, seq]; per-task scratch is on the stack (~210 KiB at the
+// largest head_dim). Tasks never share outputs and each runs serially, so the bits do not depend on
 // the thread count. A sequence whose keys are all masked runs unmasked with scale 0: every score is
 // equal, so P is exactly uniform, as the spec demands.
 #pragma once
@@ -34,7 +36,7 @@ constexpr int kAttnRows = V::W >= 16 ? 6 : 4;
 template <class V>
 constexpr int kAttnCols = V::W >= 16 ? 4 : 2;
 
-// st[r * kAttnBq + i0 + c*W ..] = sum_d kb[r, d] * qt[d, i0 + c*W ..] for R keys, C query vectors.
+// st[r * kAttnBq + i0 + c*W ..] = sum_d kr[r][d] * qt[d, i0 + c*W ..] for R keys, C query vectors.
 template <class V, int R, int C>
 inline void attn_qk_tile(const float* const* kr, const float* qt, int64_t dh, float* st, int64_t i0) {
   using F = typename V::F;
@@ -54,7 +56,7 @@ inline void attn_qk_tile(const float* const* kr, const float* qt, int64_t dh, fl
     for (int c = 0; c < C; ++c) V::store(st + r * kAttnBq + i0 + c * W, acc[r][c]);
 }
 
-// S^T for the kn packed keys kb [kn, dhp] and query vectors [0, nv).
+// S^T for the kn keys (rows kr) and query vectors [0, nv).
 template <class V>
 inline void attn_qk(const float* const* kr, int64_t kn, const float* qt, int64_t dh, float* st, int64_t nv) {
   constexpr int R = kAttnRows<V>, C = kAttnCols<V>, W = V::W;
@@ -72,7 +74,8 @@ inline void attn_qk(const float* const* kr, int64_t kn, const float* qt, int64_t
 
 // o[i0 + r, c*W ..] += sum_{j < kn} pt[j, i0 + r] * vb[j, c*W ..] for R queries and C head_dim vectors.
 template <class V, int R, int C>
-inline void attn_pv_tile(const float* pt, const float* vb, int64_t kn, float* o, int64_t dhp, int64_t i0, int64_t c0) {
+inline void attn_pv_tile(const float* pt, const float* vb, int64_t kn, float* o, int64_t dhp, int64_t i0,
+                         int64_t c0) {
   using F = typename V::F;
   constexpr int W = V::W;
   F acc[R][C];
@@ -99,7 +102,7 @@ inline void attn_pv_rows(const float* pt, const float* vb, int64_t kn, float* o,
   for (; c < dhp; c += W) attn_pv_tile<V, R, 1>(pt, vb, kn, o, dhp, i0, c);
 }
 
-// dst[0, dhp) = src[0, n) and zeros.
+// dst = src[0, n), zero-padded to a whole vector.
 template <class V>
 inline void copy_row(const float* src, int64_t n, float* dst) {
   constexpr int W = V::W;
