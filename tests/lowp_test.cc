@@ -191,6 +191,27 @@ TEST(LowpGemm, Int8LinearMatchesQuantisedReference) {
   std::cout << "[ int8     ] oneDNN ran " << planner.last_impl() << "\n";
 }
 
+// The bias rides in the matmul as bias / (x_scale * w_scale[n]); with activations so small that this
+// overflows (here x ~ 1e-36: a subnormal scale), the layer adds it after the dequantisation instead, and
+// the same shape then runs both ways in one planner.
+TEST(LowpGemm, Int8BiasStaysRightWhenItsScaledFormOverflows) {
+  const Shape s{6, 40, 96};
+  kernels::GemmPlanner planner;
+  auto w = test::random_floats(size_t(s.N * s.K), 71, -0.1f, 0.1f);
+  auto b = test::random_floats(size_t(s.N), 72, 0.5f, 2.f);
+  auto packed = kernels::pack_linear_weights_lowp(w.data(), s.N, s.K, WeightType::kInt8);
+  ASSERT_TRUE(packed.ok()) << packed.status().to_string();
+  for (float magnitude : {1.f, 1e-36f, 1.f}) {
+    auto x = test::random_floats(size_t(s.M * s.K), 73, -2.f, 2.f);
+    for (float& v : x) v *= magnitude;
+    std::vector<float> y(size_t(s.M * s.N), 0.f);
+    LinearArgs a{x.data(), w.data(), b.data(), y.data(), s.M, s.N, s.K, s.K, s.N, Activation::kGeluErf, packed->get()};
+    ASSERT_TRUE(planner.linear(a));
+    expect_close(y.data(), s.N, int8_reference(x, s.K, w, b.data(), Activation::kGeluErf, s, expected_qmax()), s.M,
+                 s.N, 1e-5, 1e-5, "int8 linear, activations of magnitude " + std::to_string(magnitude));
+  }
+}
+
 // Every product at its largest magnitude: x = +a (quantised to 127; oneDNN's u8 shift for s8 inputs on CPUs
 // without VNNI makes it 255), w = +-c (+-qmax). Adjacent pairs sum to +-2 x 255 x 127 = +-64770 in
 // vpmaddubsw, beyond int16 (a raw oneDNN 2.6 s8 matmul with 8-bit weights gives 97920 instead of 12387072

@@ -64,7 +64,7 @@ struct Plan {
 
 // Linear layers on bf16 or int8 packed weights: the activations are converted (bf16) or quantised
 // (int8: one dynamic or calibrated scale per call) into a scratch buffer, then one oneDNN matmul with the
-// dequantisation, bias and activation as post-ops writes fp32. Plans are cached by shape.
+// bias and (int8) the dequantisation as a post-op writes fp32. Plans are cached by shape.
 class LowpGemm {
  public:
   bool linear(const LinearArgs& a);
@@ -79,7 +79,7 @@ class LowpGemm {
   std::map<const PackedWeights*, float>& ranges() { return ranges_; }
 
  private:
-  using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int, bool, int>;  // M N K ldy act bias type
+  using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int, int, int>;  // M N K ldy act bias-at type
   dnnl::stream stream_{cpu_engine()};
   std::map<Key, Plan> plans_;
   std::map<std::array<int64_t, 19>, Plan> bf16_plans_;  // bf16 compute: linear and batched shapes
@@ -87,6 +87,7 @@ class LowpGemm {
   std::vector<uint16_t> bf16_;  // converted activations [M, K]
   std::vector<int8_t> s8_;      // quantised activations [M, K]
   std::vector<float> col_scales_;
+  std::vector<float> bias_in_scale_;  // int8: bias[n] / col_scales_[n], the matmul's own bias
   const char* last_impl_ = "";
   Int8ActivationScales mode_ = Int8ActivationScales::kDynamic;
   std::map<const PackedWeights*, float> ranges_;
