@@ -223,6 +223,17 @@ TEST_P(AttentionVariant, MatchesRef) {
   std::cout << "[ info ] " << GetParam() << ": " << cases << " cases, max abs err vs ref " << worst << "\n";
 }
 
+// The widest head the kernels take (kAttentionMaxHeadDim) and an odd one just below it.
+TEST_P(AttentionVariant, WidestHeads) {
+  for (int64_t dh : {kAttentionMaxHeadDim, kAttentionMaxHeadDim - 1}) {
+    const Problem p = make_problem(2, 70, 2, dh, true, 1, static_cast<uint32_t>(dh));
+    std::vector<float> got(static_cast<size_t>(p.tokens() * p.width()), -7.f), want(got.size(), -5.f);
+    run(p.args(got.data()));
+    attention_f32_ref(p.args(want.data()));
+    EXPECT_EQ(compare(got, want, atol_, rtol_), "") << GetParam() << " head_dim " << dh;
+  }
+}
+
 // The packed layout (padding removed): sequences of different lengths back to back, addressed by
 // seq_starts; each sequence's rows equal the reference run on that sequence alone, padded layout.
 TEST_P(AttentionVariant, PackedLayoutEqualsEachSequenceAlone) {
