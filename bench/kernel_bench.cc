@@ -5,6 +5,7 @@
 //   Kernel/GELU/<entry>        erf GELU in place over tokens x 3072 (FFN width)  bytes/s (read + write)
 //   Kernel/Embedding/<entry>   word + position + type gather + LayerNorm, 768   bytes/s (3 rows in, 1 out)
 //   Kernel/Attention/<entry>   fused attention, batch x seq (1x128, 8x128, 1x384), 12 heads x 64, QKV rows
+//   Kernel/Attention/attention_bf16_avx512bf16  precision bf16's attention (CPUs with AVX512_BF16 only)
 //   Kernel/Attention/unfused   the engine's unfused path: two oneDNN strided batched matmuls around
 //                              softmax_masked (as engine/src/session.cc runs it)
 //   Kernel/Linear/<fp32|bf16|int8>  one encoder linear layer as the engine runs it (packed weights; bf16 /
@@ -307,6 +308,13 @@ const bool registered = [] {
     }
   }
   apply_attention_args(benchmark::RegisterBenchmark("Kernel/Attention/unfused", bm_attention_unfused));
+  // Precision bf16's attention (bf16 products; outside the registry), where the CPU has AVX512_BF16.
+  static const KernelEntry bf16_attention{"attention_bf16_avx512bf16", Op::kAttention, Device::kCpu,
+                                          bert::DType::kBF16, CpuIsa::kAvx512, "",
+                                          reinterpret_cast<AnyKernelFn>(attention_bf16_avx512bf16), nullptr};
+  if (attention_bf16_supported())
+    apply_attention_args(
+        benchmark::RegisterBenchmark("Kernel/Attention/attention_bf16_avx512bf16", bm_attention, &bf16_attention));
   for (WeightType type : {WeightType::kF32, WeightType::kBF16, WeightType::kInt8}) {
     auto* b = benchmark::RegisterBenchmark((std::string("Kernel/Linear/") + weight_type_name(type)).c_str(), bm_linear, type);
     b->ArgNames({"N", "K", "tokens", "threads"});
