@@ -220,23 +220,16 @@ bool LowpGemm::linear(const LinearArgs& a) {
   auto it = plans_.find(key);
   if (it == plans_.end()) {
     try {
-      Plan p;
-      auto pd = lowp_pd(M, N, K, ldy, pw.type, pw.desc, bias_at, a.act, &p.act_fused);
-      p.prim = dnnl::matmul(pd);
-      p.impl = pd.impl_info_str();
-      p.src = memory(pd.src_desc(), cpu_engine(), nullptr);
-      p.weights = memory(pd.weights_desc(), cpu_engine(), nullptr);
-      p.dst = memory(pd.dst_desc(), cpu_engine(), nullptr);
-      p.args = {{DNNL_ARG_SRC, p.src}, {DNNL_ARG_WEIGHTS, p.weights}, {DNNL_ARG_DST, p.dst}};
+      bool act_fused = true;
+      auto pd = lowp_pd(M, N, K, ldy, pw.type, pw.desc, bias_at, a.act, &act_fused);
+      Plan p = onednn::make_plan<dnnl::matmul>(pd, bias_at == BiasAt::kMatmul);
+      p.act_fused = act_fused;
       const memory::desc row({1, N}, memory::data_type::f32, Dims{N, 1});
       if (int8) {
         p.scales = memory(row, cpu_engine(), nullptr);
         p.args[DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1] = p.scales;
       }
-      if (bias_at == BiasAt::kMatmul) {
-        p.bias = memory(pd.bias_desc(), cpu_engine(), nullptr);
-        p.args[DNNL_ARG_BIAS] = p.bias;
-      } else if (bias_at == BiasAt::kPostOp) {
+      if (bias_at == BiasAt::kPostOp) {
         p.bias = memory(row, cpu_engine(), nullptr);
         p.args[DNNL_ARG_ATTR_MULTIPLE_POST_OP(1) | DNNL_ARG_SRC_1] = p.bias;
       }
@@ -292,27 +285,18 @@ bool LowpGemm::linear_bf16(const LinearArgs& a) {
       const auto bf16 = memory::data_type::bf16, f32 = memory::data_type::f32;
       memory::desc src({a.M, Kg}, bf16, Dims{ldx, 1}), wei({Kg, Ng}, bf16, Dims{1, Kg}), dst({a.M, Ng}, f32, Dims{ldy, 1});
       memory::desc bias({1, Ng}, f32, Dims{Ng, 1});
-      Plan p;
       dnnl::algorithm alg = dnnl::algorithm::undef;
-      p.act_fused = a.act == Activation::kIdentity || onednn::to_dnnl_algorithm(a.act, &alg);
+      const bool act_fused = a.act == Activation::kIdentity || onednn::to_dnnl_algorithm(a.act, &alg);
       dnnl::primitive_attr attr;
-      if (a.act != Activation::kIdentity && p.act_fused) {
+      if (a.act != Activation::kIdentity && act_fused) {
         dnnl::post_ops po;
         po.append_eltwise(1.f, alg, 0.f, 0.f);
         attr.set_post_ops(po);
       }
       auto md = a.bias ? dnnl::matmul::desc(src, wei, bias, dst) : dnnl::matmul::desc(src, wei, dst);
       dnnl::matmul::primitive_desc pd(md, attr, cpu_engine());
-      p.prim = dnnl::matmul(pd);
-      p.impl = pd.impl_info_str();
-      p.src = memory(src, cpu_engine(), nullptr);
-      p.weights = memory(wei, cpu_engine(), nullptr);
-      p.dst = memory(dst, cpu_engine(), nullptr);
-      p.args = {{DNNL_ARG_SRC, p.src}, {DNNL_ARG_WEIGHTS, p.weights}, {DNNL_ARG_DST, p.dst}};
-      if (a.bias) {
-        p.bias = memory(bias, cpu_engine(), nullptr);
-        p.args[DNNL_ARG_BIAS] = p.bias;
-      }
+      Plan p = onednn::make_plan<dnnl::matmul>(pd, a.bias != nullptr);
+      p.act_fused = act_fused;
       it = bf16_plans_.emplace(key, std::move(p)).first;
     } catch (const dnnl::error&) {
       return false;
@@ -360,14 +344,7 @@ bool LowpGemm::batched_matmul_bf16(const BatchedMatmulArgs& a) {
         attr.set_post_ops(po);
       }
       dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wei, dst), attr, cpu_engine());
-      Plan p;
-      p.prim = dnnl::matmul(pd);
-      p.impl = pd.impl_info_str();
-      p.src = memory(src, cpu_engine(), nullptr);
-      p.weights = memory(wei, cpu_engine(), nullptr);
-      p.dst = memory(dst, cpu_engine(), nullptr);
-      p.args = {{DNNL_ARG_SRC, p.src}, {DNNL_ARG_WEIGHTS, p.weights}, {DNNL_ARG_DST, p.dst}};
-      it = bf16_plans_.emplace(key, std::move(p)).first;
+      it = bf16_plans_.emplace(key, onednn::make_plan<dnnl::matmul>(pd, false)).first;
     } catch (const dnnl::error&) {
       return false;
     }

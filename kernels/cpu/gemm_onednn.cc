@@ -266,19 +266,9 @@ bool GemmPlanner::linear(const LinearArgs& a) {
       // token count is left for the plain path.
       auto make = [&](const auto& pd) {
         if (!is_jit(pd.impl_info_str())) return;
-        Plan p;
         using Primitive = std::conditional_t<std::is_same_v<std::decay_t<decltype(pd)>, dnnl::matmul::primitive_desc>,
                                              dnnl::matmul, dnnl::convolution_forward>;
-        p.prim = Primitive(pd);
-        p.impl = pd.impl_info_str();
-        p.src = memory(pd.src_desc(), impl_->engine, nullptr);
-        p.weights = memory(pd.weights_desc(), impl_->engine, nullptr);
-        p.dst = memory(pd.dst_desc(), impl_->engine, nullptr);
-        p.args = {{DNNL_ARG_SRC, p.src}, {DNNL_ARG_WEIGHTS, p.weights}, {DNNL_ARG_DST, p.dst}};
-        if (a.bias) {
-          p.bias = memory(pd.bias_desc(), impl_->engine, nullptr);
-          p.args[DNNL_ARG_BIAS] = p.bias;
-        }
+        Plan p = onednn::make_plan<Primitive>(pd, a.bias != nullptr);
         p.packed = true;
         it = impl_->linear_plans.emplace(key, std::move(p)).first;
       };
@@ -300,18 +290,7 @@ bool GemmPlanner::linear(const LinearArgs& a) {
         attr.set_post_ops(po);
       }
       auto pd = matmul_linear_pd(a.M, Ng, Kg, ldx, ldy, matmul_weights_ba(Ng, Kg), a.bias != nullptr, attr);
-      Plan p;
-      p.prim = dnnl::matmul(pd);
-      p.impl = pd.impl_info_str();
-      p.src = memory(pd.src_desc(), impl_->engine, nullptr);
-      p.weights = memory(pd.weights_desc(), impl_->engine, nullptr);
-      p.dst = memory(pd.dst_desc(), impl_->engine, nullptr);
-      p.args = {{DNNL_ARG_SRC, p.src}, {DNNL_ARG_WEIGHTS, p.weights}, {DNNL_ARG_DST, p.dst}};
-      if (a.bias) {
-        p.bias = memory(pd.bias_desc(), impl_->engine, nullptr);
-        p.args[DNNL_ARG_BIAS] = p.bias;
-      }
-      it = impl_->linear_plans.emplace(key, std::move(p)).first;
+      it = impl_->linear_plans.emplace(key, onednn::make_plan<dnnl::matmul>(pd, a.bias != nullptr)).first;
     } catch (const dnnl::error&) {
       return false;
     }

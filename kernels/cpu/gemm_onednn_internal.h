@@ -62,6 +62,24 @@ struct Plan {
   bool act_fused = true;  // false: the activation is applied after the primitive (no oneDNN post-op for it)
 };
 
+// The plan of a primitive descriptor: the primitive, its kernel's name, and src / weights / dst (and bias,
+// when the primitive takes one) memories on pd's descriptors with no data yet.
+template <class Primitive, class Pd>
+Plan make_plan(const Pd& pd, bool bias) {
+  Plan p;
+  p.prim = Primitive(pd);
+  p.impl = pd.impl_info_str();
+  p.src = dnnl::memory(pd.src_desc(), cpu_engine(), nullptr);
+  p.weights = dnnl::memory(pd.weights_desc(), cpu_engine(), nullptr);
+  p.dst = dnnl::memory(pd.dst_desc(), cpu_engine(), nullptr);
+  p.args = {{DNNL_ARG_SRC, p.src}, {DNNL_ARG_WEIGHTS, p.weights}, {DNNL_ARG_DST, p.dst}};
+  if (bias) {
+    p.bias = dnnl::memory(pd.bias_desc(), cpu_engine(), nullptr);
+    p.args[DNNL_ARG_BIAS] = p.bias;
+  }
+  return p;
+}
+
 // Linear layers on bf16 or int8 packed weights: the activations are converted (bf16) or quantised
 // (int8: one dynamic or calibrated scale per call) into a scratch buffer, then one oneDNN matmul with the
 // bias and (int8) the dequantisation as a post-op writes fp32. Plans are cached by shape.
