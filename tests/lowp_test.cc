@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <limits>
@@ -144,6 +145,53 @@ TEST(LowpGemm, Bf16LinearMatchesReferenceOnBf16Operands) {
       kernels::linear_f32_ref(r);
       expect_close(y.data(), ldy, want, s.M, s.N, 1e-4, 1e-3,
                    "bf16 linear " + std::to_string(s.M) + "x" + std::to_string(s.N) + "x" + std::to_string(s.K));
+    }
+  std::cout << "[ bf16     ] oneDNN ran " << planner.last_impl() << "\n";
+}
+
+// bf16 compute on the strided views attention's products use in training: Q, K and V as column blocks
+// of one [T, 3H] buffer (K read transposed), the probabilities read transposed, the outputs written into
+// [T, H] rows. Only the addressed elements are converted; the result equals the fp32 reference on the
+// bf16-rounded operands, and the elements between the views (never converted) do not matter.
+TEST(LowpGemm, Bf16BatchedMatmulOnStridedViewsMatchesReference) {
+  std::string why;
+  if (!kernels::bf16_gemm_supported(&why)) GTEST_SKIP() << "no bf16 matmul on this CPU: " << why;
+  kernels::GemmPlanner planner;
+  planner.set_compute(kernels::GemmCompute::kBF16);
+  const int64_t B = 2, nh = 3, S = 37, dh = 20, H = nh * dh, ld = 3 * H;
+  auto qkv = test::random_floats(size_t(B * S * ld), 41, -2.f, 2.f);
+  auto probs = test::random_floats(size_t(B * nh * S * S), 42, 0.f, 1.f);
+  const auto qkv_r = round_to_bf16(qkv), probs_r = round_to_bf16(probs);
+  const float *q = qkv.data(), *k = qkv.data() + H, *v = qkv.data() + 2 * H;
+  const int64_t qs[4] = {S * ld, dh, ld, 1}, kt[4] = {S * ld, dh, 1, ld}, ps[4] = {nh * S * S, S * S, S, 1},
+                pt[4] = {nh * S * S, S * S, 1, S}, cs[4] = {S * H, dh, H, 1};
+  struct Case {
+    const char* what;
+    const float *a, *b, *a_r, *b_r;
+    int64_t M, N, K;
+    const int64_t *as, *bs, *cs;
+    int64_t c_size;
+  };
+  const Case cases[] = {
+      {"scores = Q K^T", q, k, qkv_r.data(), qkv_r.data() + H, S, S, dh, qs, kt, ps, B * nh * S * S},
+      {"ctx = P V", probs.data(), v, probs_r.data(), qkv_r.data() + 2 * H, S, dh, S, ps, qs, cs, B * S * H},
+      {"dV = P^T dctx", probs.data(), q, probs_r.data(), qkv_r.data(), S, dh, S, pt, qs, cs, B * S * H},
+  };
+  for (const Case& c : cases)
+    for (bool accumulate : {false, true}) {
+      kernels::BatchedMatmulArgs a;
+      a.a = c.a, a.b = c.b, a.batch0 = B, a.batch1 = nh, a.M = c.M, a.N = c.N, a.K = c.K, a.accumulate = accumulate;
+      std::memcpy(a.a_strides, c.as, sizeof a.a_strides), std::memcpy(a.b_strides, c.bs, sizeof a.b_strides);
+      std::memcpy(a.c_strides, c.cs, sizeof a.c_strides);
+      const auto start = test::random_floats(size_t(c.c_size), 43, -1.f, 1.f);
+      std::vector<float> got = accumulate ? start : std::vector<float>(size_t(c.c_size), 0.f), want = got;
+      a.c = got.data();
+      ASSERT_TRUE(planner.batched_matmul(a)) << c.what;
+      kernels::BatchedMatmulArgs r = a;
+      r.a = c.a_r, r.b = c.b_r, r.c = want.data();
+      kernels::batched_matmul_f32_ref(r);
+      expect_close(got.data(), 1, want, int64_t(want.size()), 1, 1e-4, 1e-3,
+                   std::string("bf16 batched ") + c.what + (accumulate ? " (accumulate)" : ""));
     }
   std::cout << "[ bf16     ] oneDNN ran " << planner.last_impl() << "\n";
 }

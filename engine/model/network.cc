@@ -79,6 +79,10 @@ void Ops::linear_backward(const char* op, const Linear& lin, const Linear& grad,
   const int64_t N = lin.N, K = lin.K, G = lin.groups, Ng = N / G, Kg = K / G;
   if (!ldx) ldx = K;
   const bool reorder = M >= kReorderMinRows && Ng * Kg >= kReorderMinWeights;
+  {  // first, while dy (just written) is still in cache
+    Timed timed(*this, op, ".db");
+    check(be_.column_sum({dy, const_cast<float*>(grad.b), M, N, 0}));
+  }
   if (dx) {  // dx[M, K] = dy[M, N] W[N, K/G] per group
     Timed timed(*this, op, ".dx");
     kernels::BatchedMatmulArgs a;
@@ -99,8 +103,6 @@ void Ops::linear_backward(const char* op, const Linear& lin, const Linear& grad,
     std::memcpy(b.a_strides, as, sizeof as), std::memcpy(b.b_strides, bs, sizeof bs), std::memcpy(b.c_strides, cs, sizeof cs);
     check(be_.batched_matmul(b).with_context("linear backward (dW)"));
   }
-  Timed timed(*this, op, ".db");
-  check(be_.column_sum({dy, const_cast<float*>(grad.b), M, N, 0}));
 }
 
 void Ops::layernorm(const float* x, const float* residual, const LayerNormWeights& ln, float* y, int64_t rows,
