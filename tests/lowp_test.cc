@@ -151,8 +151,7 @@ TEST(LowpGemm, Bf16LinearMatchesReferenceOnBf16Operands) {
 
 // bf16 compute on the strided views attention's products use in training: Q, K and V as column blocks
 // of one [T, 3H] buffer (K read transposed), the probabilities read transposed, the outputs written into
-// [T, H] rows. Only the addressed elements are converted; the result equals the fp32 reference on the
-// bf16-rounded operands, and the elements between the views (never converted) do not matter.
+// [T, H] rows; the result equals the fp32 reference on the bf16-rounded operands.
 TEST(LowpGemm, Bf16BatchedMatmulOnStridedViewsMatchesReference) {
   std::string why;
   if (!kernels::bf16_gemm_supported(&why)) GTEST_SKIP() << "no bf16 matmul on this CPU: " << why;

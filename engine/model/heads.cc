@@ -68,12 +68,14 @@ class SequenceClassification final : public Head {
     const int64_t H = c_.hidden_size;
     float* cin = n.at(cls_in_);
     if (c_.classifier_on_pooler) {
-      ops.dropout_from(n.at(n.pooled), cin, B * H, kClassifierInSite);
+      ops.copy(n.at(n.pooled), cin, B * H);
+      ops.dropout(cin, B * H, kClassifierInSite);
     } else {
       ops.check(ops.backend().copy_rows(n.last_hidden(), S * H, n.at(first_), H, B, H));
       ops.dropout(n.at(first_), B * H, kClassifierInSite);
       ops.linear("head", n.at(first_), n.w->pre_classifier, n.at(first_pre_), B);
-      ops.activation_from(n.at(first_pre_), cin, B * H, to_activation(c_.classifier_act));
+      ops.copy(n.at(first_pre_), cin, B * H);
+      ops.activation(cin, B * H, to_activation(c_.classifier_act));
       ops.dropout(cin, B * H, kClassifierHiddenSite);
     }
     ops.linear("head", cin, n.w->classifier, n.at(logits_), B);
@@ -236,7 +238,8 @@ class Discriminator final : public Head {
     Ops& ops = *n.ops;
     const int64_t T = B * S, H = c_.hidden_size;
     ops.linear("head", n.last_hidden(), n.w->disc_dense, n.at(pre_), T);
-    ops.activation_from(n.at(pre_), n.at(act_), T * H, to_activation(c_.hidden_act));
+    ops.copy(n.at(pre_), n.at(act_), T * H);
+    ops.activation(n.at(act_), T * H, to_activation(c_.hidden_act));
     ops.linear("head", n.at(act_), n.w->disc_out, n.at(logits_), T);
   }
   void publish(Network::Impl& n, int64_t B, int64_t S) override { n.publish("logits", {B, S}, n.at(logits_)); }
@@ -291,7 +294,8 @@ class MaskedLM final : public Head {
     Ops& ops = *n.ops;
     const int64_t T = B * S, E = c_.embedding_size;
     ops.linear("head", n.last_hidden(), n.w->mlm_transform, n.at(pre_), T);
-    ops.activation_from(n.at(pre_), n.at(act_), T * E, to_activation(c_.mlm_act));
+    ops.copy(n.at(pre_), n.at(act_), T * E);
+    ops.activation(n.at(act_), T * E, to_activation(c_.mlm_act));
     ops.layernorm(n.at(act_), nullptr, n.w->mlm_ln, n.at(ln_), T, E);
     ops.linear("head.mlm_decoder", n.at(ln_), n.w->mlm_decoder, n.at(logits_), T);
     if (pretraining_) ops.linear("head", n.at(n.pooled), n.w->nsp, n.at(sentence_), B);

@@ -73,10 +73,8 @@ class Ops {
   void layernorm_backward(const float* s, const LayerNormWeights& ln, const LayerNormWeights& grad, const float* dy,
                           float* ds, int64_t rows, int64_t cols);
   void activation(float* x, int64_t n, kernels::Activation a);
-  void activation_from(const float* src, float* dst, int64_t n, kernels::Activation a);  // dst = act(src)
   void activation_backward(const float* pre, float* grad, int64_t n, kernels::Activation a);
   void dropout(float* x, int64_t n, uint64_t site);
-  void dropout_from(const float* src, float* dst, int64_t n, uint64_t site);  // dst = drop(src) (= src at p 0)
   bool dropping() const { return p_ > 0; }
   uint64_t stream() const { return stream_; }
   void copy(const float* src, float* dst, int64_t n);

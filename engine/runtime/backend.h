@@ -100,12 +100,6 @@ class Backend {
   virtual Status layernorm(const kernels::LayerNormArgs& a) = 0;
   virtual Status softmax_masked(const kernels::SoftmaxMaskedArgs& a) = 0;
   virtual Status activation(const kernels::ActivationArgs& a) = 0;
-  // a.x[0, a.n) = act(src[0, a.n)), src unchanged: a copy, then the activation in place, unless the
-  // backend fuses the two (the CPU does, a cache-sized block at a time).
-  virtual Status activation_from(const float* src, const kernels::ActivationArgs& a) {
-    BERT_RETURN_IF_ERROR(copy_rows(src, a.n, a.x, a.n, 1, a.n));
-    return activation(a);
-  }
   virtual Status embed(const kernels::EmbedArgs& a) = 0;
   virtual Status pool(const kernels::PoolArgs& a) = 0;
   // Fused attention, when the backend has a kernel for it at this head width (training: with lse
@@ -127,11 +121,6 @@ class Backend {
   virtual Status embed_backward(const kernels::EmbedBackwardArgs& a, EmbedPadding padding) = 0;
   virtual Status column_sum(const kernels::ColumnSumArgs& a) = 0;
   virtual Status dropout(const kernels::DropoutArgs& a) = 0;
-  // a.x[0, a.n) = dropout(src[0, a.n)) (a copy when a.p is 0), as activation_from.
-  virtual Status dropout_from(const float* src, const kernels::DropoutArgs& a) {
-    BERT_RETURN_IF_ERROR(copy_rows(src, a.n, a.x, a.n, 1, a.n));
-    return a.p > 0 ? dropout(a) : Status::Ok();
-  }
   // Losses as means over the counted rows / entries: the gradient is d(term) * a.grad_scale / count
   // (0 when nothing counts) and {sum of terms, count} is written to `result` (backend memory).
   virtual Status cross_entropy(const kernels::CrossEntropyArgs& a, kernels::LossSum* result) = 0;

@@ -253,8 +253,8 @@ bool LowpGemm::linear(const LinearArgs& a) {
 
 namespace {
 
-// Elements from an operand's first to its last (non-negative strides): the size of its bf16 copy, which
-// keeps the fp32 operand's strides (transposed and strided views included).
+// Elements from an operand's first to its last (non-negative strides): the span converted to bf16 as one
+// block, so the bf16 copy keeps the fp32 operand's strides (transposed and strided views included).
 int64_t span_of(const int64_t* dims, const int64_t* strides, int n) {
   int64_t last = 0;
   for (int i = 0; i < n; ++i) {
@@ -268,33 +268,6 @@ const uint16_t* to_bf16(const float* src, int64_t n, std::vector<uint16_t>& buf)
   if (buf.size() < size_t(n)) buf.resize(size_t(n));
   cpu_kernels().convert_f32_to_bf16(src, buf.data(), n);
   return buf.data();
-}
-
-// A strided 4-D operand in bf16 with the same strides: only the elements it addresses are converted
-// (attention's Q, K and V are column blocks of one [T, 3H] buffer: a third of its span each), in runs
-// along the axis of stride 1; an operand without such an axis converts its whole span.
-const uint16_t* to_bf16(const float* src, const int64_t* dims, const int64_t* strides, std::vector<uint16_t>& buf) {
-  const int64_t span = span_of(dims, strides, 4);
-  int64_t used = 1, inner = -1;
-  for (int i = 0; i < 4; ++i) {
-    used *= dims[i];
-    if (strides[i] == 1 && dims[i] > 1 && (inner < 0 || dims[i] > dims[inner])) inner = i;
-  }
-  if (used == span || inner < 0) return to_bf16(src, span, buf);
-  if (buf.size() < size_t(span)) buf.resize(size_t(span));
-  int64_t outer[3], step[3], k = 0;  // the three other axes
-  for (int i = 0; i < 4; ++i)
-    if (i != inner) outer[k] = dims[i], step[k] = strides[i], ++k;
-  const int64_t run = dims[inner], runs = outer[0] * outer[1] * outer[2];
-  auto convert = cpu_kernels().convert_f32_to_bf16;
-  uint16_t* dst = buf.data();
-#pragma omp parallel for schedule(static) if (used >= (int64_t{1} << 16))
-  for (int64_t r = 0; r < runs; ++r) {
-    const int64_t i0 = r / (outer[1] * outer[2]), i1 = r / outer[2] % outer[1], i2 = r % outer[2];
-    const int64_t at = i0 * step[0] + i1 * step[1] + i2 * step[2];
-    convert(src + at, dst + at, run);
-  }
-  return dst;
 }
 
 }  // namespace
@@ -378,8 +351,8 @@ bool LowpGemm::batched_matmul_bf16(const BatchedMatmulArgs& a) {
   }
   Plan& p = it->second;
   last_impl_ = p.impl.c_str();
-  p.src.set_data_handle(const_cast<uint16_t*>(to_bf16(a.a, a_dims, a.a_strides, bf16_a_)));
-  p.weights.set_data_handle(const_cast<uint16_t*>(to_bf16(a.b, b_dims, a.b_strides, bf16_b_)));
+  p.src.set_data_handle(const_cast<uint16_t*>(to_bf16(a.a, span_of(a_dims, a.a_strides, 4), bf16_a_)));
+  p.weights.set_data_handle(const_cast<uint16_t*>(to_bf16(a.b, span_of(b_dims, a.b_strides, 4), bf16_b_)));
   p.dst.set_data_handle(a.c);
   p.prim.execute(stream_, p.args);
   stream_.wait();
