@@ -5,7 +5,6 @@
 // thread's OpenMP team and is deterministic for any thread count.
 #include <sys/mman.h>
 
-#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
@@ -204,7 +203,7 @@ class CpuBackend final : public Backend {
     return Status::Ok();
   }
   Status all_finite(const float* x, int64_t n, bool* finite) override {
-    *finite = kernels::all_finite_f32(x, n);  // (vectorised: 3x the scalar loop's speed)
+    *finite = kernels::all_finite_f32(x, n);  // the optimizer kernels' vectorised check
     return Status::Ok();
   }
 
