@@ -11,15 +11,19 @@
 
 namespace bert::kernels {
 
-// One AdamW step on one tensor, torch.optim.AdamW semantics (amsgrad=False, maximize=False):
+// One AdamW step on one tensor, torch.optim.AdamW semantics (amsgrad=False, maximize=False), on the
+// gradient g = grad * grad_scale (float product: gradient clipping folded into the pass, the same bits
+// as scaling grad in place first):
 //   p -= lr * weight_decay * p                 (decoupled; skipped when weight_decay == 0)
 //   m  = beta1 * m + (1 - beta1) * g
 //   v  = beta2 * v + (1 - beta2) * g^2
 //   p -= lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)
-// with t = step, 1-based (the step being taken). param, m and v are updated in place.
+// with t = step, 1-based (the step being taken). param, m and v are updated in place; with zero_grad,
+// grad is set to 0 once read (the optimizer's zero_grad folded into the pass: one sweep over memory
+// instead of three for clip, update and zeroing).
 struct AdamWStepArgs {
   float* param = nullptr;       // [n]
-  const float* grad = nullptr;  // [n]
+  float* grad = nullptr;        // [n] (written only with zero_grad)
   float* m = nullptr;           // [n] first moment
   float* v = nullptr;           // [n] second moment
   int64_t n = 0;
@@ -27,6 +31,8 @@ struct AdamWStepArgs {
   float lr = 0.f;
   float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
   float weight_decay = 0.f;
+  float grad_scale = 1.f;
+  bool zero_grad = false;
 };
 void adamw_step_f32_ref(const AdamWStepArgs& a);
 void adamw_step_f32(const AdamWStepArgs& a);

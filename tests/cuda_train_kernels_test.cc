@@ -483,8 +483,9 @@ TEST(CudaTrainKernels, SingleTensorOptimizerKernelsMatchReference) {
         const auto m0 = random_floats(un, 93, -0.1f, 0.1f), v0 = random_floats(un, 94, 0.f, 0.01f);
         {  // AdamW
           auto p = p0, m = m0, v = v0;
+          auto gr = g;
           AdamWStepArgs a;
-          a.param = p.data(), a.grad = g.data(), a.m = m.data(), a.v = v.data(), a.n = n, a.step = step;
+          a.param = p.data(), a.grad = gr.data(), a.m = m.data(), a.v = v.data(), a.n = n, a.step = step;
           a.lr = 1e-3f, a.weight_decay = wd;
           adamw_step_f32_ref(a);
           DeviceBuffer<float> dp(p0), dg(g), dm(m0), dv(v0);

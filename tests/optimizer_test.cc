@@ -407,28 +407,43 @@ TEST(OptimizerKernels, CpuMatchesRefAtAwkwardSizesAndThreadCounts) {
     std::vector<float> v0 = random_floats(sz, 4, 0.f, 0.5f);
     for (size_t i = 0; i < sz; ++i) v0[i] += m0[i] * m0[i];  // as real moments are: v >= m^2 roughly
 
-    // AdamW, with and without decay.
-    for (float wd : {0.f, 0.05f}) {
-      kernels::AdamWStepArgs a;
-      a.n = n;
-      a.step = 3;
-      a.lr = 0.01f;
-      a.weight_decay = wd;
-      auto run = [&](void (*fn)(const kernels::AdamWStepArgs&)) {
-        std::vector<float> p = p0, m = m0, v = v0;
-        kernels::AdamWStepArgs args = a;
-        args.param = p.data();
-        args.grad = g.data();
-        args.m = m.data();
-        args.v = v.data();
-        fn(args);
-        return concat({&p, &m, &v});
-      };
-      const std::vector<float> want = run(kernels::adamw_step_f32_ref);
-      const std::vector<float> got = thread_invariant([&] { return run(kernels::adamw_step_f32); }, "adamw");
-      EXPECT_LE(max_rel_diff(got, want, 1.0), 5e-7) << "adamw wd " << wd;
-      EXPECT_GT(test::max_abs_diff(want.data(), p0.data(), sz), 1e-6) << "adamw must move the parameters";
-    }
+    // AdamW, with and without decay; plain, and with the clip factor and the zeroing folded in.
+    for (float wd : {0.f, 0.05f})
+      for (bool fused : {false, true}) {
+        kernels::AdamWStepArgs a;
+        a.n = n;
+        a.step = 3;
+        a.lr = 0.01f;
+        a.weight_decay = wd;
+        a.grad_scale = fused ? 0.37f : 1.f;
+        a.zero_grad = fused;
+        auto run = [&](void (*fn)(const kernels::AdamWStepArgs&)) {
+          std::vector<float> p = p0, gr = g, m = m0, v = v0;
+          kernels::AdamWStepArgs args = a;
+          args.param = p.data();
+          args.grad = gr.data();
+          args.m = m.data();
+          args.v = v.data();
+          fn(args);
+          return concat({&p, &m, &v, &gr});
+        };
+        const std::vector<float> want = run(kernels::adamw_step_f32_ref);
+        const std::vector<float> got = thread_invariant([&] { return run(kernels::adamw_step_f32); }, "adamw");
+        EXPECT_LE(max_rel_diff(got, want, 1.0), 5e-7) << "adamw wd " << wd << " fused " << fused;
+        EXPECT_GT(test::max_abs_diff(want.data(), p0.data(), sz), 1e-6) << "adamw must move the parameters";
+        // The gradient comes back untouched, or zeroed.
+        const std::vector<float> grad_after(got.end() - n, got.end());
+        EXPECT_EQ(grad_after, fused ? std::vector<float>(sz, 0.f) : g) << "adamw wd " << wd;
+        if (fused) {  // the scale is the in-place clip's: the same bits as scaling the gradient first
+          std::vector<float> p = p0, gs = g, m = m0, v = v0;
+          kernels::scale_f32(gs.data(), n, a.grad_scale);
+          kernels::AdamWStepArgs b = a;
+          b.grad_scale = 1.f, b.zero_grad = false, b.param = p.data(), b.grad = gs.data(), b.m = m.data(), b.v = v.data();
+          kernels::adamw_step_f32(b);
+          const std::vector<float> unfused = concat({&p, &m, &v});
+          EXPECT_TRUE(std::equal(unfused.begin(), unfused.end(), got.begin())) << "fused clip changed the bits";
+        }
+      }
 
     // LAMB update u (and m, v), then the apply.
     kernels::LambUpdateArgs l;
@@ -546,6 +561,41 @@ std::vector<TestParam> state_test_params() {
 
 void set_grads(std::vector<TestParam>& params, int step) {
   for (size_t j = 0; j < params.size(); ++j) fill_from(params[j].grad, random_floats(params[j].value.size(), 100 * step + j));
+}
+
+// step(lr, zero_grads = true) (AdamW folds the clip and the zeroing into its update pass) gives the bits
+// of step(lr) then zero_grads(), with clipping active and not; an error step zeroes nothing.
+TEST(OptimizerClipping, StepWithZeroGradsMatchesStepThenZeroGrads) {
+  for (OptimizerKind kind : {OptimizerKind::kAdamW, OptimizerKind::kLamb})
+    for (float max_norm : {0.5f, 0.f}) {
+      SCOPED_TRACE(std::string(kind == OptimizerKind::kLamb ? "lamb" : "adamw") + " max_grad_norm " +
+                   std::to_string(max_norm));
+      OptimizerOptions o;
+      o.kind = kind;
+      o.max_grad_norm = max_norm;  // the random gradients have norm ~18: 0.5 clips
+      std::vector<TestParam> apart = state_test_params(), fused = state_test_params();
+      Optimizer a(o), b(o);
+      ASSERT_TRUE(register_all(a, apart).ok());
+      ASSERT_TRUE(register_all(b, fused).ok());
+      for (int t = 0; t < 3; ++t) {
+        set_grads(apart, t), set_grads(fused, t);
+        ASSERT_TRUE(a.step(1e-2f).ok());
+        a.zero_grads();
+        ASSERT_TRUE(b.step(1e-2f, /*zero_grads=*/true).ok());
+        for (size_t j = 0; j < apart.size(); ++j) {
+          EXPECT_TRUE(same_bits(fused[j].value, apart[j].value)) << apart[j].name << " step " << t;
+          EXPECT_EQ(fused[j].grad, std::vector<float>(fused[j].grad.size(), 0.f)) << fused[j].name;
+        }
+      }
+      const std::vector<TestParam> initial = state_test_params();
+      EXPECT_GT(test::max_abs_diff(fused[0].value.data(), initial[0].value.data(), initial[0].value.size()), 1e-3);
+      // A NaN gradient: an error, and the gradients stay as they were.
+      set_grads(fused, 9);
+      fused[1].grad[2] = std::numeric_limits<float>::quiet_NaN();
+      const std::vector<float> grad_before = fused[0].grad;
+      EXPECT_FALSE(b.step(1e-2f, true).ok());
+      EXPECT_EQ(fused[0].grad, grad_before);
+    }
 }
 
 TEST(OptimizerState, SaveLoadContinuesBitIdentically) {

@@ -112,7 +112,7 @@ Status Optimizer::check_step_arguments(float lr) const {
   return Status::Ok();
 }
 
-Result<double> Optimizer::step(float lr) {
+Result<double> Optimizer::step(float lr, bool zero_grads) {
   BERT_RETURN_IF_ERROR(check_step_arguments(lr));
 
   // (a) A gradient's sum of squares (in double) is finite exactly when all its elements are: even
@@ -134,29 +134,34 @@ Result<double> Optimizer::step(float lr) {
     return invalid_argument("optimizer step " + std::to_string(steps_ + 1) +
                             ": a gradient on another rank holds NaN or Inf; nothing was updated");
 
-  // clip_grad_norm_ semantics.
+  // clip_grad_norm_ semantics. AdamW with zero_grads applies the factor in its update pass (the same
+  // float products), as nobody sees the clipped gradients.
+  const bool fused = zero_grads && options_.kind == OptimizerKind::kAdamW;
   const double norm = std::sqrt(total);
+  float clip = 1.f;
   if (options_.max_grad_norm > 0.f) {
-    const double clip = static_cast<double>(options_.max_grad_norm) / (norm + 1e-6);
-    if (clip < 1.0) {
-      for (Param& p : params_) kernels::scale_f32(p.grad, p.n, static_cast<float>(clip));
-    }
+    const double factor = static_cast<double>(options_.max_grad_norm) / (norm + 1e-6);
+    if (factor < 1.0) clip = static_cast<float>(factor);
+  }
+  if (clip < 1.f && !fused) {
+    for (Param& p : params_) kernels::scale_f32(p.grad, p.n, clip);
   }
 
-  // (c) The update, (d) the count.
+  // (c) The update, (d) the count, (e) the zeroing.
   const int64_t t = steps_ + 1;
   for (Param& p : params_) {
     if (options_.kind == OptimizerKind::kLamb) {
       lamb_update(p, lr, t);
     } else {
-      adamw_update(p, lr, t);
+      adamw_update(p, lr, t, fused ? clip : 1.f, fused);
     }
   }
   steps_ = t;
+  if (zero_grads && !fused) this->zero_grads();
   return norm;
 }
 
-void Optimizer::adamw_update(Param& p, float lr, int64_t step) {
+void Optimizer::adamw_update(Param& p, float lr, int64_t step, float grad_scale, bool zero_grad) {
   kernels::AdamWStepArgs a;
   a.param = p.value;
   a.grad = p.grad;
@@ -169,6 +174,8 @@ void Optimizer::adamw_update(Param& p, float lr, int64_t step) {
   a.beta2 = options_.beta2;
   a.eps = options_.eps;
   a.weight_decay = p.decay ? options_.weight_decay : 0.f;
+  a.grad_scale = grad_scale;
+  a.zero_grad = zero_grad;
   kernels::adamw_step_f32(a);
 }
 

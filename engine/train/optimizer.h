@@ -60,10 +60,12 @@ class Optimizer {
   //  (c) the AdamW or LAMB update of each parameter (with the clipped gradients; weight decay only
   //      where decay = true; LAMB's trust ratio ||p|| / ||u|| only where weight decay applies and
   //      both norms are > 0, else 1);
-  //  (d) steps() += 1.
+  //  (d) steps() += 1;
+  //  (e) with zero_grads, every gradient is set to 0 (zero_grads() below), AdamW's in the update's own
+  //      pass, with the clipping folded in too (the clipped gradients are then never written).
   // Invalid options or lr (betas outside [0, 1), a negative eps, weight decay or max_grad_norm, a
   // negative or non-finite lr) are reported before anything changes.
-  Result<double> step(float lr);
+  Result<double> step(float lr, bool zero_grads = false);
 
   // Sharded parameters (ZeRO): `reduce` turns this rank's sum of squared gradients into the sum over
   // every rank (NaN when any rank holds a NaN or Inf), so that clipping and the finite check are
@@ -106,7 +108,7 @@ class Optimizer {
     std::vector<float> owned_m, owned_v;
   };
 
-  void adamw_update(Param& p, float lr, int64_t step);
+  void adamw_update(Param& p, float lr, int64_t step, float grad_scale, bool zero_grad);
   void lamb_update(Param& p, float lr, int64_t step);
 
   OptimizerOptions options_;

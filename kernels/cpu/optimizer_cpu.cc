@@ -80,18 +80,20 @@ double block_sum_squares(const float* x, int64_t len) {
 // ---- one tile (at most kTile elements) of each update --------------------------------------------
 
 struct AdamWCoefficients {
-  float keep, beta1, one_minus_beta1, beta2, one_minus_beta2, step_size, bc2_sqrt, eps;
+  float keep, beta1, one_minus_beta1, beta2, one_minus_beta2, step_size, bc2_sqrt, eps, grad_scale;
+  bool zero_grad;
 };
 
-void adamw_tile(const AdamWCoefficients& c, float* __restrict param, const float* __restrict grad,
+void adamw_tile(const AdamWCoefficients& c, float* __restrict param, float* __restrict grad,
                 float* __restrict m, float* __restrict v, int64_t len) {
   float root_v[kTile];
   for (int64_t i = 0; i < len; ++i) {
-    const float g = grad[i];
+    const float g = grad[i] * c.grad_scale;
     m[i] = c.beta1 * m[i] + c.one_minus_beta1 * g;
     v[i] = c.beta2 * v[i] + c.one_minus_beta2 * g * g;
     root_v[i] = v[i];
   }
+  if (c.zero_grad) std::memset(grad, 0, sizeof(float) * static_cast<size_t>(len));  // (the tile is in cache)
   sqrt_in_place(root_v, len);
   for (int64_t i = 0; i < len; ++i) {
     const float denom = root_v[i] / c.bc2_sqrt + c.eps;
@@ -134,6 +136,8 @@ void adamw_step_f32(const AdamWStepArgs& a) {
   c.step_size = static_cast<float>(a.lr / bc1);
   c.bc2_sqrt = static_cast<float>(std::sqrt(bc2));
   c.eps = a.eps;
+  c.grad_scale = a.grad_scale;
+  c.zero_grad = a.zero_grad;
   for_blocks(a.n, [&](int64_t block_lo, int64_t block_len) {
     for_tiles(block_lo, block_len, [&](int64_t lo, int64_t len) {
       adamw_tile(c, a.param + lo, a.grad + lo, a.m + lo, a.v + lo, len);

@@ -107,7 +107,8 @@ __device__ __forceinline__ float lamb_raw_update(const LambCoefficients& c, floa
 __global__ void __launch_bounds__(kThreads) adamw_kernel(AdamWStepArgs a, AdamCoefficients c) {
   BERT_GRID_STRIDE(i, a.n) {
     float p = a.param[i], m = a.m[i], v = a.v[i];
-    adam_element(c, a.grad[i], p, m, v);
+    adam_element(c, __fmul_rn(a.grad[i], a.grad_scale), p, m, v);
+    if (a.zero_grad) a.grad[i] = 0.f;
     a.param[i] = p;
     a.m[i] = m;
     a.v[i] = v;

@@ -22,7 +22,8 @@ void adamw_step_f32_ref(const AdamWStepArgs& a) {
   const double bc2 = bias_correction(a.beta2, a.step);
   for (int64_t i = 0; i < a.n; ++i) {
     double p = a.param[i];
-    const double g = a.grad[i];
+    const double g = a.grad[i] * a.grad_scale;  // (float product, as the in-place clip)
+    if (a.zero_grad) a.grad[i] = 0.f;
     if (wd != 0.0) p -= lr * wd * p;
     const double m = beta1 * a.m[i] + (1.0 - beta1) * g;
     const double v = beta2 * a.v[i] + (1.0 - beta2) * g * g;
