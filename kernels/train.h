@@ -1,7 +1,7 @@
 // Training kernels: the backward of every non-GEMM forward op, the losses, dropout and small
 // reductions. Plain argument structs over raw pointers (device-neutral: the CUDA versions will take
-// the same structs). Each op has a `_ref` (scalar, double accumulation: the spec) and a CPU variant
-// (OpenMP); both are deterministic (same inputs, same bits, whatever the thread count), which
+// the same structs). Each op has a `_ref` (scalar, double accumulation: the spec) and CPU variants
+// (OpenMP; the portable loops compiled for the baseline ISA, AVX2 and AVX-512); all are deterministic (same inputs, same bits, whatever the thread count), which
 // bit-identical training resume relies on. Gradients into parameters ACCUMULATE (+=).
 #pragma once
 
@@ -31,6 +31,8 @@ struct LayerNormBackwardArgs {
 Status check(const LayerNormBackwardArgs& a);
 void layernorm_backward_f32_ref(const LayerNormBackwardArgs& a);
 void layernorm_backward_f32(const LayerNormBackwardArgs& a);
+void layernorm_backward_f32_avx2(const LayerNormBackwardArgs& a);
+void layernorm_backward_f32_avx512(const LayerNormBackwardArgs& a);
 
 // Backward of softmax_masked (kernels/softmax_masked.h): the forward was P = softmax(scale * S) over
 // the last axis with masked keys at probability 0. In place: grad holds dL/dP on entry and dL/dS on
@@ -47,6 +49,8 @@ struct SoftmaxBackwardArgs {
 Status check(const SoftmaxBackwardArgs& a);
 void softmax_backward_f32_ref(const SoftmaxBackwardArgs& a);
 void softmax_backward_f32(const SoftmaxBackwardArgs& a);
+void softmax_backward_f32_avx2(const SoftmaxBackwardArgs& a);
+void softmax_backward_f32_avx512(const SoftmaxBackwardArgs& a);
 
 // Backward of an element-wise activation (every kind in kernels/activation.h, identity included):
 // grad[i] *= f'(x[i]), with x the PRE-activation input.
@@ -60,6 +64,7 @@ struct ActivationBackwardArgs {
 Status check(const ActivationBackwardArgs& a);
 void activation_backward_f32_ref(const ActivationBackwardArgs& a);
 void activation_backward_f32(const ActivationBackwardArgs& a);
+void activation_backward_f32_avx2(const ActivationBackwardArgs& a);
 // AVX-512 (kernels/cpu/train_avx512.cc): erf-GELU vectorised, the other kinds as activation_backward_f32.
 void activation_backward_f32_avx512(const ActivationBackwardArgs& a);
 
@@ -80,6 +85,8 @@ struct EmbedBackwardArgs {
 Status check(const EmbedBackwardArgs& a);
 void embed_backward_f32_ref(const EmbedBackwardArgs& a);
 void embed_backward_f32(const EmbedBackwardArgs& a);
+void embed_backward_f32_avx2(const EmbedBackwardArgs& a);
+void embed_backward_f32_avx512(const EmbedBackwardArgs& a);
 
 // out[c] += sum_r x[r * ld + c]: the bias gradient of a linear layer (ld = 0 means cols).
 struct ColumnSumArgs {
@@ -91,6 +98,8 @@ struct ColumnSumArgs {
 Status check(const ColumnSumArgs& a);
 void column_sum_f32_ref(const ColumnSumArgs& a);
 void column_sum_f32(const ColumnSumArgs& a);
+void column_sum_f32_avx2(const ColumnSumArgs& a);
+void column_sum_f32_avx512(const ColumnSumArgs& a);
 
 // A loss over some rows: the sum of the per-row losses and how many rows counted.
 struct LossSum {
@@ -116,6 +125,8 @@ struct CrossEntropyArgs {
 Status check(const CrossEntropyArgs& a);
 LossSum cross_entropy_f32_ref(const CrossEntropyArgs& a);
 LossSum cross_entropy_f32(const CrossEntropyArgs& a);
+LossSum cross_entropy_f32_avx2(const CrossEntropyArgs& a);
+LossSum cross_entropy_f32_avx512(const CrossEntropyArgs& a);
 
 // Binary cross-entropy on logits (torch.nn.BCEWithLogitsLoss, numerically stable form) over the
 // entries whose mask is nonzero (mask nullptr: all). dlogits (if set) = (sigmoid(x) - t) * grad_scale

@@ -1,10 +1,12 @@
-// AVX-512 variants of two training kernels (kernels/train.h) that the portable OpenMP code runs one
-// element at a time: dropout (the counter hash needs 64-bit multiplies, vpmullq from AVX512DQ) and the
-// erf-GELU backward (exp / erfc from simd_kernels.h). Same contract as the portable variants: element-
+// AVX-512 training kernels (kernels/train.h): the portable loops of train_portable.h compiled for
+// AVX-512, and hand-written forms of two kernels that the portable code runs one element at a time:
+// dropout (the counter hash needs 64-bit multiplies, vpmullq from AVX512DQ) and the erf-GELU backward
+// (exp / erfc from simd_kernels.h). Same contract as the portable variants: element-
 // wise, so the result does not depend on the thread count. Dropout gives the reference's bits exactly
 // (same hash, same double-precision scaling); the GELU derivative is within 1e-6 of it (tests/
 // train_kernels_test.cc compares every registered variant with its reference at awkward sizes).
 #include "kernels/cpu/simd_kernels.h"
+#include "kernels/cpu/train_portable.h"
 #include "kernels/train.h"
 
 #ifndef __AVX512F__
@@ -85,7 +87,7 @@ void dropout_f32_avx512(const DropoutArgs& a) {
 }
 
 void activation_backward_f32_avx512(const ActivationBackwardArgs& a) {
-  if (a.kind != Activation::kGeluErf) return activation_backward_f32(a);  // the others: portable code
+  if (a.kind != Activation::kGeluErf) return portable::activation_backward(a);  // the others: portable code
   if (a.n <= 0) return;
   const int64_t chunks = (a.n + kChunk - 1) / kChunk;
 #pragma omp parallel for schedule(static) if (a.n >= kParallelMinWork)
@@ -100,5 +102,11 @@ void activation_backward_f32_avx512(const ActivationBackwardArgs& a) {
     }
   }
 }
+
+void layernorm_backward_f32_avx512(const LayerNormBackwardArgs& a) { portable::layernorm_backward(a); }
+void softmax_backward_f32_avx512(const SoftmaxBackwardArgs& a) { portable::softmax_backward(a); }
+void embed_backward_f32_avx512(const EmbedBackwardArgs& a) { portable::embed_backward(a); }
+void column_sum_f32_avx512(const ColumnSumArgs& a) { portable::column_sum(a); }
+LossSum cross_entropy_f32_avx512(const CrossEntropyArgs& a) { return portable::cross_entropy(a); }
 
 }  // namespace bert::kernels
