@@ -127,6 +127,12 @@ struct BatchedMatmulArgs {
   bool reorder_b = false;
 };
 
+// The activation on y [M, N] (row stride ldy) exactly as a linear layer's epilogue applies it where
+// oneDNN does not fuse it: GELU (erf) through the fast form (kernels/activation.h), the others through
+// the CPU activation kernel. Training's forward runs it on the saved pre-activations, so that it
+// computes what the fused inference layer does.
+void linear_activation(float* y, int64_t M, int64_t N, int64_t ldy, Activation act);
+
 // Plain references (double accumulation), the spec for the two calls below.
 void linear_f32_ref(const LinearArgs& args);
 void batched_matmul_f32_ref(const BatchedMatmulArgs& args);

@@ -1,5 +1,6 @@
 // The CPU backend's own ops (outside the kernel registry): all_finite, the trainer's gradient check,
-// finds a NaN or an Inf anywhere and passes finite values of any size.
+// finds a NaN or an Inf anywhere and passes finite values of any size; linear_activation, training's
+// forward activation, computes what the linear layers' epilogue does.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -7,6 +8,8 @@
 #include <vector>
 
 #include "engine/runtime/backend.h"
+#include "kernels/activation.h"
+#include "kernels/gemm.h"
 #include "tests/test_util.h"
 
 namespace bert::runtime {
@@ -39,6 +42,31 @@ TEST(CpuBackend, AllFiniteFindsANaNOrAnInfAnywhere) {
       ASSERT_TRUE(be->all_finite(y.data(), n, &finite).ok());
       EXPECT_FALSE(finite) << bad << " at " << at;
     }
+}
+
+// GELU (erf) is the epilogue's fast form (its scalar reference, to a few ulp), the others the activation
+// kernel; at awkward sizes, every element; bad arguments are an error.
+TEST(CpuBackend, LinearActivationIsTheEpiloguesActivation) {
+  auto be = cpu();
+  ASSERT_NE(be, nullptr);
+  for (auto [rows, cols] : {std::pair<int64_t, int64_t>{1, 1}, {3, 17}, {37, 301}}) {
+    const size_t n = static_cast<size_t>(rows * cols);
+    const std::vector<float> x = test::random_floats(n, 7, -6.f, 6.f);
+    std::vector<float> got = x, want = x;
+    ASSERT_TRUE(be->linear_activation(got.data(), rows, cols, kernels::Activation::kGeluErf).ok());
+    kernels::gelu_erf_fast_f32_ref(want.data(), static_cast<int64_t>(n));
+    for (size_t i = 0; i < n; ++i) EXPECT_NEAR(got[i], want[i], 4e-7f * std::max(1.f, std::fabs(want[i]))) << i;
+    EXPECT_GT(test::max_abs_diff(got.data(), x.data(), n), 0.1);
+    // And within the fast form's bound of the accurate GELU.
+    std::vector<float> accurate = x;
+    kernels::activation_f32_ref({accurate.data(), static_cast<int64_t>(n), kernels::Activation::kGeluErf});
+    for (size_t i = 0; i < n; ++i) EXPECT_NEAR(got[i], accurate[i], 6e-7f * std::max(1.f, std::fabs(x[i]))) << i;
+    got = x, want = x;
+    ASSERT_TRUE(be->linear_activation(got.data(), rows, cols, kernels::Activation::kTanh).ok());
+    kernels::activation_f32_ref({want.data(), static_cast<int64_t>(n), kernels::Activation::kTanh});
+    for (size_t i = 0; i < n; ++i) EXPECT_NEAR(got[i], want[i], 2e-6f) << i;
+  }
+  EXPECT_FALSE(be->linear_activation(nullptr, 2, 3, kernels::Activation::kGeluErf).ok());
 }
 
 }  // namespace

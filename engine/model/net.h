@@ -73,6 +73,8 @@ class Ops {
   void layernorm_backward(const float* s, const LayerNormWeights& ln, const LayerNormWeights& grad, const float* dy,
                           float* ds, int64_t rows, int64_t cols);
   void activation(float* x, int64_t n, kernels::Activation a);
+  // y [rows, cols] as a linear layer's epilogue activates it (Backend::linear_activation).
+  void linear_activation(float* y, int64_t rows, int64_t cols, kernels::Activation a);
   void activation_backward(const float* pre, float* grad, int64_t n, kernels::Activation a);
   void dropout(float* x, int64_t n, uint64_t site);
   bool dropping() const { return p_ > 0; }

@@ -129,6 +129,12 @@ void Ops::activation(float* x, int64_t n, Activation a) {
   check(be_.activation({x, n, a}));
 }
 
+void Ops::linear_activation(float* y, int64_t rows, int64_t cols, Activation a) {
+  if (!ok() || a == Activation::kIdentity) return;
+  Timed timed(*this, "activation");
+  check(be_.linear_activation(y, rows, cols, a));
+}
+
 void Ops::activation_backward(const float* pre, float* grad, int64_t n, Activation a) {
   if (!ok() || a == Activation::kIdentity) return;
   Timed timed(*this, "backward.activation");
@@ -394,7 +400,7 @@ void Network::Impl::layer_forward(int64_t l) {
     ops->layernorm(at(sv.s1), nullptr, lw.attn_ln, at(sv.a), T, H);
     ops->linear("gemm.ffn_in", at(sv.a), lw.ffn_in, at(sv.f_pre), T);
     ops->copy(at(sv.f_pre), at(sv.f_act), T * I);
-    ops->activation(at(sv.f_act), T * I, act);
+    ops->linear_activation(at(sv.f_act), T, I, act);  // as the fused inference layer computes it
     ops->linear("gemm.ffn_out", at(sv.f_act), lw.ffn_out, t, T);
     ops->dropout(t, T * H, layer_site(l, 2));
     ops->add(t, at(sv.a), at(sv.s2), T * H);

@@ -100,6 +100,12 @@ class Backend {
   virtual Status layernorm(const kernels::LayerNormArgs& a) = 0;
   virtual Status softmax_masked(const kernels::SoftmaxMaskedArgs& a) = 0;
   virtual Status activation(const kernels::ActivationArgs& a) = 0;
+  // The activation as the backend's linear layers apply it in their epilogue (the CPU's GELU: the fast
+  // form of kernels/gemm.h's linear_activation), on y [rows, cols]: what training's forward runs after
+  // an unfused linear layer, so that it matches the fused inference layer. By default activation().
+  virtual Status linear_activation(float* y, int64_t rows, int64_t cols, kernels::Activation act) {
+    return activation({y, rows * cols, act});
+  }
   virtual Status embed(const kernels::EmbedArgs& a) = 0;
   virtual Status pool(const kernels::PoolArgs& a) = 0;
   // Fused attention, when the backend has a kernel for it at this head width (training: with lse

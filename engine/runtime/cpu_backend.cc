@@ -133,6 +133,11 @@ class CpuBackend final : public Backend {
   Status activation(const kernels::ActivationArgs& a) override {
     return a.kind == kernels::Activation::kIdentity ? Status::Ok() : run(activation_, a);
   }
+  Status linear_activation(float* y, int64_t rows, int64_t cols, kernels::Activation act) override {
+    BERT_RETURN_IF_ERROR(kernels::check(kernels::ActivationArgs{y, rows * cols, act}));
+    kernels::linear_activation(y, rows, cols, cols, act);
+    return Status::Ok();
+  }
   Status embed(const kernels::EmbedArgs& a) override { return run(embed_, a); }
   Status pool(const kernels::PoolArgs& a) override { return run(pool_, a); }
   // Inference only: no CPU kernel keeps the log-sum-exp a fused backward needs.

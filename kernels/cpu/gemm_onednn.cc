@@ -60,6 +60,10 @@ void apply_activation(float* y, int64_t M, int64_t N, int64_t ldy, Activation ac
 
 }  // namespace onednn
 
+void linear_activation(float* y, int64_t M, int64_t N, int64_t ldy, Activation act) {
+  onednn::apply_activation(y, M, N, ldy, act);
+}
+
 namespace {
 
 // Weight dims of a linear layer as a 1x1 convolution: {N, K, 1} ("oiw"), or {G, N/G, K/G, 1}
