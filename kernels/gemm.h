@@ -106,6 +106,10 @@ struct LinearArgs {
   Activation act = Activation::kIdentity;
   const PackedWeights* packed = nullptr;  // the same weights packed: the fast path when rows are dense
   int64_t groups = 1;           // >= 1, divides N and K
+  // Unpacked weights computed in bf16 (GemmPlanner::set_compute): convert w, then reorder it, each call,
+  // into the blocked layout oneDNN's bf16 matmul asks for (as BatchedMatmulArgs::reorder_b; training's
+  // forward at a few hundred tokens and more). Ignored elsewhere.
+  bool reorder_w = false;
 };
 
 // c[i, j] = a[i, j] * b[i, j] for every (i, j) in [batch0, batch1]: a is [M, K], b is [K, N], c is [M, N],
@@ -122,8 +126,10 @@ struct BatchedMatmulArgs {
   // Reorder b, each call, into the blocked layout oneDNN's matmul asks for, then multiply: for products
   // whose b is read by many rows of a (the linear layers' backward: dx = dy W and dW = dy^T x at a few
   // hundred tokens and more), where oneDNN 2.6's brgemm runs a plain [K, N] b at 64-94 GFLOP/s on the
-  // Zen 4 here and its own layout at 95-105 (1 thread; tests/gemm_test.cc checks the results). Only for
-  // a single product (batch0 == batch1 == 1); ignored otherwise.
+  // Zen 4 here and its own layout at 95-105 (1 thread; tests/gemm_test.cc checks the results). In bf16
+  // compute b is converted first, then reordered (plain bf16 170-196 GFLOP/s on bert-base's backward
+  // shapes at 1024 rows, blocked 177-209). Only for a single product (batch0 == batch1 == 1); ignored
+  // otherwise.
   bool reorder_b = false;
 };
 

@@ -195,6 +195,54 @@ TEST(LowpGemm, Bf16BatchedMatmulOnStridedViewsMatchesReference) {
   std::cout << "[ bf16     ] oneDNN ran " << planner.last_impl() << "\n";
 }
 
+// bf16 compute with the weights reordered each call into oneDNN's blocked bf16 layout: the forward's
+// linear layers (reorder_w) and the linear backward's dx = dy W and dW += dy^T x (reorder_b), as training
+// runs them, at awkward sizes; each equals the fp32 reference on the bf16-rounded operands, and equals
+// the same call without the reorder.
+TEST(LowpGemm, Bf16ReorderedWeightsMatchReference) {
+  std::string why;
+  if (!kernels::bf16_gemm_supported(&why)) GTEST_SKIP() << "no bf16 matmul on this CPU: " << why;
+  kernels::GemmPlanner planner;
+  planner.set_compute(kernels::GemmCompute::kBF16);
+  for (const Shape& s : {Shape{300, 96, 80}, Shape{257, 768, 64}, Shape{512, 33, 130}}) {
+    const std::string shape = std::to_string(s.M) + "x" + std::to_string(s.N) + "x" + std::to_string(s.K);
+    auto x = test::random_floats(size_t(s.M * s.K), 51, -2.f, 2.f);
+    auto w = test::random_floats(size_t(s.N * s.K), 52, -0.5f, 0.5f);
+    auto dy = test::random_floats(size_t(s.M * s.N), 53, -1.f, 1.f);
+    auto b = test::random_floats(size_t(s.N), 54);
+    const auto xr = round_to_bf16(x), wr = round_to_bf16(w), dyr = round_to_bf16(dy);
+    // y = x W^T + b
+    std::vector<float> y(size_t(s.M * s.N)), y_plain(y.size()), want(y.size());
+    LinearArgs a{x.data(), w.data(), b.data(), y.data(), s.M, s.N, s.K, 0, 0, Activation::kIdentity};
+    a.reorder_w = true;
+    ASSERT_TRUE(planner.linear(a));
+    const std::string impl = planner.last_impl();
+    LinearArgs plain = a;
+    plain.reorder_w = false, plain.y = y_plain.data();
+    ASSERT_TRUE(planner.linear(plain));
+    kernels::linear_f32_ref({xr.data(), wr.data(), b.data(), want.data(), s.M, s.N, s.K, 0, 0, Activation::kIdentity});
+    expect_close(y.data(), s.N, want, s.M, s.N, 1e-4, 1e-3, "bf16 reordered linear " + shape + " [" + impl + "]");
+    expect_close(y.data(), s.N, y_plain, s.M, s.N, 1e-5, 1e-4, "bf16 linear, reordered vs plain " + shape);
+    // dx[M, K] = dy[M, N] W[N, K];  dW[N, K] += dy^T x
+    for (bool dw : {false, true}) {
+      kernels::BatchedMatmulArgs m;
+      m.a = dy.data(), m.b = dw ? x.data() : w.data(), m.M = dw ? s.N : s.M, m.N = s.K, m.K = dw ? s.M : s.N;
+      const int64_t as[4] = {0, 0, dw ? 1 : s.N, dw ? s.N : 1}, bs[4] = {0, 0, s.K, 1}, cs[4] = {0, 0, s.K, 1};
+      std::memcpy(m.a_strides, as, sizeof as), std::memcpy(m.b_strides, bs, sizeof bs), std::memcpy(m.c_strides, cs, sizeof cs);
+      m.accumulate = dw, m.reorder_b = true;
+      const auto start = test::random_floats(size_t(m.M * m.N), 55, -1.f, 1.f);
+      std::vector<float> got = dw ? start : std::vector<float>(start.size(), 0.f), ref = got;
+      m.c = got.data();
+      ASSERT_TRUE(planner.batched_matmul(m));
+      kernels::BatchedMatmulArgs r = m;
+      r.a = dyr.data(), r.b = dw ? xr.data() : wr.data(), r.c = ref.data();
+      kernels::batched_matmul_f32_ref(r);
+      expect_close(got.data(), 1, ref, int64_t(ref.size()), 1, 1e-4, 1e-3,
+                   std::string(dw ? "bf16 reordered dW " : "bf16 reordered dx ") + shape + " [" + planner.last_impl() + "]");
+    }
+  }
+}
+
 // The int8 layer's specification from its parts: x quantised with max|x| / 127 (or `range` / 127), the
 // weights per channel with the packed form's qmax, an exact int32 product, then the dequantisation, bias
 // and activation in fp32.

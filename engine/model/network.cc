@@ -50,12 +50,21 @@ Ops::Timed::~Timed() {
   }
 }
 
+// The linear backward's GEMMs reorder their b operand (W for dx, x for dW) into oneDNN's blocked layout
+// (and, computing in bf16, the forward its weights) from this many rows (tokens) up, for layers of at least kReorderMinWeights weights (bert-base's and
+// larger; measured there): the copy is paid back from a few hundred rows (kernels/gemm.h). Small layers
+// (bert-tiny, bert-mini) keep the plain operands: the reorder would add a parallel region per GEMM for
+// little gain.
+constexpr int64_t kReorderMinRows = 256;
+constexpr int64_t kReorderMinWeights = int64_t{1} << 19;
+
 void Ops::linear(const char* op, const float* x, const Linear& lin, float* y, int64_t M, Activation act, int64_t ldx) {
   if (!ok()) return;
   Timed timed(*this, op);
   kernels::LinearArgs a;
   a.x = x, a.w = lin.w, a.bias = lin.b, a.y = y, a.M = M, a.N = lin.N, a.K = lin.K;
   a.groups = lin.groups, a.act = act, a.ldx = ldx, a.packed = lin.packed;
+  a.reorder_w = M >= kReorderMinRows && (lin.N / lin.groups) * (lin.K / lin.groups) >= kReorderMinWeights;
   check(be_.linear(a).with_context(op));
 }
 
@@ -65,13 +74,6 @@ void Ops::batched_matmul(const char* op, const kernels::BatchedMatmulArgs& a) {
   check(be_.batched_matmul(a).with_context(op));
 }
 
-// The linear backward's GEMMs reorder their b operand (W for dx, x for dW) into oneDNN's blocked layout
-// from this many rows (tokens) up, for layers of at least kReorderMinWeights weights (bert-base's and
-// larger; measured there): the copy is paid back from a few hundred rows (kernels/gemm.h). Small layers
-// (bert-tiny, bert-mini) keep the plain operands: the reorder would add a parallel region per GEMM for
-// little gain.
-constexpr int64_t kReorderMinRows = 256;
-constexpr int64_t kReorderMinWeights = int64_t{1} << 19;
 
 void Ops::linear_backward(const char* op, const Linear& lin, const Linear& grad, const float* x, const float* dy,
                           float* dx, int64_t M, bool accumulate_dx, int64_t ldx) {

@@ -270,6 +270,26 @@ const uint16_t* to_bf16(const float* src, int64_t n, std::vector<uint16_t>& buf)
   return buf.data();
 }
 
+// b's plain bf16 layout reordered, each call, into the layout the matmul asks for, where that is a generated
+// kernel's own: the plan then holds the reorder and the blocked buffer (Plan::b_reorder, b_buffer).
+void plan_b_reorder(Plan& p, const dnnl::matmul::primitive_desc& pd, const memory::desc& plain) {
+  p.b_user = memory(plain, cpu_engine(), nullptr);
+  p.b_buffer.reset(new float[(pd.weights_desc().get_size() + sizeof(float) - 1) / sizeof(float)]);
+  p.weights = memory(pd.weights_desc(), cpu_engine(), p.b_buffer.get());
+  p.b_reorder = dnnl::reorder(p.b_user, p.weights);
+  p.args[DNNL_ARG_WEIGHTS] = p.weights;
+}
+
+// Points the plan's b at `b` (plain bf16): directly, or through its reorder.
+void set_b(Plan& p, dnnl::stream& stream, const uint16_t* b) {
+  if (p.b_buffer) {
+    p.b_user.set_data_handle(const_cast<uint16_t*>(b));
+    p.b_reorder.execute(stream, p.b_user, p.weights);
+  } else {
+    p.weights.set_data_handle(const_cast<uint16_t*>(b));
+  }
+}
+
 }  // namespace
 
 bool LowpGemm::linear_bf16(const LinearArgs& a) {
@@ -278,7 +298,8 @@ bool LowpGemm::linear_bf16(const LinearArgs& a) {
   const int64_t ldx = a.ldx ? a.ldx : a.K, ldy = a.ldy ? a.ldy : a.N;
   const int64_t Kg = a.K / G, Ng = a.N / G;
   if (a.M == 0 || a.N == 0) return true;
-  std::array<int64_t, 19> key{0, a.M, Ng, Kg, ldx, ldy, static_cast<int64_t>(a.act), a.bias != nullptr, G};
+  const bool reorder = a.reorder_w && G == 1;
+  std::array<int64_t, 19> key{0, a.M, Ng, Kg, ldx, ldy, static_cast<int64_t>(a.act), a.bias != nullptr, G, reorder};
   auto it = bf16_plans_.find(key);
   if (it == bf16_plans_.end()) {
     try {
@@ -293,9 +314,18 @@ bool LowpGemm::linear_bf16(const LinearArgs& a) {
         po.append_eltwise(1.f, alg, 0.f, 0.f);
         attr.set_post_ops(po);
       }
-      auto md = a.bias ? dnnl::matmul::desc(src, wei, bias, dst) : dnnl::matmul::desc(src, wei, dst);
-      dnnl::matmul::primitive_desc pd(md, attr, cpu_engine());
+      auto make_pd = [&](const memory::desc& w) {
+        auto md = a.bias ? dnnl::matmul::desc(src, w, bias, dst) : dnnl::matmul::desc(src, w, dst);
+        return dnnl::matmul::primitive_desc(md, attr, cpu_engine());
+      };
+      dnnl::matmul::primitive_desc pd = make_pd(wei);
+      bool blocked = false;
+      if (reorder) {
+        auto any = make_pd(memory::desc({Kg, Ng}, bf16, memory::format_tag::any));
+        if ((blocked = is_jit(any.impl_info_str()) && any.weights_desc() != wei)) pd = any;
+      }
       Plan p = onednn::make_plan<dnnl::matmul>(pd, a.bias != nullptr);
+      if (blocked) plan_b_reorder(p, pd, wei);
       p.act_fused = act_fused;
       it = bf16_plans_.emplace(key, std::move(p)).first;
     } catch (const dnnl::error&) {
@@ -308,7 +338,7 @@ bool LowpGemm::linear_bf16(const LinearArgs& a) {
   const uint16_t* w = to_bf16(a.w, a.N * Kg, bf16_b_);
   for (int64_t g = 0; g < G; ++g) {  // group g: input columns g*Kg.., weight rows and outputs g*Ng..
     p.src.set_data_handle(const_cast<uint16_t*>(x + g * Kg));
-    p.weights.set_data_handle(const_cast<uint16_t*>(w + g * Ng * Kg));
+    set_b(p, stream_, w + g * Ng * Kg);
     p.dst.set_data_handle(a.y + g * Ng);
     if (a.bias) p.bias.set_data_handle(const_cast<float*>(a.bias + g * Ng));
     p.prim.execute(stream_, p.args);
@@ -319,7 +349,8 @@ bool LowpGemm::linear_bf16(const LinearArgs& a) {
 }
 
 bool LowpGemm::batched_matmul_bf16(const BatchedMatmulArgs& a) {
-  std::array<int64_t, 19> key{1, a.batch0, a.batch1, a.M, a.N, a.K, a.accumulate};
+  const bool reorder = a.reorder_b && a.batch0 == 1 && a.batch1 == 1;
+  std::array<int64_t, 19> key{1 + reorder, a.batch0, a.batch1, a.M, a.N, a.K, a.accumulate};
   for (int i = 0; i < 4; ++i) key[7 + i] = a.a_strides[i], key[11 + i] = a.b_strides[i], key[15 + i] = a.c_strides[i];
   const int64_t a_dims[4] = {a.batch0, a.batch1, a.M, a.K}, b_dims[4] = {a.batch0, a.batch1, a.K, a.N};
   for (int i = 0; i < 4; ++i)
@@ -344,7 +375,15 @@ bool LowpGemm::batched_matmul_bf16(const BatchedMatmulArgs& a) {
         attr.set_post_ops(po);
       }
       dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wei, dst), attr, cpu_engine());
-      it = bf16_plans_.emplace(key, onednn::make_plan<dnnl::matmul>(pd, false)).first;
+      bool blocked = false;
+      if (reorder) {
+        dnnl::matmul::primitive_desc any(
+            dnnl::matmul::desc(src, memory::desc(dims(a.K, a.N), bf16, memory::format_tag::any), dst), attr, cpu_engine());
+        if ((blocked = is_jit(any.impl_info_str()) && any.weights_desc() != wei)) pd = any;
+      }
+      Plan p = onednn::make_plan<dnnl::matmul>(pd, false);
+      if (blocked) plan_b_reorder(p, pd, wei);
+      it = bf16_plans_.emplace(key, std::move(p)).first;
     } catch (const dnnl::error&) {
       return false;
     }
@@ -352,7 +391,7 @@ bool LowpGemm::batched_matmul_bf16(const BatchedMatmulArgs& a) {
   Plan& p = it->second;
   last_impl_ = p.impl.c_str();
   p.src.set_data_handle(const_cast<uint16_t*>(to_bf16(a.a, span_of(a_dims, a.a_strides, 4), bf16_a_)));
-  p.weights.set_data_handle(const_cast<uint16_t*>(to_bf16(a.b, span_of(b_dims, a.b_strides, 4), bf16_b_)));
+  set_b(p, stream_, to_bf16(a.b, span_of(b_dims, a.b_strides, 4), bf16_b_));
   p.dst.set_data_handle(a.c);
   p.prim.execute(stream_, p.args);
   stream_.wait();
