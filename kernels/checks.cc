@@ -208,6 +208,7 @@ Status check(const SoftmaxBackwardArgs& a) {
   if (bytes == 0) return Status::Ok();
   BERT_TRY(need(op, a.probs, "probs"));
   BERT_TRY(need(op, a.grad, "grad"));
+  if (a.dropped) BERT_TRY(disjoint(op, a.grad, bytes, "grad", a.dropped, bytes, "dropped"));
   return disjoint(op, a.grad, bytes, "grad", a.probs, bytes, "probs");
 }
 

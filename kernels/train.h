@@ -44,8 +44,13 @@ struct SoftmaxBackwardArgs {
   float* grad = nullptr;         // [batch, heads, q_len, k_len] in: dP, out: dS
   int64_t batch = 0, heads = 0, q_len = 0, k_len = 0;
   float scale = 1.f;
+  // The probabilities after dropout, D = P * keep / (1 - p) (what the forward multiplied V by), or
+  // nullptr when the forward used P itself. With D, grad holds dL/dD on entry and the dropout's backward
+  // is folded in: dS = scale * (D * dD - P * sum_j D_j dD_j), what dropout(dD) then the formula above give.
+  const float* dropped = nullptr;
 };
-// probs and grad non-null when there is work, disjoint; sizes >= 0 and representable.
+// probs and grad non-null when there is work, disjoint; dropped (when set) disjoint from grad; sizes >= 0
+// and representable.
 Status check(const SoftmaxBackwardArgs& a);
 void softmax_backward_f32_ref(const SoftmaxBackwardArgs& a);
 void softmax_backward_f32(const SoftmaxBackwardArgs& a);

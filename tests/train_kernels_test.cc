@@ -344,6 +344,34 @@ TEST(SoftmaxBackward, FastMatchesRef) {
   }
 }
 
+// With the dropped probabilities D = dropout(P), the folded backward equals dropout(dD) (same mask) then
+// the plain backward, in the reference and in the CPU kernel, and masked keys still get 0.
+TEST(SoftmaxBackward, DroppedProbabilitiesFoldTheDropoutBackwardIn) {
+  const int64_t batch = 2, heads = 3, q_len = 5, k_len = 37;
+  const float scale = 0.125f, p = 0.25f;
+  const auto probs = random_probs(batch, heads, q_len, k_len, scale, 61);
+  const int64_t n = static_cast<int64_t>(probs.size());
+  std::vector<float> dropped = probs;
+  dropout_f32_ref({dropped.data(), n, p, 99, 1234});
+  const auto dd = random_floats(probs.size(), 62);
+  std::vector<float> want = dd;  // dropout's backward (the same call on the gradient), then the plain backward
+  dropout_f32_ref({want.data(), n, p, 99, 1234});
+  softmax_backward_f32_ref({probs.data(), want.data(), batch, heads, q_len, k_len, scale});
+  for (bool fast : {false, true}) {
+    std::vector<float> got = dd;
+    SoftmaxBackwardArgs a{probs.data(), got.data(), batch, heads, q_len, k_len, scale, dropped.data()};
+    ASSERT_TRUE(check(a).ok());
+    fast ? softmax_backward_f32(a) : softmax_backward_f32_ref(a);
+    expect_close(got, want, 1e-5, fast ? "cpu" : "ref");
+    expect_nonzero(got, fast ? "cpu" : "ref");
+    for (int64_t i = 0; i < n; ++i) {
+      if (probs[i] == 0.f) EXPECT_EQ(got[i], 0.f) << "masked key at " << i;
+    }
+  }
+  SoftmaxBackwardArgs overlapping{probs.data(), const_cast<float*>(dd.data()), batch, heads, q_len, k_len, scale, dd.data()};
+  EXPECT_FALSE(check(overlapping).ok());
+}
+
 TEST(SoftmaxBackward, FastIsThreadCountInvariant) {
   const int64_t batch = 2, heads = 12, q_len = 33, k_len = 33;
   const auto probs = random_probs(batch, heads, q_len, k_len, 0.125f, 31);
@@ -1014,6 +1042,14 @@ TEST_P(TrainingVariant, MatchesItsReference) {
              SoftmaxBackwardArgs{probs.data(), want.data(), 2, 2, 3, n, 0.5f});
         if (n > 1) expect_nonzero(got, what);
         expect_close(got, want, 1e-5, what);
+        // With the dropped probabilities (the dropout's backward folded in).
+        std::vector<float> dropped = probs;
+        dropout_f32_ref({dropped.data(), int64_t(dropped.size()), 0.3f, uint64_t(seed), 7});
+        got = dp, want = dp;
+        both(SoftmaxBackwardArgs{probs.data(), got.data(), 2, 2, 3, n, 0.5f, dropped.data()},
+             SoftmaxBackwardArgs{probs.data(), want.data(), 2, 2, 3, n, 0.5f, dropped.data()});
+        if (n > 1) expect_nonzero(got, what + " dropped");
+        expect_close(got, want, 1e-5, what + " dropped");
         break;
       }
       case Op::kActivationBackward: {

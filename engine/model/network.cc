@@ -583,10 +583,10 @@ void Network::Impl::layer_backward(int64_t l, const BertWeights& g) {
     float* dp = at(d_probs);
     attn_matmul(dctx, v, dp, S, S, dh, cs, kt, ps);    // dP = dctx V^T
     attn_matmul(p_used, dctx, dv, S, dh, S, pt, cs, qs);  // dV = P^T dctx
-    ops->dropout(dp, B * nh * S * S, layer_site(l, 0));
-    if (ops->ok()) {
+    if (ops->ok()) {  // (with dropout, dP is wrt the dropped probabilities: the kernel folds the mask in)
       Ops::Timed timed(*ops, "backward.softmax");
-      ops->check(ops->backend().softmax_backward({at(sv.probs), dp, B, nh, S, S, scale}));
+      ops->check(ops->backend().softmax_backward(
+          {at(sv.probs), dp, B, nh, S, S, scale, ops->dropping() ? p_used : nullptr}));
     }
     attn_matmul(dp, k, dq, S, dh, S, ps, qs, qs);  // dQ = dS K
     attn_matmul(dp, q, dk, S, dh, S, pt, qs, qs);  // dK = dS^T Q

@@ -185,6 +185,11 @@ void softmax_backward(const SoftmaxBackwardArgs& a) {
   for (int64_t r = 0; r < rows; ++r) {
     const float* p = a.probs + r * k_len;
     float* g = a.grad + r * k_len;
+    if (const float* d = a.dropped ? a.dropped + r * k_len : nullptr) {  // dropout's backward folded in
+      const float dot = fixed_order_sum<float>(k_len, [&](int64_t k) { return g[k] * d[k]; });
+      for (int64_t k = 0; k < k_len; ++k) g[k] = scale * (d[k] * g[k] - p[k] * dot);
+      continue;
+    }
     const float dot = fixed_order_sum<float>(k_len, [&](int64_t k) { return g[k] * p[k]; });
     for (int64_t k = 0; k < k_len; ++k) g[k] = scale * p[k] * (g[k] - dot);
   }

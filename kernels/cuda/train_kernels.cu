@@ -126,6 +126,13 @@ __global__ void __launch_bounds__(kThreads) softmax_backward_kernel(SoftmaxBackw
   const float* p = a.probs + row * k_len;
   float* g = a.grad + row * k_len;
   float dot = 0.f;
+  if (a.dropped) {  // dropout's backward folded in (kernels/train.h)
+    const float* d = a.dropped + row * k_len;
+    for (int64_t k = lane; k < k_len; k += 32) dot += g[k] * d[k];
+    dot = warp_sum(dot);
+    for (int64_t k = lane; k < k_len; k += 32) g[k] = a.scale * (d[k] * g[k] - p[k] * dot);
+    return;
+  }
   for (int64_t k = lane; k < k_len; k += 32) dot += g[k] * p[k];
   dot = warp_sum(dot);
   for (int64_t k = lane; k < k_len; k += 32) g[k] = a.scale * p[k] * (g[k] - dot);

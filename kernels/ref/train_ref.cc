@@ -133,10 +133,11 @@ void softmax_backward_f32_ref(const SoftmaxBackwardArgs& a) {
   const int64_t rows = a.batch * a.heads * a.q_len;
   for (int64_t r = 0; r < rows; ++r) {
     const float* p = a.probs + r * k_len;
+    const float* d = a.dropped ? a.dropped + r * k_len : p;
     float* g = a.grad + r * k_len;
     double dot = 0.0;
-    for (int64_t k = 0; k < k_len; ++k) dot += static_cast<double>(g[k]) * p[k];
-    for (int64_t k = 0; k < k_len; ++k) g[k] = static_cast<float>(a.scale * p[k] * (g[k] - dot));
+    for (int64_t k = 0; k < k_len; ++k) dot += static_cast<double>(g[k]) * d[k];
+    for (int64_t k = 0; k < k_len; ++k) g[k] = static_cast<float>(a.scale * (static_cast<double>(d[k]) * g[k] - p[k] * dot));
   }
 }
 
