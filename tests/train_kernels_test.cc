@@ -365,7 +365,9 @@ TEST(SoftmaxBackward, DroppedProbabilitiesFoldTheDropoutBackwardIn) {
     expect_close(got, want, 1e-5, fast ? "cpu" : "ref");
     expect_nonzero(got, fast ? "cpu" : "ref");
     for (int64_t i = 0; i < n; ++i) {
-      if (probs[i] == 0.f) EXPECT_EQ(got[i], 0.f) << "masked key at " << i;
+      if (probs[i] == 0.f) {
+        EXPECT_EQ(got[i], 0.f) << "masked key at " << i;
+      }
     }
   }
   SoftmaxBackwardArgs overlapping{probs.data(), const_cast<float*>(dd.data()), batch, heads, q_len, k_len, scale, dd.data()};
