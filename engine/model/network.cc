@@ -51,10 +51,10 @@ Ops::Timed::~Timed() {
 }
 
 // The linear backward's GEMMs reorder their b operand (W for dx, x for dW) into oneDNN's blocked layout
-// (and, computing in bf16, the forward its weights) from this many rows (tokens) up, for layers of at least kReorderMinWeights weights (bert-base's and
-// larger; measured there): the copy is paid back from a few hundred rows (kernels/gemm.h). Small layers
-// (bert-tiny, bert-mini) keep the plain operands: the reorder would add a parallel region per GEMM for
-// little gain.
+// (and, computing in bf16, the forward its weights) from this many rows (tokens) up, for layers of at
+// least kReorderMinWeights weights (bert-base's and larger; measured there): the copy is paid back from a
+// few hundred rows (kernels/gemm.h). Small layers (bert-tiny, bert-mini) keep the plain operands: the
+// reorder would add a parallel region per GEMM for little gain.
 constexpr int64_t kReorderMinRows = 256;
 constexpr int64_t kReorderMinWeights = int64_t{1} << 19;
 
@@ -73,7 +73,6 @@ void Ops::batched_matmul(const char* op, const kernels::BatchedMatmulArgs& a) {
   Timed timed(*this, op);
   check(be_.batched_matmul(a).with_context(op));
 }
-
 
 void Ops::linear_backward(const char* op, const Linear& lin, const Linear& grad, const float* x, const float* dy,
                           float* dx, int64_t M, bool accumulate_dx, int64_t ldx) {
