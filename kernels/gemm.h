@@ -131,6 +131,10 @@ struct BatchedMatmulArgs {
   // shapes at 1024 rows, blocked 177-209). Only for a single product (batch0 == batch1 == 1); ignored
   // otherwise.
   bool reorder_b = false;
+  // The caller's promise that a is the previous call's a (the same pointer and span) and unchanged since:
+  // bf16 compute then reuses that call's conversion (the linear backward's dW reads the dy its dx just
+  // read). Checked against the pointer and span the planner converted last; ignored in fp32.
+  bool a_as_before = false;
 };
 
 // The activation on y [M, N] (row stride ldy) exactly as a linear layer's epilogue applies it where

@@ -230,6 +230,7 @@ TEST(LowpGemm, Bf16ReorderedWeightsMatchReference) {
       const int64_t as[4] = {0, 0, dw ? 1 : s.N, dw ? s.N : 1}, bs[4] = {0, 0, s.K, 1}, cs[4] = {0, 0, s.K, 1};
       std::memcpy(m.a_strides, as, sizeof as), std::memcpy(m.b_strides, bs, sizeof bs), std::memcpy(m.c_strides, cs, sizeof cs);
       m.accumulate = dw, m.reorder_b = true;
+      m.a_as_before = dw;  // dW reads the dy that dx just read: the planner reuses its conversion
       const auto start = test::random_floats(size_t(m.M * m.N), 55, -1.f, 1.f);
       std::vector<float> got = dw ? start : std::vector<float>(start.size(), 0.f), ref = got;
       m.c = got.data();
@@ -239,6 +240,16 @@ TEST(LowpGemm, Bf16ReorderedWeightsMatchReference) {
       kernels::batched_matmul_f32_ref(r);
       expect_close(got.data(), 1, ref, int64_t(ref.size()), 1, 1e-4, 1e-3,
                    std::string(dw ? "bf16 reordered dW " : "bf16 reordered dx ") + shape + " [" + planner.last_impl() + "]");
+      if (dw) {  // the promise on another operand (another pointer) is not taken: it is converted
+        const auto dy2 = test::random_floats(dy.size(), 56, -1.f, 1.f);
+        std::vector<float> got2 = start, ref2 = start;
+        m.a = dy2.data(), m.c = got2.data();
+        ASSERT_TRUE(planner.batched_matmul(m));
+        const auto dy2r = round_to_bf16(dy2);
+        r.a = dy2r.data(), r.c = ref2.data();
+        kernels::batched_matmul_f32_ref(r);
+        expect_close(got2.data(), 1, ref2, int64_t(ref2.size()), 1, 1e-4, 1e-3, "bf16 dW on another dy " + shape);
+      }
     }
   }
 }

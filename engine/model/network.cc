@@ -100,6 +100,7 @@ void Ops::linear_backward(const char* op, const Linear& lin, const Linear& grad,
     b.a = dy, b.b = x, b.c = const_cast<float*>(grad.w), b.batch0 = 1, b.batch1 = G, b.M = Ng, b.N = Kg, b.K = M;
     b.accumulate = true;
     b.reorder_b = reorder;
+    b.a_as_before = dx != nullptr;  // dy, as the dx product just read it
     const int64_t as[4] = {0, Ng, 1, N}, bs[4] = {0, Kg, ldx, 1}, cs[4] = {0, Ng * Kg, Kg, 1};
     std::memcpy(b.a_strides, as, sizeof as), std::memcpy(b.b_strides, bs, sizeof bs), std::memcpy(b.c_strides, cs, sizeof cs);
     check(be_.batched_matmul(b).with_context("linear backward (dW)"));

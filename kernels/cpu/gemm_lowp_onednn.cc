@@ -335,6 +335,7 @@ bool LowpGemm::linear_bf16(const LinearArgs& a) {
   Plan& p = it->second;
   last_impl_ = p.impl.c_str();
   const uint16_t* x = to_bf16(a.x, (a.M - 1) * ldx + a.K, bf16_a_);
+  bf16_a_source_ = a.x, bf16_a_span_ = (a.M - 1) * ldx + a.K;
   const uint16_t* w = to_bf16(a.w, a.N * Kg, bf16_b_);
   for (int64_t g = 0; g < G; ++g) {  // group g: input columns g*Kg.., weight rows and outputs g*Ng..
     p.src.set_data_handle(const_cast<uint16_t*>(x + g * Kg));
@@ -390,7 +391,12 @@ bool LowpGemm::batched_matmul_bf16(const BatchedMatmulArgs& a) {
   }
   Plan& p = it->second;
   last_impl_ = p.impl.c_str();
-  p.src.set_data_handle(const_cast<uint16_t*>(to_bf16(a.a, span_of(a_dims, a.a_strides, 4), bf16_a_)));
+  const int64_t a_span = span_of(a_dims, a.a_strides, 4);
+  if (!(a.a_as_before && a.a == bf16_a_source_ && a_span == bf16_a_span_)) {  // else: converted by the last call
+    to_bf16(a.a, a_span, bf16_a_);
+    bf16_a_source_ = a.a, bf16_a_span_ = a_span;
+  }
+  p.src.set_data_handle(bf16_a_.data());
   set_b(p, stream_, to_bf16(a.b, span_of(b_dims, a.b_strides, 4), bf16_b_));
   p.dst.set_data_handle(a.c);
   p.prim.execute(stream_, p.args);

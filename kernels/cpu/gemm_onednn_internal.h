@@ -102,6 +102,8 @@ class LowpGemm {
   std::map<Key, Plan> plans_;
   std::map<std::array<int64_t, 19>, Plan> bf16_plans_;  // bf16 compute: linear and batched shapes
   std::vector<uint16_t> bf16_a_, bf16_b_;              // bf16 compute: the converted operands
+  const float* bf16_a_source_ = nullptr;               // what bf16_a_ holds: the span converted last
+  int64_t bf16_a_span_ = 0;
   std::vector<uint16_t> bf16_;  // converted activations [M, K]
   std::vector<int8_t> s8_;      // quantised activations [M, K]
   std::vector<float> col_scales_;
