@@ -10,11 +10,13 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <iostream>
 #include <limits>
 #include <string>
 #include <vector>
 
 #include "engine/train/optimizer.h"
+#include "kernels/cpu/optimizer_isa.h"
 #include "kernels/optimizer.h"
 #include "tests/test_util.h"
 
@@ -521,6 +523,52 @@ TEST(OptimizerKernels, CpuMatchesRefAtAwkwardSizesAndThreadCounts) {
   EXPECT_EQ(kernels::sum_squares_f32(three_four.data(), 2), 25.0);
   std::vector<float> big(3, 3e38f);  // finite values whose squares overflow float but not double
   EXPECT_TRUE(std::isfinite(kernels::sum_squares_f32(big.data(), 3)));
+}
+
+// Every ISA's compiled copy of the optimizer kernels (kernels/cpu/optimizer_portable.h) gives the
+// baseline copy's bits, at awkward sizes; copies this CPU cannot run are skipped with a message.
+TEST(OptimizerKernels, EveryIsaCopyGivesTheBaselineBits) {
+  const kernels::OptimizerKernels& base = kernels::optimizer_kernels(kernels::CpuIsa::kScalar);
+  for (kernels::CpuIsa isa : {kernels::CpuIsa::kAvx2, kernels::CpuIsa::kAvx512}) {
+    if (static_cast<int>(isa) > static_cast<int>(kernels::cpu_isa_supported())) {
+      std::cout << "[ skipped  ] the " << kernels::cpu_isa_name(isa) << " optimizer copy: this CPU lacks it\n";
+      continue;
+    }
+    const kernels::OptimizerKernels& k = kernels::optimizer_kernels(isa);
+    for (int64_t n : {int64_t{1}, int64_t{17}, int64_t{8193}, int64_t{100003}}) {
+      SCOPED_TRACE(std::string(kernels::cpu_isa_name(isa)) + " n = " + std::to_string(n));
+      const size_t sz = static_cast<size_t>(n);
+      const std::vector<float> p0 = random_floats(sz, 71, -1.f, 1.f), g0 = random_floats(sz, 72, -2.f, 2.f);
+      const std::vector<float> m0 = random_floats(sz, 73, -0.5f, 0.5f), v0 = random_floats(sz, 74, 0.f, 0.5f);
+      auto adamw = [&](const kernels::OptimizerKernels& t) {
+        std::vector<float> p = p0, g = g0, m = m0, v = v0;
+        kernels::AdamWStepArgs a;
+        a.param = p.data(), a.grad = g.data(), a.m = m.data(), a.v = v.data(), a.n = n, a.step = 4, a.lr = 0.01f;
+        a.weight_decay = 0.05f, a.grad_scale = 0.7f, a.zero_grad = true;
+        t.adamw_step(a);
+        return concat({&p, &m, &v, &g});
+      };
+      auto lamb = [&](const kernels::OptimizerKernels& t) {
+        std::vector<float> p = p0, m = m0, v = v0, u(sz);
+        kernels::LambUpdateArgs a;
+        a.param = p.data(), a.grad = g0.data(), a.m = m.data(), a.v = v.data(), a.update = u.data(), a.n = n;
+        a.step = 2, a.weight_decay = 0.01f;
+        t.lamb_update(a);
+        t.lamb_apply(p.data(), u.data(), n, 0.3f);
+        t.scale(p.data(), n, 0.9f);
+        return concat({&p, &m, &v, &u});
+      };
+      const std::vector<float> want = adamw(base), got = adamw(k);
+      EXPECT_TRUE(same_bits(got, want)) << "adamw";
+      EXPECT_GT(test::max_abs_diff(want.data(), p0.data(), sz), 1e-6);
+      EXPECT_TRUE(same_bits(lamb(k), lamb(base))) << "lamb";
+      EXPECT_EQ(k.sum_squares(g0.data(), n), base.sum_squares(g0.data(), n));
+      std::vector<float> bad = g0;
+      EXPECT_TRUE(k.all_finite(bad.data(), n));
+      bad[sz / 2] = std::numeric_limits<float>::infinity();
+      EXPECT_FALSE(k.all_finite(bad.data(), n));
+    }
+  }
 }
 
 // The same calls give the same parameters whatever the thread count (both kinds, clipping active).
