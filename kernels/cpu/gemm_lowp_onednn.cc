@@ -3,7 +3,7 @@
 // converted to bf16, or quantised to int8 with one scale (max |x| / 127, measured or calibrated), into a
 // scratch buffer, and one matmul writes fp32: bf16 with the bias, int8 with the bias in the accumulator's
 // units (bias[n] / (x_scale * w_scale[n])) and the dequantisation (that product, a per-column binary
-// multiply) as a post-op; ReLU / tanh fused, GELU after (onednn::apply_activation). Per-row (per-token)
+// multiply) as a post-op; ReLU / tanh fused, GELU after (linear_activation). Per-row (per-token)
 // scales would send oneDNN 2.6 to its reference kernel, and its runtime output scales to a non-brgemm
 // one, so one scale per call it is (what ONNX Runtime's dynamic quantisation does too).
 #include <oneapi/dnnl/dnnl.hpp>
@@ -247,7 +247,7 @@ bool LowpGemm::linear(const LinearArgs& a) {
   if (bias) p.bias.set_data_handle(const_cast<float*>(bias));
   p.prim.execute(stream_, p.args);
   stream_.wait();
-  if (!p.act_fused) onednn::apply_activation(a.y, M, N, ldy, a.act);
+  if (!p.act_fused) linear_activation(a.y, M, N, ldy, a.act);
   return true;
 }
 
@@ -268,26 +268,6 @@ const uint16_t* to_bf16(const float* src, int64_t n, std::vector<uint16_t>& buf)
   if (buf.size() < size_t(n)) buf.resize(size_t(n));
   cpu_kernels().convert_f32_to_bf16(src, buf.data(), n);
   return buf.data();
-}
-
-// b's plain bf16 layout reordered, each call, into the layout the matmul asks for, where that is a generated
-// kernel's own: the plan then holds the reorder and the blocked buffer (Plan::b_reorder, b_buffer).
-void plan_b_reorder(Plan& p, const dnnl::matmul::primitive_desc& pd, const memory::desc& plain) {
-  p.b_user = memory(plain, cpu_engine(), nullptr);
-  p.b_buffer.reset(new float[(pd.weights_desc().get_size() + sizeof(float) - 1) / sizeof(float)]);
-  p.weights = memory(pd.weights_desc(), cpu_engine(), p.b_buffer.get());
-  p.b_reorder = dnnl::reorder(p.b_user, p.weights);
-  p.args[DNNL_ARG_WEIGHTS] = p.weights;
-}
-
-// Points the plan's b at `b` (plain bf16): directly, or through its reorder.
-void set_b(Plan& p, dnnl::stream& stream, const uint16_t* b) {
-  if (p.b_buffer) {
-    p.b_user.set_data_handle(const_cast<uint16_t*>(b));
-    p.b_reorder.execute(stream, p.b_user, p.weights);
-  } else {
-    p.weights.set_data_handle(const_cast<uint16_t*>(b));
-  }
 }
 
 }  // namespace
@@ -325,7 +305,7 @@ bool LowpGemm::linear_bf16(const LinearArgs& a) {
         if ((blocked = is_jit(any.impl_info_str()) && any.weights_desc() != wei)) pd = any;
       }
       Plan p = onednn::make_plan<dnnl::matmul>(pd, a.bias != nullptr);
-      if (blocked) plan_b_reorder(p, pd, wei);
+      if (blocked) onednn::plan_b_reorder(p, pd, wei);
       p.act_fused = act_fused;
       it = bf16_plans_.emplace(key, std::move(p)).first;
     } catch (const dnnl::error&) {
@@ -339,13 +319,13 @@ bool LowpGemm::linear_bf16(const LinearArgs& a) {
   const uint16_t* w = to_bf16(a.w, a.N * Kg, bf16_b_);
   for (int64_t g = 0; g < G; ++g) {  // group g: input columns g*Kg.., weight rows and outputs g*Ng..
     p.src.set_data_handle(const_cast<uint16_t*>(x + g * Kg));
-    set_b(p, stream_, w + g * Ng * Kg);
+    onednn::set_b(p, stream_, w + g * Ng * Kg);
     p.dst.set_data_handle(a.y + g * Ng);
     if (a.bias) p.bias.set_data_handle(const_cast<float*>(a.bias + g * Ng));
     p.prim.execute(stream_, p.args);
     stream_.wait();
   }
-  if (!p.act_fused) onednn::apply_activation(a.y, a.M, a.N, ldy, a.act);
+  if (!p.act_fused) linear_activation(a.y, a.M, a.N, ldy, a.act);
   return true;
 }
 
@@ -360,30 +340,7 @@ bool LowpGemm::batched_matmul_bf16(const BatchedMatmulArgs& a) {
   auto it = bf16_plans_.find(key);
   if (it == bf16_plans_.end()) {
     try {
-      const auto bf16 = memory::data_type::bf16, f32 = memory::data_type::f32;
-      const int skip = a.batch0 == 1 ? (a.batch1 == 1 ? 2 : 1) : 0;  // as the fp32 path: drop unit batches
-      auto dims = [&](int64_t rows, int64_t cols) {
-        Dims d{a.batch0, a.batch1, rows, cols};
-        return Dims(d.begin() + skip, d.end());
-      };
-      auto strides = [&](const int64_t* st) { return Dims(st + skip, st + 4); };
-      memory::desc src(dims(a.M, a.K), bf16, strides(a.a_strides)), wei(dims(a.K, a.N), bf16, strides(a.b_strides));
-      memory::desc dst(dims(a.M, a.N), f32, strides(a.c_strides));
-      dnnl::primitive_attr attr;
-      if (a.accumulate) {
-        dnnl::post_ops po;
-        po.append_sum(1.f);
-        attr.set_post_ops(po);
-      }
-      dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wei, dst), attr, cpu_engine());
-      bool blocked = false;
-      if (reorder) {
-        dnnl::matmul::primitive_desc any(
-            dnnl::matmul::desc(src, memory::desc(dims(a.K, a.N), bf16, memory::format_tag::any), dst), attr, cpu_engine());
-        if ((blocked = is_jit(any.impl_info_str()) && any.weights_desc() != wei)) pd = any;
-      }
-      Plan p = onednn::make_plan<dnnl::matmul>(pd, false);
-      if (blocked) plan_b_reorder(p, pd, wei);
+      Plan p = onednn::batched_matmul_plan(a, memory::data_type::bf16, reorder);
       it = bf16_plans_.emplace(key, std::move(p)).first;
     } catch (const dnnl::error&) {
       return false;
@@ -397,7 +354,7 @@ bool LowpGemm::batched_matmul_bf16(const BatchedMatmulArgs& a) {
     bf16_a_source_ = a.a, bf16_a_span_ = a_span;
   }
   p.src.set_data_handle(bf16_a_.data());
-  set_b(p, stream_, to_bf16(a.b, span_of(b_dims, a.b_strides, 4), bf16_b_));
+  onednn::set_b(p, stream_, to_bf16(a.b, span_of(b_dims, a.b_strides, 4), bf16_b_));
   p.dst.set_data_handle(a.c);
   p.prim.execute(stream_, p.args);
   stream_.wait();

@@ -41,11 +41,58 @@ bool to_dnnl_algorithm(Activation act, dnnl::algorithm* alg) {
     case Activation::kGeluTanh: *alg = dnnl::algorithm::eltwise_gelu_tanh; return true;
     case Activation::kRelu: *alg = dnnl::algorithm::eltwise_relu; return true;
     case Activation::kTanh: *alg = dnnl::algorithm::eltwise_tanh; return true;
-    default: return false;  // identity, GELU (erf), or one oneDNN lacks: apply_activation
+    default: return false;  // identity, GELU (erf), or one oneDNN lacks: linear_activation
   }
 }
 
-void apply_activation(float* y, int64_t M, int64_t N, int64_t ldy, Activation act) {
+void plan_b_reorder(Plan& p, const dnnl::matmul::primitive_desc& pd, const memory::desc& plain) {
+  p.b_user = memory(plain, cpu_engine(), nullptr);
+  p.b_buffer.reset(new float[(pd.weights_desc().get_size() + sizeof(float) - 1) / sizeof(float)]);
+  p.weights = memory(pd.weights_desc(), cpu_engine(), p.b_buffer.get());
+  p.b_reorder = dnnl::reorder(p.b_user, p.weights);
+  p.args[DNNL_ARG_WEIGHTS] = p.weights;
+}
+
+void set_b(Plan& p, dnnl::stream& stream, const void* b) {
+  if (p.b_buffer) {
+    p.b_user.set_data_handle(const_cast<void*>(b));
+    p.b_reorder.execute(stream, p.b_user, p.weights);
+  } else {
+    p.weights.set_data_handle(const_cast<void*>(b));
+  }
+}
+
+Plan batched_matmul_plan(const BatchedMatmulArgs& a, memory::data_type operands, bool reorder_b) {
+  const int skip = a.batch0 == 1 ? (a.batch1 == 1 ? 2 : 1) : 0;
+  auto dims = [&](int64_t rows, int64_t cols) {
+    Dims d{a.batch0, a.batch1, rows, cols};
+    return Dims(d.begin() + skip, d.end());
+  };
+  auto strides = [&](const int64_t* s) { return Dims(s + skip, s + 4); };
+  const memory::desc src(dims(a.M, a.K), operands, strides(a.a_strides));
+  const memory::desc wei(dims(a.K, a.N), operands, strides(a.b_strides));
+  const memory::desc dst(dims(a.M, a.N), memory::data_type::f32, strides(a.c_strides));
+  dnnl::primitive_attr attr;
+  if (a.accumulate) {  // dst = dst + src * wei
+    dnnl::post_ops po;
+    po.append_sum(1.f);
+    attr.set_post_ops(po);
+  }
+  dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wei, dst), attr, cpu_engine());
+  bool blocked = false;
+  if (reorder_b) {  // weights in the layout the matmul picks, when it is a generated kernel's own
+    const memory::desc any(dims(a.K, a.N), operands, memory::format_tag::any);
+    dnnl::matmul::primitive_desc packed(dnnl::matmul::desc(src, any, dst), attr, cpu_engine());
+    if ((blocked = is_jit(packed.impl_info_str()) && packed.weights_desc() != wei)) pd = packed;
+  }
+  Plan p = make_plan<dnnl::matmul>(pd, false);
+  if (blocked) plan_b_reorder(p, pd, wei);
+  return p;
+}
+
+}  // namespace onednn
+
+void linear_activation(float* y, int64_t M, int64_t N, int64_t ldy, Activation act) {
   if (act == Activation::kIdentity || M <= 0 || N <= 0) return;
   const CpuKernels& k = cpu_kernels();
   void (*gelu)(float*, int64_t) = k.isa == CpuIsa::kAvx512 ? gelu_erf_fast_f32_avx512
@@ -56,12 +103,6 @@ void apply_activation(float* y, int64_t M, int64_t N, int64_t ldy, Activation ac
     if (act == Activation::kGeluErf) gelu(y + m * ldy, N);
     else k.activation(ActivationArgs{y + m * ldy, N, act});
   }
-}
-
-}  // namespace onednn
-
-void linear_activation(float* y, int64_t M, int64_t N, int64_t ldy, Activation act) {
-  onednn::apply_activation(y, M, N, ldy, act);
 }
 
 namespace {
@@ -320,7 +361,7 @@ bool GemmPlanner::linear(const LinearArgs& a) {
       impl_->stream.wait();  // the memories are repointed for the next group
     }
   }
-  if (!fused_act) onednn::apply_activation(a.y, a.M, a.N, ldy, a.act);
+  if (!fused_act) linear_activation(a.y, a.M, a.N, ldy, a.act);
   return true;
 }
 
@@ -341,46 +382,7 @@ bool GemmPlanner::batched_matmul(const BatchedMatmulArgs& a) {
   auto it = impl_->batched_plans.find(key);
   if (it == impl_->batched_plans.end()) {
     try {
-      const auto f32 = memory::data_type::f32;
-      // Leading batch dimensions of size 1 are dropped: oneDNN 2.6 has jit kernels for 2-D and
-      // 3-D strided matmuls but falls back to its reference one for 4-D with unit batches.
-      const int skip = a.batch0 == 1 ? (a.batch1 == 1 ? 2 : 1) : 0;
-      auto dims = [&](int64_t rows, int64_t cols) {
-        Dims d{a.batch0, a.batch1, rows, cols};
-        return Dims(d.begin() + skip, d.end());
-      };
-      auto strides = [&](const int64_t* s) { return Dims(s + skip, s + 4); };
-      memory::desc src(dims(a.M, a.K), f32, strides(a.a_strides));
-      memory::desc wei(dims(a.K, a.N), f32, strides(a.b_strides));
-      memory::desc dst(dims(a.M, a.N), f32, strides(a.c_strides));
-      dnnl::primitive_attr attr;
-      if (a.accumulate) {  // dst = dst + src * wei
-        dnnl::post_ops po;
-        po.append_sum(1.f);
-        attr.set_post_ops(po);
-      }
-      Plan p;
-      dnnl::matmul::primitive_desc pd;
-      if (reorder_b) {  // weights in the layout the matmul picks, when it is a generated kernel's own
-        const memory::desc any(dims(a.K, a.N), f32, memory::format_tag::any);
-        dnnl::matmul::primitive_desc packed(dnnl::matmul::desc(src, any, dst), attr, impl_->engine);
-        if (is_jit(packed.impl_info_str()) && packed.weights_desc() != wei) {
-          pd = packed;
-          p.b_user = memory(wei, impl_->engine, nullptr);
-          p.b_buffer.reset(new float[(pd.weights_desc().get_size() + sizeof(float) - 1) / sizeof(float)]);
-          p.weights = memory(pd.weights_desc(), impl_->engine, p.b_buffer.get());
-          p.b_reorder = dnnl::reorder(p.b_user, p.weights);
-        }
-      }
-      if (!p.b_buffer) {
-        pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wei, dst), attr, impl_->engine);
-        p.weights = memory(wei, impl_->engine, nullptr);
-      }
-      p.prim = dnnl::matmul(pd);
-      p.impl = pd.impl_info_str();
-      p.src = memory(src, impl_->engine, nullptr);
-      p.dst = memory(dst, impl_->engine, nullptr);
-      p.args = {{DNNL_ARG_SRC, p.src}, {DNNL_ARG_WEIGHTS, p.weights}, {DNNL_ARG_DST, p.dst}};
+      Plan p = onednn::batched_matmul_plan(a, memory::data_type::f32, reorder_b);
       it = impl_->batched_plans.emplace(key, std::move(p)).first;
     } catch (const dnnl::error&) {
       return false;
@@ -391,12 +393,7 @@ bool GemmPlanner::batched_matmul(const BatchedMatmulArgs& a) {
   impl_->last_packed = false;
   ++impl_->calls;
   p.src.set_data_handle(const_cast<float*>(a.a));
-  if (p.b_buffer) {
-    p.b_user.set_data_handle(const_cast<float*>(a.b));
-    p.b_reorder.execute(impl_->stream, p.b_user, p.weights);
-  } else {
-    p.weights.set_data_handle(const_cast<float*>(a.b));
-  }
+  onednn::set_b(p, impl_->stream, a.b);
   p.dst.set_data_handle(a.c);
   p.prim.execute(impl_->stream, p.args);
   impl_->stream.wait();

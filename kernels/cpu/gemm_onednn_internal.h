@@ -39,13 +39,9 @@ dnnl::engine& cpu_engine();
 // Generated code (jit, or the brgemm-based kernels oneDNN names "brg..."), not the reference loops.
 bool is_jit(const std::string& impl);
 // The oneDNN eltwise algorithm of an activation fused as a post-op; false for identity, for one oneDNN
-// lacks, and for GELU (erf), which apply_activation runs faster than oneDNN 2.6's post-op (measured:
-// the post-op costs ~0.6 ms per bert-base FFN at 128 tokens, apply_activation ~0.15).
+// lacks, and for GELU (erf), which linear_activation (kernels/gemm.h) runs faster than oneDNN 2.6's
+// post-op (measured: the post-op costs ~0.6 ms per bert-base FFN at 128 tokens, linear_activation ~0.15).
 bool to_dnnl_algorithm(Activation act, dnnl::algorithm* alg);
-// The activation after a primitive that did not fuse it, on y [M, N] (row stride ldy): GELU (erf)
-// through the fast epilogue form (kernels/activation.h), the others through the CPU kernel table;
-// OpenMP over rows.
-void apply_activation(float* y, int64_t M, int64_t N, int64_t ldy, Activation act);
 
 // One planned primitive with its argument memories: only the data handles change between runs.
 struct Plan {
@@ -54,7 +50,8 @@ struct Plan {
   dnnl::memory src, weights, bias, dst;
   std::unordered_map<int, dnnl::memory> args;
   std::string impl;
-  // BatchedMatmulArgs::reorder_b: b as the caller lays it out, reordered into `weights` (planner-owned).
+  // BatchedMatmulArgs::reorder_b / LinearArgs::reorder_w: b as the caller lays it out, reordered into `weights`
+  // (planner-owned; plan_b_reorder).
   dnnl::reorder b_reorder;
   dnnl::memory b_user;
   std::unique_ptr<float[]> b_buffer;
@@ -79,6 +76,18 @@ Plan make_plan(const Pd& pd, bool bias) {
   }
   return p;
 }
+
+// Plan::b_reorder: the plan's weights become a buffer in pd's (blocked) layout, filled each call by a
+// reorder from b as the caller lays it out (`plain`).
+void plan_b_reorder(Plan& p, const dnnl::matmul::primitive_desc& pd, const dnnl::memory::desc& plain);
+// Points the plan's weights at b (as the caller lays it out): directly, or through its reorder.
+void set_b(Plan& p, dnnl::stream& stream, const void* b);
+// The matmul of one BatchedMatmulArgs shape: a and b in `operands` (f32 or bf16, with the args' strides),
+// c fp32 (summed into when a.accumulate). Leading batch dimensions of size 1 are dropped: oneDNN 2.6 has
+// jit kernels for 2-D and 3-D strided matmuls but falls back to its reference one for 4-D with unit
+// batches. With reorder_b, b is reordered each call into the layout the matmul asks for, where that is a
+// generated kernel's own. Throws dnnl::error when oneDNN cannot plan it.
+Plan batched_matmul_plan(const BatchedMatmulArgs& a, dnnl::memory::data_type operands, bool reorder_b);
 
 // Linear layers on bf16 or int8 packed weights: the activations are converted (bf16) or quantised
 // (int8: one dynamic or calibrated scale per call) into a scratch buffer, then one oneDNN matmul with the
