@@ -40,9 +40,10 @@ inline constexpr float kGeluFastErfP[6] = {1.9760361680417629e-6f, 2.87438384924
                                            5.3407945967177297e-2f, 1.9582120250533436e-1f, 1.1283789967907832f};
 inline constexpr float kGeluFastErfQ[6] = {3.7461517319063915e-5f, 1.2113422568391145e-3f, 1.5406113438664705e-2f,
                                            1.1629678756495171e-1f, 5.068733693001826e-1f, 1.f};
-void gelu_erf_fast_f32_ref(float* x, int64_t n);
-void gelu_erf_fast_f32_avx2(float* x, int64_t n);
-void gelu_erf_fast_f32_avx512(float* x, int64_t n);
+// y = gelu(x) over n elements (x == y: in place; else disjoint).
+void gelu_erf_fast_f32_ref(const float* x, float* y, int64_t n);
+void gelu_erf_fast_f32_avx2(const float* x, float* y, int64_t n);
+void gelu_erf_fast_f32_avx512(const float* x, float* y, int64_t n);
 
 // "identity", "gelu", "gelu_new", "quick_gelu", "relu", "tanh".
 const char* activation_name(Activation kind);

@@ -305,7 +305,8 @@ Status check(const DropoutArgs& a) {
   BERT_TRY(sizes(op, {{"n", a.n}}, kF, &bytes));
   if (!(a.p >= 0.f && a.p < 1.f)) return bad(op, "p is " + std::to_string(a.p) + " (must be in [0, 1))");
   if (bytes == 0) return Status::Ok();
-  return need(op, a.x, "x");
+  BERT_TRY(need(op, a.x, "x"));
+  return a.src ? same_or_disjoint(op, a.x, "x", a.src, "src", bytes) : Status::Ok();
 }
 
 #undef BERT_TRY

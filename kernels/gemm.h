@@ -142,6 +142,9 @@ struct BatchedMatmulArgs {
 // the CPU activation kernel. Training's forward runs it on the saved pre-activations, so that it
 // computes what the fused inference layer does.
 void linear_activation(float* y, int64_t M, int64_t N, int64_t ldy, Activation act);
+// The same from x [M, N] (row stride ldx) into y (x == y: in place): each row copied, then activated
+// while it is in cache (training keeps the pre-activations x and the activations y).
+void linear_activation(const float* x, int64_t ldx, float* y, int64_t M, int64_t N, int64_t ldy, Activation act);
 
 // Plain references (double accumulation), the spec for the two calls below.
 void linear_f32_ref(const LinearArgs& args);

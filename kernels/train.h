@@ -166,13 +166,14 @@ LossSum mse_f32_ref(const MseArgs& a);
 // hash of (seed, offset + i) compared with p: no mask is stored, the backward applies the same call
 // (same seed and offset) to the gradient. p = 0 leaves x unchanged; p must be in [0, 1).
 struct DropoutArgs {
-  float* x = nullptr;
+  float* x = nullptr;  // x = drop(src), or drop(x) in place
   int64_t n = 0;
   float p = 0.f;
   uint64_t seed = 0;
   uint64_t offset = 0;
+  const float* src = nullptr;  // [n], the input when it is not x (nullptr: in place); p = 0 copies it
 };
-// x non-null when n > 0; n >= 0; 0 <= p < 1.
+// x non-null when n > 0; n >= 0; 0 <= p < 1; src null, x itself, or disjoint from x.
 Status check(const DropoutArgs& a);
 void dropout_f32_ref(const DropoutArgs& a);
 void dropout_f32(const DropoutArgs& a);

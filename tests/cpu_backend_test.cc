@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -53,8 +54,8 @@ TEST(CpuBackend, LinearActivationIsTheEpiloguesActivation) {
     const size_t n = static_cast<size_t>(rows * cols);
     const std::vector<float> x = test::random_floats(n, 7, -6.f, 6.f);
     std::vector<float> got = x, want = x;
-    ASSERT_TRUE(be->linear_activation(got.data(), rows, cols, kernels::Activation::kGeluErf).ok());
-    kernels::gelu_erf_fast_f32_ref(want.data(), static_cast<int64_t>(n));
+    ASSERT_TRUE(be->linear_activation(got.data(), got.data(), rows, cols, kernels::Activation::kGeluErf).ok());
+    kernels::gelu_erf_fast_f32_ref(want.data(), want.data(), static_cast<int64_t>(n));
     for (size_t i = 0; i < n; ++i) EXPECT_NEAR(got[i], want[i], 4e-7f * std::max(1.f, std::fabs(want[i]))) << i;
     EXPECT_GT(test::max_abs_diff(got.data(), x.data(), n), 0.1);
     // And within the fast form's bound of the accurate GELU.
@@ -62,11 +63,20 @@ TEST(CpuBackend, LinearActivationIsTheEpiloguesActivation) {
     kernels::activation_f32_ref({accurate.data(), static_cast<int64_t>(n), kernels::Activation::kGeluErf});
     for (size_t i = 0; i < n; ++i) EXPECT_NEAR(got[i], accurate[i], 6e-7f * std::max(1.f, std::fabs(x[i]))) << i;
     got = x, want = x;
-    ASSERT_TRUE(be->linear_activation(got.data(), rows, cols, kernels::Activation::kTanh).ok());
+    ASSERT_TRUE(be->linear_activation(got.data(), got.data(), rows, cols, kernels::Activation::kTanh).ok());
     kernels::activation_f32_ref({want.data(), static_cast<int64_t>(n), kernels::Activation::kTanh});
     for (size_t i = 0; i < n; ++i) EXPECT_NEAR(got[i], want[i], 2e-6f) << i;
+    // Out of place: x kept, y = the in-place result's bits.
+    for (auto act : {kernels::Activation::kGeluErf, kernels::Activation::kTanh}) {
+      std::vector<float> in_place = x, out(n, -3.f);
+      ASSERT_TRUE(be->linear_activation(in_place.data(), in_place.data(), rows, cols, act).ok());
+      ASSERT_TRUE(be->linear_activation(x.data(), out.data(), rows, cols, act).ok());
+      EXPECT_EQ(std::memcmp(out.data(), in_place.data(), sizeof(float) * n), 0) << rows << "x" << cols;
+    }
   }
-  EXPECT_FALSE(be->linear_activation(nullptr, 2, 3, kernels::Activation::kGeluErf).ok());
+  std::vector<float> buf(16, 1.f);
+  EXPECT_FALSE(be->linear_activation(buf.data(), buf.data() + 1, 3, 5, kernels::Activation::kTanh).ok());
+  EXPECT_FALSE(be->linear_activation(nullptr, nullptr, 2, 3, kernels::Activation::kGeluErf).ok());
 }
 
 }  // namespace

@@ -246,6 +246,9 @@ TEST(Check, TrainingOps) {
   EXPECT_TRUE(check(DropoutArgs{s.data(), 32, 0.1f}).ok());
   expect_bad(check(DropoutArgs{s.data(), 32, 1.f}), "p is 1");
   expect_bad(check(DropoutArgs{s.data(), 32, -0.5f}), "p is -0.5");
+  EXPECT_TRUE(check(DropoutArgs{s.data(), 32, 0.1f, 0, 0, dy.data()}).ok());
+  EXPECT_TRUE(check(DropoutArgs{s.data(), 32, 0.1f, 0, 0, s.data()}).ok());
+  expect_bad(check(DropoutArgs{s.data(), 32, 0.1f, 0, 0, s.data() + 1}), "x partially overlaps src");
 }
 
 }  // namespace

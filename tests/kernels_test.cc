@@ -616,11 +616,11 @@ TEST_P(KernelTest, ActivationAccuracy) {
 // The linear layers' fast GELU epilogue (kernels/activation.h): bitwise equal to its scalar reference in
 // every variant, within 3e-7 * max(1, |x|) of the exact GELU, and the documented special values.
 TEST_P(KernelTest, GeluErfFast) {
-  void (*fast)(float*, int64_t) = GetParam() == Variant::kAvx2     ? gelu_erf_fast_f32_avx2
-                                  : GetParam() == Variant::kAvx512 ? gelu_erf_fast_f32_avx512
-                                                                   : [](float* x, int64_t n) {
-                                                                       simd::gelu_erf_fast_span<Emu16>(x, n);
-                                                                     };
+  void (*fast)(const float*, float*, int64_t) = GetParam() == Variant::kAvx2     ? gelu_erf_fast_f32_avx2
+                                                : GetParam() == Variant::kAvx512 ? gelu_erf_fast_f32_avx512
+                                                                                 : [](const float* x, float* y, int64_t n) {
+                                                                                     simd::gelu_erf_fast_span<Emu16>(x, y, n);
+                                                                                   };
   double worst = 0.0, worst_x = 0.0;
   std::vector<int64_t> sizes(std::begin(kSizes), std::end(kSizes));
   sizes.push_back(40001);
@@ -629,9 +629,13 @@ TEST_P(KernelTest, GeluErfFast) {
     if (n == 40001)  // a dense sweep of [-12, 12]
       for (int64_t i = 0; i < n; ++i) x[size_t(i)] = -12.f + 24.f * float(i) / float(n - 1);
     x[0] = 0.25f + std::fabs(x[0]);
-    std::vector<float> got = x, want = x;
-    fast(got.data(), n);
-    gelu_erf_fast_f32_ref(want.data(), n);
+    std::vector<float> got = x, want = x, out(x.size(), -5.f), out_ref(x.size(), -5.f);
+    fast(got.data(), got.data(), n);
+    gelu_erf_fast_f32_ref(want.data(), want.data(), n);
+    fast(x.data(), out.data(), n);  // out of place: the same bits
+    gelu_erf_fast_f32_ref(x.data(), out_ref.data(), n);
+    ASSERT_EQ(std::memcmp(out.data(), want.data(), sizeof(float) * size_t(n)), 0) << "out of place, n=" << n;
+    ASSERT_EQ(std::memcmp(out_ref.data(), want.data(), sizeof(float) * size_t(n)), 0) << "reference out of place";
     for (int64_t i = 0; i < n; ++i) {
       ASSERT_EQ(std::memcmp(&got[size_t(i)], &want[size_t(i)], sizeof(float)), 0)
           << "x=" << x[size_t(i)] << " got " << got[size_t(i)] << " ref " << want[size_t(i)];
@@ -645,7 +649,7 @@ TEST_P(KernelTest, GeluErfFast) {
   EXPECT_LE(worst, 3e-7) << "at x=" << worst_x;
   const float inf = std::numeric_limits<float>::infinity();
   std::vector<float> edge = {-inf, inf, std::nanf(""), 0.f, -0.f, FLT_MAX, -FLT_MAX, 1e-40f, -7.f, 7.f};
-  fast(edge.data(), static_cast<int64_t>(edge.size()));
+  fast(edge.data(), edge.data(), static_cast<int64_t>(edge.size()));
   EXPECT_EQ(edge[0], 0.f);
   EXPECT_TRUE(std::signbit(edge[0])) << "gelu(-inf) is -0";
   EXPECT_EQ(edge[1], inf);

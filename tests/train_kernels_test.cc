@@ -1105,6 +1105,13 @@ TEST_P(TrainingVariant, MatchesItsReference) {
         both(DropoutArgs{got.data(), rows * n, 0.3f, 42, 7}, DropoutArgs{want.data(), rows * n, 0.3f, 42, 7});
         EXPECT_TRUE(same_bits(got, want)) << what;
         expect_nonzero(got, what);
+        // Out of place (x = drop(src), x holding something else): the in-place bits; with p = 0, a copy.
+        for (float p : {0.3f, 0.f}) {
+          std::vector<float> out(x.size(), -7.f), out_ref(x.size(), -7.f);
+          both(DropoutArgs{out.data(), rows * n, p, 42, 7, x.data()}, DropoutArgs{out_ref.data(), rows * n, p, 42, 7, x.data()});
+          EXPECT_TRUE(same_bits(out, p > 0 ? want : x)) << what << " out of place, p " << p;
+          EXPECT_TRUE(same_bits(out_ref, p > 0 ? want : x)) << what << " out of place (reference), p " << p;
+        }
         break;
       }
       default:

@@ -68,8 +68,7 @@ class SequenceClassification final : public Head {
     const int64_t H = c_.hidden_size;
     float* cin = n.at(cls_in_);
     if (c_.classifier_on_pooler) {
-      ops.copy(n.at(n.pooled), cin, B * H);
-      ops.dropout(cin, B * H, kClassifierInSite);
+      ops.dropout(cin, B * H, kClassifierInSite, n.at(n.pooled));
     } else {
       ops.check(ops.backend().copy_rows(n.last_hidden(), S * H, n.at(first_), H, B, H));
       ops.dropout(n.at(first_), B * H, kClassifierInSite);
@@ -134,10 +133,7 @@ class TokenClassification final : public Head {
   }
   void forward(Network::Impl& n, int64_t B, int64_t S) override {
     const int64_t T = B * S, H = c_.hidden_size;
-    if (n.ops->dropping()) {
-      n.ops->copy(n.last_hidden(), n.at(cls_in_), T * H);
-      n.ops->dropout(n.at(cls_in_), T * H, kClassifierInSite);
-    }
+    if (n.ops->dropping()) n.ops->dropout(n.at(cls_in_), T * H, kClassifierInSite, n.last_hidden());
     n.ops->linear("head", input(n), n.w->classifier, n.at(logits_), T);
   }
   void publish(Network::Impl& n, int64_t B, int64_t S) override {

@@ -73,10 +73,11 @@ class Ops {
   void layernorm_backward(const float* s, const LayerNormWeights& ln, const LayerNormWeights& grad, const float* dy,
                           float* ds, int64_t rows, int64_t cols);
   void activation(float* x, int64_t n, kernels::Activation a);
-  // y [rows, cols] as a linear layer's epilogue activates it (Backend::linear_activation).
-  void linear_activation(float* y, int64_t rows, int64_t cols, kernels::Activation a);
+  // y = act(x) on [rows, cols] as a linear layer's epilogue computes it (Backend::linear_activation).
+  void linear_activation(const float* x, float* y, int64_t rows, int64_t cols, kernels::Activation a);
   void activation_backward(const float* pre, float* grad, int64_t n, kernels::Activation a);
-  void dropout(float* x, int64_t n, uint64_t site);
+  // x = drop(x), or x = drop(src) when src is given (a copy when nothing drops), at a dropout site.
+  void dropout(float* x, int64_t n, uint64_t site, const float* src = nullptr);
   bool dropping() const { return p_ > 0; }
   uint64_t stream() const { return stream_; }
   void copy(const float* src, float* dst, int64_t n);

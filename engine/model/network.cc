@@ -131,10 +131,11 @@ void Ops::activation(float* x, int64_t n, Activation a) {
   check(be_.activation({x, n, a}));
 }
 
-void Ops::linear_activation(float* y, int64_t rows, int64_t cols, Activation a) {
-  if (!ok() || a == Activation::kIdentity) return;
+void Ops::linear_activation(const float* x, float* y, int64_t rows, int64_t cols, Activation a) {
+  if (!ok()) return;
+  if (a == Activation::kIdentity) return x == y ? void() : copy(x, y, rows * cols);
   Timed timed(*this, "activation");
-  check(be_.linear_activation(y, rows, cols, a));
+  check(be_.linear_activation(x, y, rows, cols, a));
 }
 
 void Ops::activation_backward(const float* pre, float* grad, int64_t n, Activation a) {
@@ -155,10 +156,11 @@ void Ops::add(const float* a, const float* b, float* out, int64_t n) {
   check(be_.add(a, b, out, n));
 }
 
-void Ops::dropout(float* x, int64_t n, uint64_t site) {
-  if (!ok() || p_ <= 0) return;
+void Ops::dropout(float* x, int64_t n, uint64_t site, const float* src) {
+  if (!ok() || (p_ <= 0 && !src)) return;
+  if (p_ <= 0) return copy(src, x, n);
   Timed timed(*this, "dropout");
-  check(be_.dropout({x, n, p_, stream_, site << 40}));
+  check(be_.dropout({x, n, p_, stream_, site << 40, src}));
 }
 
 // ---- creation -------------------------------------------------------------------------------------
@@ -401,8 +403,7 @@ void Network::Impl::layer_forward(int64_t l) {
     ops->add(t, x, at(sv.s1), T * H);
     ops->layernorm(at(sv.s1), nullptr, lw.attn_ln, at(sv.a), T, H);
     ops->linear("gemm.ffn_in", at(sv.a), lw.ffn_in, at(sv.f_pre), T);
-    ops->copy(at(sv.f_pre), at(sv.f_act), T * I);
-    ops->linear_activation(at(sv.f_act), T, I, act);  // as the fused inference layer computes it
+    ops->linear_activation(at(sv.f_pre), at(sv.f_act), T, I, act);  // as the fused inference layer computes it
     ops->linear("gemm.ffn_out", at(sv.f_act), lw.ffn_out, t, T);
     ops->dropout(t, T * H, layer_site(l, 2));
     ops->add(t, at(sv.a), at(sv.s2), T * H);
@@ -456,8 +457,7 @@ void Network::Impl::attention_forward(int64_t l, const LayerWeights& lw, LayerAc
   }
   const float* p_used = probs;
   if (ops->dropping()) {  // the backward regenerates the dropped probabilities from the same site
-    ops->copy(probs, at(probs_drop), B * nh * S * S);
-    ops->dropout(at(probs_drop), B * nh * S * S, layer_site(l, 0));
+    ops->dropout(at(probs_drop), B * nh * S * S, layer_site(l, 0), probs);
     p_used = at(probs_drop);
   }
   // ctx[b, s, h*dh + d] = sum_j P[b, h, s, j] V[b, j, h*dh + d]
@@ -536,15 +536,13 @@ void Network::Impl::layer_backward(int64_t l, const BertWeights& g) {
   float *dh_ = at(d_h), *da = at(d_a), *dt = at(d_tmp), *dffn = at(d_ffn);
   // y = LN2(s2), s2 = drop(ffn_out(f_act)) + a
   ops->layernorm_backward(at(sv.s2), lw.ffn_ln, gw.ffn_ln, dh_, da, T, H);  // da = ds2
-  ops->copy(da, dt, T * H);
-  ops->dropout(dt, T * H, layer_site(l, 2));
+  ops->dropout(dt, T * H, layer_site(l, 2), da);
   ops->linear_backward("backward.gemm.ffn_out", lw.ffn_out, gw.ffn_out, at(sv.f_act), dt, dffn, T, false);
   ops->activation_backward(at(sv.f_pre), dffn, T * I, act);
   ops->linear_backward("backward.gemm.ffn_in", lw.ffn_in, gw.ffn_in, at(sv.a), dffn, da, T, true);
   // a = LN1(s1), s1 = drop(attn_out(ctx)) + x
   ops->layernorm_backward(at(sv.s1), lw.attn_ln, gw.attn_ln, da, dh_, T, H);  // d_h = ds1 (= dx so far)
-  ops->copy(dh_, dt, T * H);
-  ops->dropout(dt, T * H, layer_site(l, 1));
+  ops->dropout(dt, T * H, layer_site(l, 1), dh_);
   float* dctx = at(d_ctx);
   ops->linear_backward("backward.gemm.attn_out", lw.out, gw.out, at(sv.ctx), dt, dctx, T, false);
   // Attention: ctx = drop(P) V, P = softmax(scale Q K^T)
@@ -576,8 +574,7 @@ void Network::Impl::layer_backward(int64_t l, const BertWeights& g) {
     const int64_t ps[4] = {nh * S * S, S * S, S, 1}, pt[4] = {nh * S * S, S * S, 1, S}, cs[4] = {S * H, dh, H, 1};
     const float* p_used = at(sv.probs);
     if (ops->dropping()) {  // regenerate the dropped probabilities
-      ops->copy(at(sv.probs), at(probs_drop), B * nh * S * S);
-      ops->dropout(at(probs_drop), B * nh * S * S, layer_site(l, 0));
+      ops->dropout(at(probs_drop), B * nh * S * S, layer_site(l, 0), at(sv.probs));
       p_used = at(probs_drop);
     }
     float* dp = at(d_probs);

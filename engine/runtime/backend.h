@@ -101,9 +101,11 @@ class Backend {
   virtual Status softmax_masked(const kernels::SoftmaxMaskedArgs& a) = 0;
   virtual Status activation(const kernels::ActivationArgs& a) = 0;
   // The activation as the backend's linear layers apply it in their epilogue (the CPU's GELU: the fast
-  // form of kernels/gemm.h's linear_activation), on y [rows, cols]: what training's forward runs after
-  // an unfused linear layer, so that it matches the fused inference layer. By default activation().
-  virtual Status linear_activation(float* y, int64_t rows, int64_t cols, kernels::Activation act) {
+  // form of kernels/gemm.h's linear_activation), y = act(x) on [rows, cols] (x == y: in place, else
+  // disjoint): what training's forward runs after an unfused linear layer, so that it matches the fused
+  // inference layer. By default a copy, then activation().
+  virtual Status linear_activation(const float* x, float* y, int64_t rows, int64_t cols, kernels::Activation act) {
+    if (x != y) BERT_RETURN_IF_ERROR(copy_rows(x, cols, y, cols, rows, cols));
     return activation({y, rows * cols, act});
   }
   virtual Status embed(const kernels::EmbedArgs& a) = 0;

@@ -133,9 +133,14 @@ class CpuBackend final : public Backend {
   Status activation(const kernels::ActivationArgs& a) override {
     return a.kind == kernels::Activation::kIdentity ? Status::Ok() : run(activation_, a);
   }
-  Status linear_activation(float* y, int64_t rows, int64_t cols, kernels::Activation act) override {
+  Status linear_activation(const float* x, float* y, int64_t rows, int64_t cols, kernels::Activation act) override {
     BERT_RETURN_IF_ERROR(kernels::check(kernels::ActivationArgs{y, rows * cols, act}));
-    kernels::linear_activation(y, rows, cols, cols, act);
+    if (x != y) {
+      BERT_RETURN_IF_ERROR(kernels::check(kernels::ActivationArgs{const_cast<float*>(x), rows * cols, act}));
+      if (x < y + rows * cols && y < x + rows * cols)
+        return invalid_argument("linear_activation: x partially overlaps y (must be the same array or disjoint)");
+    }
+    kernels::linear_activation(x, cols, y, rows, cols, cols, act);
     return Status::Ok();
   }
   Status embed(const kernels::EmbedArgs& a) override { return run(embed_, a); }
@@ -183,7 +188,9 @@ class CpuBackend final : public Backend {
     return Status::Ok();
   }
   Status column_sum(const kernels::ColumnSumArgs& a) override { return run(column_sum_, a); }
-  Status dropout(const kernels::DropoutArgs& a) override { return a.p > 0 ? run(dropout_, a) : Status::Ok(); }
+  Status dropout(const kernels::DropoutArgs& a) override {
+    return a.p > 0 || a.src ? run(dropout_, a) : Status::Ok();
+  }
   Status cross_entropy(const kernels::CrossEntropyArgs& a, kernels::LossSum* result) override {
     BERT_RETURN_IF_ERROR(kernels::check(a));
     kernels::CrossEntropyArgs m = a;

@@ -9,6 +9,6 @@
 namespace bert::kernels {
 
 void activation_f32_avx512(const ActivationArgs& a) { simd::activation_all<simd::Avx512>(a); }
-void gelu_erf_fast_f32_avx512(float* x, int64_t n) { simd::gelu_erf_fast_span<simd::Avx512>(x, n); }
+void gelu_erf_fast_f32_avx512(const float* x, float* y, int64_t n) { simd::gelu_erf_fast_span<simd::Avx512>(x, y, n); }
 
 }  // namespace bert::kernels

@@ -18,8 +18,9 @@ constexpr int64_t kParallelMin = int64_t{1} << 18;  // below this, one thread
 template <class Body>
 void for_blocks(int64_t n, const Body& body) {
   if (n <= 0) return;
+  if (n < kParallelMin) return body(0, n);  // (no parallel region: short rows are converted one by one)
   const int64_t blocks = (n + kBlock - 1) / kBlock;
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+#pragma omp parallel for schedule(static)
   for (int64_t b = 0; b < blocks; ++b) {
     const int64_t lo = b * kBlock;
     body(lo, (n - lo < kBlock) ? n - lo : kBlock);

@@ -6,6 +6,7 @@
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include <array>
+#include <cstring>
 #include <map>
 #include <string>
 #include <tuple>
@@ -93,15 +94,24 @@ Plan batched_matmul_plan(const BatchedMatmulArgs& a, memory::data_type operands,
 }  // namespace onednn
 
 void linear_activation(float* y, int64_t M, int64_t N, int64_t ldy, Activation act) {
-  if (act == Activation::kIdentity || M <= 0 || N <= 0) return;
+  if (act != Activation::kIdentity) linear_activation(y, ldy, y, M, N, ldy, act);
+}
+
+void linear_activation(const float* x, int64_t ldx, float* y, int64_t M, int64_t N, int64_t ldy, Activation act) {
+  if (M <= 0 || N <= 0) return;
   const CpuKernels& k = cpu_kernels();
-  void (*gelu)(float*, int64_t) = k.isa == CpuIsa::kAvx512 ? gelu_erf_fast_f32_avx512
+  void (*gelu)(const float*, float*, int64_t) = k.isa == CpuIsa::kAvx512 ? gelu_erf_fast_f32_avx512
                                   : k.isa == CpuIsa::kAvx2 ? gelu_erf_fast_f32_avx2
                                                            : gelu_erf_fast_f32_ref;
 #pragma omp parallel for schedule(static) if (M > 1 && M * N >= (int64_t{1} << 15))
   for (int64_t m = 0; m < M; ++m) {
-    if (act == Activation::kGeluErf) gelu(y + m * ldy, N);
-    else k.activation(ActivationArgs{y + m * ldy, N, act});
+    float* row = y + m * ldy;
+    if (act == Activation::kGeluErf) {
+      gelu(x + m * ldx, row, N);
+      continue;
+    }
+    if (x != y) std::memcpy(row, x + m * ldx, sizeof(float) * N);
+    if (act != Activation::kIdentity) k.activation(ActivationArgs{row, N, act});
   }
 }
 

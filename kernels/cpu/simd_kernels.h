@@ -224,14 +224,15 @@ inline typename V::F gelu_erf_fast(typename V::F x) {
   return V::mul(V::max(V::set1(-8.f), x), phi);
 }
 
+// y[0..n) = gelu(x[0..n)); x == y: in place.
 template <class V>
-void gelu_erf_fast_span(float* x, int64_t n) {
+void gelu_erf_fast_span(const float* x, float* y, int64_t n) {
   constexpr int W = V::W;
   int64_t i = 0;
-  for (; i + W <= n; i += W) V::store(x + i, gelu_erf_fast<V>(V::load(x + i)));
+  for (; i + W <= n; i += W) V::store(y + i, gelu_erf_fast<V>(V::load(x + i)));
   if (i < n) {
     const auto m = V::tail_mask(static_cast<int>(n - i));
-    V::store_tail(x + i, m, gelu_erf_fast<V>(V::load_tail(x + i, m)));
+    V::store_tail(y + i, m, gelu_erf_fast<V>(V::load_tail(x + i, m)));
   }
 }
 

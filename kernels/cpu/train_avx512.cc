@@ -5,6 +5,8 @@
 // element-wise, so the result does not depend on the thread count. Dropout gives the reference's bits
 // exactly (same hash, same double-precision scaling); the GELU derivative is within 2.5e-7 of it (tests/
 // train_kernels_test.cc compares every registered variant with its reference at awkward sizes).
+#include <cstring>
+
 #include "kernels/cpu/simd_kernels.h"
 #include "kernels/cpu/train_portable.h"
 #include "kernels/train.h"
@@ -28,8 +30,9 @@ inline __m512i dropout_hash(__m512i seed, __m512i index_plus_1) {
   return _mm512_xor_si512(z, _mm512_srli_epi64(z, 31));
 }
 
-// x[0..len) of the stream starting at element `first` (len <= 16).
-inline void dropout_16(float* x, int64_t len, uint64_t seed, uint64_t first, float p, double inv_keep) {
+// x[0..len) = drop(src[0..len)) of the stream starting at element `first` (len <= 16).
+inline void dropout_16(const float* src, float* x, int64_t len, uint64_t seed, uint64_t first, float p,
+                       double inv_keep) {
   const __mmask16 m = len >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << len) - 1);
   const __m512i s = _mm512_set1_epi64(static_cast<long long>(seed));
   const __m512i base = _mm512_add_epi64(_mm512_set1_epi64(static_cast<long long>(first + 1)),
@@ -40,7 +43,7 @@ inline void dropout_16(float* x, int64_t len, uint64_t seed, uint64_t first, flo
   const __m512i h32 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi64_epi32(h_lo)), _mm512_cvtepi64_epi32(h_hi), 1);
   const __m512 uniform = _mm512_mul_ps(_mm512_cvtepi32_ps(h32), _mm512_set1_ps(0x1p-24f));
   const __mmask16 keep = _mm512_cmp_ps_mask(uniform, _mm512_set1_ps(p), _CMP_GE_OQ) & m;
-  const __m512 v = _mm512_maskz_loadu_ps(m, x);
+  const __m512 v = _mm512_maskz_loadu_ps(m, src);
   const __m512d k = _mm512_set1_pd(inv_keep);
   const __m256 lo = _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(v)), k));
   const __m256 hi = _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)), k));
@@ -71,14 +74,18 @@ inline __m512 gelu_erf_derivative(__m512 x) {
 }  // namespace
 
 void dropout_f32_avx512(const DropoutArgs& a) {
-  if (a.p <= 0.f || a.n <= 0) return;
+  const float* src = a.src ? a.src : a.x;
+  if (a.p <= 0.f || a.n <= 0) {
+    if (src != a.x && a.n > 0) std::memcpy(a.x, src, sizeof(float) * a.n);
+    return;
+  }
   const double inv_keep = 1.0 / (1.0 - static_cast<double>(a.p));
   const int64_t chunks = (a.n + kChunk - 1) / kChunk;
 #pragma omp parallel for schedule(static) if (a.n >= kParallelMinWork)
   for (int64_t c = 0; c < chunks; ++c) {
     const int64_t end = c * kChunk + kChunk < a.n ? c * kChunk + kChunk : a.n;
     for (int64_t i = c * kChunk; i < end; i += 16)
-      dropout_16(a.x + i, end - i, a.seed, a.offset + static_cast<uint64_t>(i), a.p, inv_keep);
+      dropout_16(src + i, a.x + i, end - i, a.seed, a.offset + static_cast<uint64_t>(i), a.p, inv_keep);
   }
 }
 

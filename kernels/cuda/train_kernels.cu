@@ -196,12 +196,12 @@ int elementwise_blocks(int64_t n) {
 // ---- dropout -----------------------------------------------------------------------------------
 
 // x * inv_keep in double, rounded once: the CPU's arithmetic, so the output bits match too.
-__global__ void __launch_bounds__(kThreads) dropout_kernel(float* x, int64_t n, float p, uint64_t seed,
-                                                          uint64_t offset, double inv_keep) {
+__global__ void __launch_bounds__(kThreads) dropout_kernel(const float* src, float* x, int64_t n, float p,
+                                                          uint64_t seed, uint64_t offset, double inv_keep) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
     const bool keep = dropout_keep_device(seed, offset + static_cast<uint64_t>(i), p);
-    x[i] = keep ? static_cast<float>(static_cast<double>(x[i]) * inv_keep) : 0.f;
+    x[i] = keep ? static_cast<float>(static_cast<double>(src[i]) * inv_keep) : 0.f;
   }
 }
 
@@ -644,10 +644,17 @@ bool column_sum_f32(const ColumnSumArgs& a, void* stream, Workspace ws) {
 bool dropout_f32(const DropoutArgs& a, void* stream) {
   if (a.n < 0) return invalid("dropout_f32: negative n");
   if (!(a.p < 1.f)) return invalid("dropout_f32: p must be in [0, 1)");
-  if (a.p <= 0.f || a.n == 0) return true;
+  if (a.n == 0) return true;
   if (!a.x) return invalid("dropout_f32: null x");
+  const float* src = a.src ? a.src : a.x;
+  if (a.p <= 0.f) {
+    if (src != a.x && cudaMemcpyAsync(a.x, src, sizeof(float) * a.n, cudaMemcpyDeviceToDevice, as_stream(stream)) !=
+                          cudaSuccess)
+      return invalid("dropout_f32: copying src to x failed");
+    return true;
+  }
   const double inv_keep = 1.0 / (1.0 - static_cast<double>(a.p));
-  dropout_kernel<<<elementwise_blocks(a.n), kThreads, 0, as_stream(stream)>>>(a.x, a.n, a.p, a.seed, a.offset,
+  dropout_kernel<<<elementwise_blocks(a.n), kThreads, 0, as_stream(stream)>>>(src, a.x, a.n, a.p, a.seed, a.offset,
                                                                               inv_keep);
   return check_launch("dropout_f32");
 }

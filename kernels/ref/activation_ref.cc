@@ -26,16 +26,19 @@ double gelu_quick(double x) {
 
 }  // namespace
 
-void gelu_erf_fast_f32_ref(float* x, int64_t n) {
+void gelu_erf_fast_f32_ref(const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     const float v = x[i];
-    if (std::isnan(v)) continue;
+    if (std::isnan(v)) {
+      y[i] = v;
+      continue;
+    }
     const float z = std::fmin(4.f, std::fmax(-4.f, v * 0.70710678118654752440f));
     const float t = z * z;
     float p = kGeluFastErfP[0], q = kGeluFastErfQ[0];
     for (int k = 1; k < 6; ++k) p = std::fma(p, t, kGeluFastErfP[k]), q = std::fma(q, t, kGeluFastErfQ[k]);
     const float e = std::fmin(1.f, std::fmax(-1.f, z * p / q));
-    x[i] = std::fmax(v, -8.f) * std::fma(e, 0.5f, 0.5f);
+    y[i] = std::fmax(v, -8.f) * std::fma(e, 0.5f, 0.5f);
   }
 }
 

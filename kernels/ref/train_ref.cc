@@ -235,11 +235,15 @@ bool dropout_keep(uint64_t seed, uint64_t index, float p) {
 }
 
 void dropout_f32_ref(const DropoutArgs& a) {
-  if (a.p <= 0.f) return;
+  const float* src = a.src ? a.src : a.x;
+  if (a.p <= 0.f) {
+    if (src != a.x) std::copy(src, src + a.n, a.x);
+    return;
+  }
   const double inv_keep = 1.0 / (1.0 - static_cast<double>(a.p));
   for (int64_t i = 0; i < a.n; ++i) {
     const bool keep = dropout_keep(a.seed, a.offset + static_cast<uint64_t>(i), a.p);
-    a.x[i] = keep ? static_cast<float>(a.x[i] * inv_keep) : 0.f;
+    a.x[i] = keep ? static_cast<float>(src[i] * inv_keep) : 0.f;
   }
 }
 
