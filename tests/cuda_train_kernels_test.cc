@@ -320,6 +320,15 @@ TEST(CudaTrainKernels, DropoutIsBitIdenticalToTheCpu) {
   DeviceBuffer<float> d_x(x);
   ASSERT_TRUE(cuda::dropout_f32({d_x.p, 1031, 0.f, 1, 0})) << last_error();
   EXPECT_TRUE(same_bits(d_x.host(), x));
+  // Out of place (x = drop(src)): the in-place bits, src untouched; with p = 0, a copy of src.
+  for (float p : {0.3f, 0.f}) {
+    auto want = x;
+    dropout_f32_ref({want.data(), 1031, p, 9, 5});
+    DeviceBuffer<float> d_src(x), d_out(std::vector<float>(1031, -7.f));
+    ASSERT_TRUE(cuda::dropout_f32({d_out.p, 1031, p, 9, 5, d_src.p})) << last_error();
+    EXPECT_TRUE(same_bits(d_out.host(), want)) << "out of place, p " << p;
+    EXPECT_TRUE(same_bits(d_src.host(), x)) << "src changed, p " << p;
+  }
 }
 
 // ---- losses ---------------------------------------------------------------------------------------

@@ -101,8 +101,8 @@ void linear_activation(const float* x, int64_t ldx, float* y, int64_t M, int64_t
   if (M <= 0 || N <= 0) return;
   const CpuKernels& k = cpu_kernels();
   void (*gelu)(const float*, float*, int64_t) = k.isa == CpuIsa::kAvx512 ? gelu_erf_fast_f32_avx512
-                                  : k.isa == CpuIsa::kAvx2 ? gelu_erf_fast_f32_avx2
-                                                           : gelu_erf_fast_f32_ref;
+                                                : k.isa == CpuIsa::kAvx2   ? gelu_erf_fast_f32_avx2
+                                                                           : gelu_erf_fast_f32_ref;
 #pragma omp parallel for schedule(static) if (M > 1 && M * N >= (int64_t{1} << 15))
   for (int64_t m = 0; m < M; ++m) {
     float* row = y + m * ldy;

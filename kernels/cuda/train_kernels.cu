@@ -647,9 +647,10 @@ bool dropout_f32(const DropoutArgs& a, void* stream) {
   if (a.n == 0) return true;
   if (!a.x) return invalid("dropout_f32: null x");
   const float* src = a.src ? a.src : a.x;
-  if (a.p <= 0.f) {
-    if (src != a.x && cudaMemcpyAsync(a.x, src, sizeof(float) * a.n, cudaMemcpyDeviceToDevice, as_stream(stream)) !=
-                          cudaSuccess)
+  if (a.p <= 0.f) {  // nothing drops: x = src
+    if (src == a.x) return true;
+    const size_t bytes = sizeof(float) * static_cast<size_t>(a.n);
+    if (cudaMemcpyAsync(a.x, src, bytes, cudaMemcpyDeviceToDevice, as_stream(stream)) != cudaSuccess)
       return invalid("dropout_f32: copying src to x failed");
     return true;
   }
