@@ -21,7 +21,7 @@ data-parallel|DataParallel|DataParallel|1.5 min|000: 4,000 records on 1 vs N ran
 finetune-batch-size|FinetuneBatchSize|-|7 min CPU, 31 min wall|001: accuracy / F1 / loss per batch size
 finetune-memory|FinetuneMemory|FinetuneMemory/config:[034]/|4 min|001: pre / max / post memory per plugin
 zoo-deploy|ZooDeploy|-|2 min|002: four models x threads x input size
-optimization|Optimization|-|5 min|002: fp32 padded vs packed vs int8 / bf16
+optimization|Optimization|-|5 min|002: fp32 padded vs packed vs int8 / bf16 (padded, packed)
 memory-vs-seq|MemoryVsSeq|-|1 min|003: memory vs sequence length
 memory-vs-batch|MemoryVsBatch|-|2.5 min|003: memory vs batch size
 time-vs-seq|TimeVsSeq|-|2 min|003: inference time vs sequence length

@@ -3,7 +3,7 @@
 //                  from its file) x T OpenMP threads: load time, inference time, records/s, bytes read/s.
 //   DataParallel   study 000 (GPU part) on CPU ranks: the records shared by the mpirun ranks.
 //   ZooDeploy      study 002: the zoo's four models over input sizes on 1 thread and all threads.
-//   Optimization   study 002: fp32 padded vs the packed path vs int8 / bf16: latency and accuracy.
+//   Optimization   study 002: fp32 padded vs the packed path vs int8 / bf16 (padded and packed): latency and accuracy.
 //   MemoryVsSeq, MemoryVsBatch, TimeVsSeq   study 003: QA models' memory and time over the grid.
 //   Profile        study 004: per-op times of one inference and of a training step's phases.
 // Every family runs a fixed number of iterations (BERT_EXP_SCALE picks the grid); counters hold the
@@ -241,7 +241,10 @@ std::vector<OptModel> opt_models() {
     return {{"bert-tiny", true}, {"bert-mini", true}, {"bert-base", false}, {"distilbert-base", false}, {"electra-small", false}};
   return {{"bert-tiny", true}, {"bert-base", false}};
 }
-const char* const kModes[] = {"fp32 padded", "fp32 packed (remove_padding)", "int8", "bf16"};
+const char* const kModes[] = {"fp32 padded", "fp32 packed (remove_padding)", "int8",
+                              "bf16",        "int8 packed (remove_padding)", "bf16 packed (remove_padding)"};
+constexpr int kModeCount = sizeof(kModes) / sizeof(kModes[0]);
+bool packed_mode(int mode) { return mode == 1 || mode >= 4; }
 
 void Optimization(benchmark::State& state) {
   const OptModel om = opt_models()[state.range(0)];
@@ -259,8 +262,8 @@ void Optimization(benchmark::State& state) {
     if (path.empty()) return state.SkipWithError(err.c_str());
   }
   bert::LoadOptions lo;
-  if (mode == 2) lo.precision = bert::Precision::kInt8;
-  if (mode == 3) lo.precision = bert::Precision::kBF16;
+  if (mode == 2 || mode == 4) lo.precision = bert::Precision::kInt8;
+  if (mode == 3 || mode == 5) lo.precision = bert::Precision::kBF16;
   auto model = bert::Model::Load(path, lo);  // bf16 on a CPU without a bf16 matmul: the engine says which feature
   if (!model.ok()) return needs(state, "a precision this CPU runs: " + model.status().to_string());
   const Sst2* data = sst2(1, &err);
@@ -268,11 +271,11 @@ void Optimization(benchmark::State& state) {
   const int n = om.trained ? by_scale(64, 872, 872) : by_scale(32, 128, 872);
   std::vector<bert::data::Example> dev(data->dev.begin(), data->dev.begin() + std::min<size_t>(n, data->dev.size()));
   std::vector<bert::data::Example> first(dev.begin(), dev.begin() + std::min<size_t>(32, dev.size()));
-  if (auto w = evaluate(*model, first, 32, threads, mode == 1, 128); !w.ok())  // warm-up
+  if (auto w = evaluate(*model, first, 32, threads, packed_mode(mode), 128); !w.ok())  // warm-up
     return state.SkipWithError(w.status().to_string().c_str());
   Eval e;
   for (auto _ : state) {
-    auto r = evaluate(*model, dev, 32, threads, mode == 1, 128);
+    auto r = evaluate(*model, dev, 32, threads, packed_mode(mode), 128);
     if (!r.ok()) return state.SkipWithError(r.status().to_string().c_str());
     e = *r;
   }
@@ -481,7 +484,7 @@ void register_inference() {
   auto* o = benchmark::RegisterBenchmark("Optimization", Optimization)->ArgNames({"model", "mode", "threads"});
   for (int m = 0; m < static_cast<int>(opt_models().size()); ++m)
     for (int t : {1, 0})
-      for (int mode = 0; mode < 4; ++mode) o->Args({m, mode, t});
+      for (int mode = 0; mode < kModeCount; ++mode) o->Args({m, mode, t});
   o->Iterations(1)->UseRealTime()->Unit(benchmark::kMillisecond);
 
   // study 003's grids (scaled down by default; docs/EXPERIMENTS.md)

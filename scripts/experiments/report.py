@@ -384,7 +384,8 @@ def optimization(rep):
         ok.append(rep.rows[-1])
     rep.notes += ["SST-2 dev sentences in batches of 32 padded to 128 tokens; `packed` runs the same batches with "
                   "SessionOptions.remove_padding (the encoder on the real tokens only). int8 and bf16 rows load the "
-                  "model with LoadOptions.precision and print the engine's error when it refuses.",
+                  "model with LoadOptions.precision (padded, and packed too) and print the engine's error when it "
+                  "refuses.",
                   "bert-tiny is fine-tuned here from random weights (no pre-trained weights exist); bert-base is "
                   "synthetic (latency only)."]
     if rep.scale == "default":
