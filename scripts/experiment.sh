@@ -77,13 +77,14 @@ BENCH=$(realpath "$BUILD_DIR/bench/bert_bench")
 [ -x "$BENCH" ] || { echo "experiment.sh: no $BENCH (build it, or drop --no-build)" >&2; exit 1; }
 [ -n "$OUT" ] || OUT="bench/results/$(date -u +%Y-%m-%d)-$NAME"
 mkdir -p "$OUT"
+# The engine's commit, before this run rewrites a recorded folder (which would read as uncommitted).
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+[ "$COMMIT" = unknown ] || git diff --quiet HEAD 2>/dev/null || COMMIT="$COMMIT+uncommitted"
 rm -f "$OUT"/results*.json "$OUT"/*.png
 OUT=$(realpath "$OUT")
 
 PY=/usr/bin/python3  # Debian's, with python3-matplotlib (scripts/setup.sh)
 [ -x "$PY" ] || PY=python3
-COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-[ "$COMMIT" = unknown ] || git diff --quiet HEAD 2>/dev/null || COMMIT="$COMMIT+uncommitted"
 FLAGS=$(grep -o -w -E 'avx512f|avx512_vnni|avx512_bf16|avx512_fp16|amx_tile|avx2' /proc/cpuinfo 2>/dev/null | sort -u | tr '\n' ' ')
 {
   echo "experiment: $NAME (study $STUDY), scale: $SCALE"
